@@ -1,0 +1,219 @@
+"""`folio <task> <verb>`: parses flags into a task's options and calls the task. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from folio.errors import FolioError
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
+    return value
+
+
+def add_training_flags(parser: argparse.ArgumentParser, lr: float, max_time: float | None) -> None:
+    """Flags of the shared training loop, the same for every task."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--lr", type=positive_float, default=lr, help="peak learning rate (AdamW)")
+    group.add_argument("--weight-decay", type=float, default=0.01)
+    group.add_argument("--warmup-steps", type=int, default=100)
+    group.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decay ends at lr × this")
+    group.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 disables")
+    group.add_argument("--max-steps", type=positive_int, default=None)
+    group.add_argument("--max-time", type=positive_float, default=max_time, help="seconds of training")
+    group.add_argument("--eval-every", type=positive_int, default=500, help="steps between validations")
+    group.add_argument("--patience", type=int, default=0, help="early stopping after N evaluations without improvement (0: off)")
+    group.add_argument("--log-every", type=positive_int, default=50)
+    group.add_argument("--save-every", type=positive_int, default=500, help="steps between resumable checkpoints")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    group.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model")
+    group.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
+                       help="continue an interrupted run from DIR (default: OUT/last)")
+    group.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def train_config_from(args):
+    from folio.training.trainer import TrainConfig
+
+    return TrainConfig(
+        lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip, max_steps=args.max_steps, max_time=args.max_time, eval_every=args.eval_every,
+        patience=args.patience, log_every=args.log_every, save_every=args.save_every, seed=args.seed,
+        amp=args.amp, compile=args.compile,
+    )
+
+
+# ---- folio lm ----------------------------------------------------------------------------------
+def _lm_train(args) -> int:
+    from folio.tasks.lm import LanguageModel, LMTrainOptions, train
+
+    options = LMTrainOptions(
+        corpus=args.corpus, out=args.out, lower=args.lower,
+        model={"arch": args.arch, "layers": args.layers, "hidden": args.hidden,
+               "embedding_dim": args.embedding_dim, "dropout": args.dropout},
+        seq_len=args.seq_len, batch_size=args.batch_size, stateful=args.stateful,
+        train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
+    )
+    train(options)
+    if args.sample_temperatures and not _is_worker():
+        lm = LanguageModel.from_pretrained(args.out)
+        prompt = args.sample_prompt
+        for temperature in args.sample_temperatures:
+            print(f"\n--- sample at temperature {temperature} ---")
+            print(lm.generate(prompt, max_new_tokens=args.sample_length, temperature=temperature, seed=args.seed))
+    return 0
+
+
+def _is_worker() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) != 0
+
+
+def _lm_sample(args) -> int:
+    from folio.tasks.lm import LanguageModel
+
+    lm = LanguageModel.from_pretrained(args.model, device=args.device)
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop)
+    for i in range(0, args.num_samples, args.batch):
+        count = min(args.batch, args.num_samples - i)
+        if args.stream:
+            sys.stdout.write(args.prompt)
+            for pieces in lm.stream(args.prompt, args.length, num_samples=1, **options):
+                sys.stdout.write(pieces[0])
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            continue
+        texts = lm.generate(args.prompt, args.length, num_samples=count, **options)
+        for text in [texts] if count == 1 else texts:
+            print(text)
+            if args.num_samples > 1:
+                print("---")
+        if options["seed"] is not None:
+            options["seed"] += 1
+    return 0
+
+
+def _lm_evaluate(args) -> int:
+    from folio.data.corpora import load_corpus, split_text
+    from folio.tasks.lm import LanguageModel
+
+    lm = LanguageModel.from_pretrained(args.model, device=args.device)
+    text = load_corpus(args.corpus)
+    split = lm.config.get("data", {}).get("split", [0.9, 0.05, 0.05]) if args.split != "all" else None
+    part = text if split is None else split_text(text, tuple(split))[args.split]
+    report = {"split": args.split, "corpus": args.corpus, **lm.evaluate(part)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.split}: loss {report['loss']:.4f} nats/char, {report['bits_per_char']:.4f} bits/char, "
+              f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} characters")
+    return 0
+
+
+def _add_lm(tasks) -> None:
+    lm = tasks.add_parser("lm", help="character-level language models (Char-RNN)", formatter_class=_Formatter)
+    verbs = lm.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = verbs.add_parser("train", help="train a character language model", formatter_class=_Formatter,
+                         description="Train a GRU/LSTM character language model, then print samples.")
+    t.add_argument("--corpus", default="shakespeare", help="shakespeare (embedded), tinyshakespeare (downloaded) or a UTF-8 file")
+    t.add_argument("--out", default="runs/lm", help="model directory")
+    t.add_argument("--arch", choices=["gru", "lstm"], default="gru")
+    t.add_argument("--layers", type=positive_int, default=2)
+    t.add_argument("--hidden", type=positive_int, default=128)
+    t.add_argument("--embedding-dim", type=int, default=0, help="0: one-hot input")
+    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--seq-len", type=positive_int, default=100)
+    t.add_argument("--batch-size", type=positive_int, default=32)
+    t.add_argument("--stateful", action="store_true", help="carry the hidden state across batches")
+    t.add_argument("--lower", action="store_true", help="lower-case the corpus, as in the book")
+    t.add_argument("--sample-temperatures", type=positive_float, nargs="*", default=[0.2, 1.0, 2.0],
+                   help="print a sample at each temperature after training")
+    t.add_argument("--sample-prompt", default="ROMEO:")
+    t.add_argument("--sample-length", type=positive_int, default=300)
+    add_training_flags(t, lr=3e-3, max_time=180.0)
+    t.set_defaults(func=_lm_train)
+
+    s = verbs.add_parser("sample", help="generate text", formatter_class=_Formatter)
+    s.add_argument("--model", required=True, help="model directory")
+    s.add_argument("--prompt", default="\n")
+    s.add_argument("--length", type=positive_int, default=500, help="characters to generate")
+    s.add_argument("--temperature", type=positive_float, default=1.0)
+    s.add_argument("--top-k", type=positive_int, default=None)
+    s.add_argument("--top-p", type=unit_float, default=None)
+    s.add_argument("--num-samples", type=positive_int, default=1)
+    s.add_argument("--batch", type=positive_int, default=32, help="samples generated together")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--stop", action="append", default=None, help="stop at this string (repeatable)")
+    s.add_argument("--stream", action="store_true", help="print characters as they are produced")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_lm_sample)
+
+    e = verbs.add_parser("evaluate", help="loss, bits per char and perplexity on a split", formatter_class=_Formatter)
+    e.add_argument("--model", required=True)
+    e.add_argument("--corpus", default="shakespeare")
+    e.add_argument("--split", choices=["train", "valid", "test", "all"], default="test")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=_lm_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="folio", formatter_class=_Formatter,
+                                     description="Folio: recurrent networks and attention for NLP.")
+    from folio import __version__
+
+    parser.add_argument("--version", action="version", version=f"folio {__version__}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
+    _add_lm(tasks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FolioError as err:
+        print(f"folio: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("folio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

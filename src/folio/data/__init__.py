@@ -1,0 +1,1 @@
+"""Corpora, vocabularies and batching: the first half of text → batches → model."""

@@ -1,0 +1,103 @@
+"""Batches of character windows, built by index so any batch of any epoch is reachable directly.
+
+Random access is what makes resume exact: batch `i` of epoch `e` is a pure function of
+(seed, epoch, i), so a resumed run picks up at the same batch without replaying the data.
+
+Two layouts:
+
+* `RandomWindows`: every window of length n+1 with shift 1, shuffled each epoch; inputs are the first
+  n ids and targets the last n (offset by one).
+* `StatefulStreams`: the text is cut into `batch_size` contiguous streams; batch i takes the i-th
+  consecutive, non-overlapping window of every stream, so row j of batch i+1 continues row j of batch i
+  and a recurrent model may carry its hidden state across batches.
+
+Under torchrun each rank takes its own rows of the same global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from folio.errors import DataError
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (B, n)
+    targets: torch.Tensor  # (B, n)
+    reset_state: bool = False  # True where a stateful model must start from a zero state
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True), self.reset_state)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.targets.numel()
+
+
+class RandomWindows:
+    """All windows of `seq_len + 1` ids at shift 1, in a fresh random order each epoch."""
+
+    stateful = False
+
+    def __init__(self, ids: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if len(ids) < seq_len + 1:
+            raise DataError(f"the text has {len(ids)} characters, fewer than one window of {seq_len + 1}")
+        self.ids, self.seq_len, self.batch_size = ids, seq_len, batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.num_windows = len(ids) - seq_len
+        global_batch = batch_size * world_size
+        if self.num_windows < global_batch:
+            raise DataError(f"{self.num_windows} windows are fewer than one batch of {global_batch}")
+        self._offsets = torch.arange(seq_len + 1)
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        """Batches per epoch (the last partial batch is dropped)."""
+        return self.num_windows // (self.batch_size * self.world_size)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(self.num_windows, generator=generator))
+        return self._order[1]
+
+    def batch(self, epoch: int, index: int) -> Batch:
+        global_batch = self.batch_size * self.world_size
+        first = index * global_batch + self.rank * self.batch_size
+        starts = self._permutation(epoch)[first : first + self.batch_size]
+        windows = self.ids[starts[:, None] + self._offsets]  # (B, n+1), one gather
+        return Batch(windows[:, :-1], windows[:, 1:])
+
+
+class StatefulStreams:
+    """`batch_size` contiguous streams; consecutive batches continue each row."""
+
+    stateful = True
+
+    def __init__(self, ids: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        streams = batch_size * world_size
+        stream_len = (len(ids) - 1) // streams
+        if stream_len < seq_len:
+            raise DataError(
+                f"the text has {len(ids)} characters: too short for {streams} streams of at least {seq_len + 1}"
+            )
+        self.seq_len, self.batch_size = seq_len, batch_size
+        usable = stream_len * streams
+        rows = slice(rank * batch_size, (rank + 1) * batch_size)
+        self.inputs = ids[:usable].view(streams, stream_len)[rows]  # (B, L)
+        self.targets = ids[1 : usable + 1].view(streams, stream_len)[rows]  # (B, L), shifted by one
+        self.num_batches = stream_len // seq_len
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def batch(self, epoch: int, index: int) -> Batch:
+        window = slice(index * self.seq_len, (index + 1) * self.seq_len)
+        return Batch(self.inputs[:, window], self.targets[:, window], reset_state=index == 0)
+
+
+def make_batches(ids: torch.Tensor, seq_len: int, batch_size: int, stateful: bool, **kwargs) -> RandomWindows | StatefulStreams:
+    return (StatefulStreams if stateful else RandomWindows)(ids, seq_len, batch_size, **kwargs)

@@ -1,0 +1,109 @@
+"""Temperature, top-k and top-p (nucleus) sampling, and the incremental generation loop.
+
+The loop never re-feeds the text: `step(tokens, state)` runs the model on one new token per sequence
+and returns the next logits and the updated state (a recurrent state or a key/value cache).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from folio.errors import ConfigError
+
+StepFn = Callable[[Tensor, object], tuple[Tensor, object]]  # (N,) ids, state -> (N, V) logits, state
+
+
+def check_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise ConfigError(f"temperature must be a positive number, got {temperature!r} (use top_k=1 for greedy)")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def filter_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Scaled logits (N, V) with everything outside the top-k / top-p nucleus set to -inf."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the tokens ranked above it already hold top_p of the mass; the first stays.
+        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token per row of `logits` (N, V) → (N,)."""
+    if top_k == 1:
+        return logits.argmax(-1)
+    probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def generate_tokens(
+    step: StepFn,
+    logits: Tensor,
+    state: object,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[Tensor]:
+    """Yield (N,) new tokens, one step at a time, starting from the prompt's last logits (N, V)."""
+    check_sampling_options(temperature, top_k, top_p)
+    for i in range(max_new_tokens):
+        tokens = sample_next(logits, temperature, top_k, top_p, generator)
+        yield tokens
+        if i + 1 < max_new_tokens:
+            logits, state = step(tokens, state)
+
+
+class StopStrings:
+    """Cuts generated text at the first stop string, holding back what could still become one.
+
+    `feed(text)` returns the part that is safe to show now; `done` turns True once a stop string appeared.
+    """
+
+    def __init__(self, stops: list[str] | None):
+        self.stops = [s for s in (stops or []) if s]
+        self.holdback = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.shown = 0
+        self.done = False
+
+    def feed(self, piece: str) -> str:
+        if self.done:
+            return ""
+        self.text += piece
+        hits = [i for i in (self.text.find(s, max(0, self.shown - self.holdback)) for s in self.stops) if i >= 0]
+        if hits:
+            self.done = True
+            self.text = self.text[: min(hits)]
+            end = len(self.text)
+        else:
+            end = max(self.shown, len(self.text) - self.holdback)
+        out = self.text[self.shown : end]
+        self.shown = end
+        return out
+
+    def flush(self) -> str:
+        out = self.text[self.shown :]
+        self.shown = len(self.text)
+        return out

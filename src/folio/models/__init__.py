@@ -1,0 +1,1 @@
+"""Model families, one file each. Every model exposes `loss(batch, ...)` for the shared trainer."""

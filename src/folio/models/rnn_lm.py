@@ -1,0 +1,84 @@
+"""A recurrent language model (GRU or LSTM) over token ids."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from folio.errors import ConfigError
+from folio.nn.gru import FastGRU
+
+State = Tensor | tuple[Tensor, Tensor]  # GRU: h (L, B, H); LSTM: (h, c)
+
+
+@dataclass
+class RNNLMConfig:
+    vocab_size: int
+    arch: str = "gru"  # gru | lstm
+    layers: int = 2
+    hidden: int = 128
+    embedding_dim: int = 0  # 0 = one-hot input (the book's choice)
+    dropout: float = 0.2  # between recurrent layers, and before the output layer when > 0
+
+    def __post_init__(self):
+        if self.arch not in ("gru", "lstm"):
+            raise ConfigError(f"--arch {self.arch!r}: choose gru or lstm")
+        for name in ("vocab_size", "layers", "hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.embedding_dim < 0:
+            raise ConfigError(f"embedding_dim must be >= 0 (0 means one-hot), got {self.embedding_dim}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RNNLanguageModel(nn.Module):
+    """Embedding (or one-hot) → stacked GRU/LSTM → linear over the vocabulary.
+
+    `forward(ids, state)` returns logits (B, T, V) and the final state, so generation can feed one token
+    at a time and carry the state, and stateful training can carry it across batches.
+    """
+
+    def __init__(self, config: RNNLMConfig):
+        super().__init__()
+        self.config = config
+        one_hot = config.embedding_dim == 0
+        self.embedding = None if one_hot else nn.Embedding(config.vocab_size, config.embedding_dim)
+        input_size = config.vocab_size if one_hot else config.embedding_dim
+        rnn_dropout = config.dropout if config.layers > 1 else 0.0
+        if config.arch == "gru":
+            self.rnn = FastGRU(input_size, config.hidden, config.layers, dropout=rnn_dropout, batch_first=True)
+        else:
+            self.rnn = nn.LSTM(input_size, config.hidden, config.layers, dropout=rnn_dropout, batch_first=True)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def _rnn_input(self, ids: Tensor) -> Tensor:
+        if self.embedding is not None:
+            return self.embedding(ids)  # (B, T, E)
+        if isinstance(self.rnn, FastGRU):
+            return ids  # FastGRU reads integer input as one-hot indices
+        return F.one_hot(ids, self.config.vocab_size).to(self.head.weight.dtype)  # (B, T, V)
+
+    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        out, state = self.rnn(self._rnn_input(ids), state)  # out: (B, T, H)
+        return self.head(out), state
+
+    def loss(self, batch, state: State | None = None) -> tuple[Tensor, State]:
+        """Mean cross-entropy in nats per token, and the final state (for stateful training)."""
+        logits, state = self(batch.inputs, state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1))
+        return loss, state
+
+    @staticmethod
+    def detach_state(state: State | None) -> State | None:
+        if state is None:
+            return None
+        if isinstance(state, tuple):
+            return tuple(s.detach() for s in state)
+        return state.detach()

@@ -1,0 +1,237 @@
+"""`folio lm`: character-level language modelling (Char-RNN), end to end.
+
+    >>> from folio.tasks.lm import LanguageModel
+    >>> lm = LanguageModel.from_pretrained("runs/shakespeare")        # doctest: +SKIP
+    >>> lm.generate("ROMEO:", max_new_tokens=200, temperature=0.8)    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from folio.data.corpora import load_corpus, split_text
+from folio.data.vocab import CharVocab
+from folio.data.windows import StatefulStreams, make_batches
+from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens
+from folio.errors import CheckpointError, ConfigError, DataError
+from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
+from folio.training.checkpoint import load_weights, read_config
+from folio.training.trainer import LAST, Trainer, TrainConfig
+
+TASK = "lm"
+VOCAB_FILE = "vocab.json"
+
+
+@dataclass
+class LMTrainOptions:
+    """Everything `folio lm train` accepts, with the defaults of the CLI."""
+
+    corpus: str = "shakespeare"
+    out: str = "runs/lm"
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    lower: bool = False
+    model: dict = field(default_factory=dict)  # RNNLMConfig fields except vocab_size
+    seq_len: int = 100
+    batch_size: int = 32
+    stateful: bool = False
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_time=180))
+    device: str = "auto"
+    resume: str | None = None
+    eval_batch_size: int = 64
+    progress: bool = True
+
+
+@torch.no_grad()
+def stream_loss(model: RNNLanguageModel, ids: torch.Tensor, seq_len: int = 256, streams: int = 64) -> tuple[float, int]:
+    """Mean next-token loss (nats) over `ids`, read as `streams` contiguous streams with the state carried.
+
+    Every token after a stream's first is predicted once, with all earlier tokens of its stream as
+    context, as a recurrent model is used in practice. Returns (loss, tokens predicted).
+    """
+    device = next(model.parameters()).device
+    streams = max(1, min(streams, (len(ids) - 1) // max(seq_len, 1)))
+    data = StatefulStreams(ids, seq_len=min(seq_len, (len(ids) - 1) // streams), batch_size=streams)
+    total, count, state = 0.0, 0, None
+    was_training = model.training
+    model.eval()
+    for index in range(len(data)):
+        batch = data.batch(0, index).to(device)
+        logits, state = model(batch.inputs, state)
+        total += torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), batch.targets.reshape(-1), reduction="sum"
+        ).item()
+        count += batch.targets.numel()
+    model.train(was_training)
+    return total / count, count
+
+
+def loss_report(loss: float, tokens: int) -> dict:
+    return {"loss": loss, "bits_per_char": loss / math.log(2), "perplexity": math.exp(loss), "tokens": tokens}
+
+
+def train(options: LMTrainOptions) -> dict:
+    """Train a character language model; returns the trainer's summary."""
+    device = select_device(options.device)
+    dist_info = init_distributed(device)
+    try:
+        seed_everything(options.train.seed + dist_info.rank)
+        out = Path(options.out)
+        resume_dir = None
+        if options.resume is not None:
+            resume_dir = Path(options.resume) if options.resume else out / LAST
+            if not (resume_dir / "trainer_state.pt").exists():
+                raise CheckpointError(f"--resume: no checkpoint to resume at {resume_dir} (expected {resume_dir}/trainer_state.pt)")
+            saved = read_config(resume_dir, TASK)
+            vocab = CharVocab.load(resume_dir / VOCAB_FILE)
+            model_config = RNNLMConfig(**saved["model"])
+        text = load_corpus(options.corpus)
+        splits = split_text(text, options.split)
+        if resume_dir is None:
+            vocab = CharVocab.fit(text, lower=options.lower)
+            model_config = RNNLMConfig(vocab_size=len(vocab), **options.model)
+        for name in ("train", "valid"):
+            if len(splits[name]) < 2:
+                raise DataError(f"corpus {options.corpus!r} is too short: its {name} split has {len(splits[name])} characters")
+        train_ids = vocab.encode(splits["train"])
+        valid_ids = vocab.encode(splits["valid"])
+        batches = make_batches(
+            train_ids, options.seq_len, options.batch_size, options.stateful,
+            seed=options.train.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+        )
+        model = RNNLanguageModel(model_config)
+        saved_config = {
+            "task": TASK,
+            "model": model_config.to_dict(),
+            "data": {"corpus": options.corpus, "split": list(options.split), "seq_len": options.seq_len,
+                     "batch_size": options.batch_size, "stateful": options.stateful},
+            "train": options.train.to_dict(),
+        }
+        trainer = Trainer(
+            model, batches, options.train, out,
+            evaluate=lambda m: stream_loss(m, valid_ids, streams=options.eval_batch_size)[0],
+            saved_config=saved_config,
+            write_extras=lambda d: vocab.save(d / VOCAB_FILE),
+            device=device, dist_info=dist_info, progress=options.progress,
+        )
+        if resume_dir is not None:
+            trainer.resume(resume_dir)
+        if dist_info.is_main:
+            params = sum(p.numel() for p in model.parameters())
+            trainer.progress.message(
+                f"{model_config.arch.upper()} {model_config.layers}x{model_config.hidden}, {params:,} parameters, "
+                f"{len(vocab)} characters, {len(train_ids):,} training characters, device {device}"
+                + (f", {dist_info.world_size} processes" if dist_info.world_size > 1 else "")
+                + (f", resuming at step {trainer.step}" if resume_dir is not None else "")
+            )
+        return trainer.train()
+    finally:
+        shutdown_distributed()
+
+
+class LanguageModel:
+    """A trained character language model with its vocabulary: generate, stream, score.
+
+    >>> lm = LanguageModel.from_pretrained("runs/lm")           # doctest: +SKIP
+    >>> lm.predict_next("How are yo")                            # doctest: +SKIP
+    'u'
+    """
+
+    def __init__(self, model: RNNLanguageModel, vocab: CharVocab, config: dict | None = None):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.config = config or {}
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> LanguageModel:
+        config = read_config(directory, TASK)
+        try:
+            model_config = RNNLMConfig(**config["model"])
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
+        model = RNNLanguageModel(model_config)
+        load_weights(model, directory)
+        vocab_path = Path(directory) / VOCAB_FILE
+        if not vocab_path.exists():
+            raise CheckpointError(f"{directory} has no {VOCAB_FILE}")
+        return cls(model.to(select_device(device)), CharVocab.load(vocab_path), config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _prompt_ids(self, prompt: str) -> torch.Tensor:
+        if not prompt:
+            raise ConfigError("the prompt is empty: give at least one character to start from")
+        return self.vocab.encode(prompt).to(self.device)
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_samples: int = 1,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> Iterator[list[str]]:
+        """Yield, per step, the new text of each sample (a list of `num_samples` strings).
+
+        The prompt is read once; each new character costs one recurrent step with the carried state.
+        Text is cut at the first stop string (which is not included).
+        """
+        check_sampling_options(temperature, top_k, top_p)
+        if num_samples < 1:
+            raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
+        ids = self._prompt_ids(prompt).unsqueeze(0).expand(num_samples, -1)  # (N, P)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        logits, state = self.model(ids)
+        stoppers = [StopStrings(stop) for _ in range(num_samples)]
+
+        def step(tokens, state):
+            logits, state = self.model(tokens.unsqueeze(1), state)  # (N, 1, V)
+            return logits[:, -1], state
+
+        chars = self.vocab.chars
+        for tokens in generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator):
+            yield [s.feed(chars[t]) for s, t in zip(stoppers, tokens.tolist())]
+            if all(s.done for s in stoppers):
+                return
+        tail = [s.flush() for s in stoppers]
+        if any(tail):
+            yield tail
+
+    def generate(self, prompt: str, max_new_tokens: int = 500, num_samples: int = 1, **options) -> str | list[str]:
+        """The prompt followed by generated text; a list when `num_samples` > 1."""
+        pieces = [[] for _ in range(num_samples)]
+        for step in self.stream(prompt, max_new_tokens, num_samples=num_samples, **options):
+            for buffer, piece in zip(pieces, step):
+                buffer.append(piece)
+        texts = [prompt + "".join(buffer) for buffer in pieces]
+        return texts[0] if num_samples == 1 else texts
+
+    @torch.inference_mode()
+    def next_char_probabilities(self, prompt: str) -> dict[str, float]:
+        logits, _ = self.model(self._prompt_ids(prompt).unsqueeze(0))
+        probs = logits[0, -1].float().softmax(-1)
+        return {self.vocab.chars[i]: p for i, p in enumerate(probs.tolist())}
+
+    def predict_next(self, prompt: str) -> str:
+        """The most likely next character."""
+        probs = self.next_char_probabilities(prompt)
+        return max(probs, key=probs.get)
+
+    def evaluate(self, text: str, seq_len: int = 256, streams: int = 64) -> dict:
+        """Loss (nats/char), bits per char, perplexity and token count on `text`."""
+        ids = self.vocab.encode(text)
+        if len(ids) < 2:
+            raise DataError("the text to evaluate needs at least two characters")
+        return loss_report(*stream_loss(self.model, ids, seq_len, streams))

@@ -1,0 +1,115 @@
+"""Checkpoint directories: `config.json`, `model.safetensors`, vocabulary files, `trainer_state.pt`.
+
+A directory is written beside its destination and renamed into place, so a crash never leaves a
+half-written checkpoint where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import folio
+from folio.errors import CheckpointError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAINER_STATE = "trainer_state.pt"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    config: dict,
+    write_extras: Callable[[Path], None] | None = None,
+    trainer_state: dict | None = None,
+) -> Path:
+    """Write a complete checkpoint to `directory`, atomically replacing any previous one."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps({"folio_version": folio.__version__, **config}, indent=2) + "\n")
+        if write_extras is not None:
+            write_extras(tmp)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+        for path in tmp.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        old = directory.with_name(f".{directory.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_config(directory: str | Path, task: str) -> dict:
+    """The checkpoint's config, checked to belong to `task`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"model directory {directory} does not exist")
+    path = directory / CONFIG
+    if not path.exists():
+        raise CheckpointError(f"{directory} is not a Folio checkpoint: it has no {CONFIG}")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+    if not isinstance(config, dict) or config.get("task") != task:
+        found = config.get("task") if isinstance(config, dict) else None
+        raise CheckpointError(f"{directory} holds a {found!r} model, not a {task!r} model")
+    return config
+
+
+def load_weights(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Load `model.safetensors` onto the model's device, whatever device it was saved from."""
+    path = Path(directory) / WEIGHTS
+    if not path.exists():
+        raise CheckpointError(f"{directory} has no {WEIGHTS}")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+    try:
+        unwrap(model).load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not fit the model in {CONFIG}: {first}") from err
+    return model
+
+
+def load_trainer_state(directory: str | Path) -> dict:
+    path = Path(directory) / TRAINER_STATE
+    if not path.exists():
+        raise CheckpointError(f"cannot resume: {directory} has no {TRAINER_STATE}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch.load raises many types on a damaged file
+        raise CheckpointError(f"cannot resume: {path} is corrupt ({type(err).__name__}: {err})") from err

@@ -1,0 +1,338 @@
+"""The one training loop: AdamW, warm-up + cosine decay, clipping, evaluation, early stopping,
+checkpoints with exact resume, progress, a metrics log, and DistributedDataParallel under torchrun.
+
+A model only has to expose `loss(batch)` (or `loss(batch, state)` returning `(loss, state)` for
+stateful training); a task supplies the batches, a validation function and what to save beside the
+weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from folio.errors import ConfigError
+from folio.runtime import Distributed
+from folio.training.checkpoint import load_trainer_state, save_checkpoint, unwrap
+from folio.training.progress import MetricsLog, Progress, format_seconds, plot_curves
+
+LAST = "last"  # sub-directory holding the latest full checkpoint (with trainer state)
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # the cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0  # 0 disables clipping
+    max_steps: int | None = None
+    max_time: float | None = None  # seconds of training (evaluation included)
+    eval_every: int = 500
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    log_every: int = 50
+    save_every: int = 500
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    compile: bool = False
+
+    def __post_init__(self):
+        if self.max_steps is None and self.max_time is None:
+            raise ConfigError("give --max-steps or --max-time (or both) so training knows when to end")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ConfigError(f"--max-time must be positive seconds, got {self.max_time}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        self.betas = tuple(self.betas)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _LossModule(nn.Module):
+    """Routes DDP's forward to `model.loss`, so gradients are synchronised as DDP expects."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, *state):
+        return self.model.loss(batch, *state)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _detach(state):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def _to_device(state, device):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.to(device) for s in state)
+    return state.to(device)
+
+
+class Trainer:
+    """Train `model` on `train_data` (an object with `len()`, `batch(epoch, index)` and `stateful`).
+
+    evaluate(model) -> validation loss; saved_config: the task's config.json content;
+    write_extras(dir): writes vocabulary or tokenizer files beside the weights.
+    The best model (by validation loss) is saved to `out_dir`, the latest full checkpoint to
+    `out_dir/last`; `resume_from` continues exactly where a `last` checkpoint stopped.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data,
+        config: TrainConfig,
+        out_dir: str | Path,
+        evaluate: Callable[[nn.Module], float],
+        saved_config: dict,
+        write_extras: Callable[[Path], None] | None = None,
+        device: torch.device | None = None,
+        dist_info: Distributed | None = None,
+        progress: bool = True,
+        param_groups: list[dict] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ):
+        self.config = config
+        self.device = device or torch.device("cpu")
+        self.dist = dist_info or Distributed()
+        self.model = model.to(self.device)
+        self.train_data = train_data
+        self.out_dir = Path(out_dir)
+        self.evaluate_fn = evaluate
+        self.saved_config = saved_config
+        self.write_extras = write_extras
+        self.on_step = on_step
+        self.progress = Progress(enabled=progress and self.dist.is_main)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.dist.is_main else None)
+        groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        for group in groups:
+            group.setdefault("lr_scale", 1.0)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        loss_module = _LossModule(self.model)
+        if self.dist.world_size > 1:
+            loss_module = nn.parallel.DistributedDataParallel(
+                loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if config.compile:
+            loss_module = torch.compile(loss_module)
+        self.loss_module = loss_module
+        self.step = 0
+        self.epoch = 0
+        self.index = 0
+        self.elapsed = 0.0
+        self.best_valid = math.inf
+        self.bad_evals = 0
+        self.carry = None
+
+    # ---- schedule ------------------------------------------------------------------------------
+    def progress_fraction(self) -> float:
+        fractions = []
+        if self.config.max_steps:
+            fractions.append(self.step / self.config.max_steps)
+        if self.config.max_time:
+            fractions.append(self.elapsed / self.config.max_time)
+        return min(1.0, max(fractions))
+
+    def lr_at(self) -> float:
+        """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run."""
+        cfg = self.config
+        if self.step < cfg.warmup_steps:
+            return cfg.lr * (self.step + 1) / cfg.warmup_steps
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress_fraction()))
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+    def finished(self) -> bool:
+        cfg = self.config
+        return bool(
+            (cfg.max_steps is not None and self.step >= cfg.max_steps)
+            or (cfg.max_time is not None and self.elapsed >= cfg.max_time)
+        )
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def _gather(self, obj):
+        if self.dist.world_size == 1:
+            return [obj]
+        gathered = [None] * self.dist.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def state_dict(self) -> dict:
+        per_rank = self._gather({"rng": _rng_state(), "carry": _to_device(self.carry, "cpu")})
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "index": self.index,
+            "elapsed": self.elapsed,
+            "best_valid": self.best_valid,
+            "bad_evals": self.bad_evals,
+            "optimizer": self.optimizer.state_dict(),
+            "world_size": self.dist.world_size,
+            "ranks": per_rank,
+            "train_config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("world_size", 1) != self.dist.world_size:
+            raise ConfigError(
+                f"the checkpoint was trained with {state.get('world_size')} processes; resume with the same number"
+            )
+        for name in ("step", "epoch", "index", "elapsed", "best_valid", "bad_evals"):
+            setattr(self, name, state[name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        mine = state["ranks"][self.dist.rank]
+        _set_rng_state(mine["rng"])
+        self.carry = _to_device(mine["carry"], self.device)
+
+    def save_last(self) -> None:
+        state = self.state_dict()  # every rank takes part in the gather
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir / LAST, self.model, self.saved_config, self.write_extras, state)
+
+    def save_best(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir, self.model, self.saved_config, self.write_extras)
+
+    def resume(self, directory: str | Path) -> None:
+        from folio.training.checkpoint import load_weights
+
+        load_weights(self.model, directory)
+        self.load_state_dict(load_trainer_state(directory))
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run_evaluation(self) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            valid = float(self.evaluate_fn(unwrap(self.model)))
+        self.model.train(was_training)
+        improved = valid < self.best_valid
+        if improved:
+            self.best_valid = valid
+            self.bad_evals = 0
+            self.save_best()
+        else:
+            self.bad_evals += 1
+        self.metrics.write(kind="eval", step=self.step, epoch=self.epoch, elapsed=round(self.elapsed, 3), valid_loss=valid)
+        self.progress.message(
+            f"step {self.step}: validation loss {valid:.4f}" + (" (best, saved)" if improved else f" (best {self.best_valid:.4f})")
+        )
+        return valid
+
+    def train(self) -> dict:
+        """Run until max_steps / max_time / early stopping; returns a summary."""
+        cfg = self.config
+        self.model.train()
+        stateful = getattr(self.train_data, "stateful", False)
+        batches_per_epoch = len(self.train_data)
+        window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+        start = time.perf_counter() - self.elapsed
+        stop_reason = "max_steps" if cfg.max_steps else "max_time"
+        try:
+            while not self.finished():
+                if self.index >= batches_per_epoch:
+                    self.epoch, self.index, self.carry = self.epoch + 1, 0, None
+                batch = self.train_data.batch(self.epoch, self.index).to(self.device)
+                if getattr(batch, "reset_state", False):
+                    self.carry = None
+                lr = self.lr_at()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr * group["lr_scale"]
+                with self._autocast():
+                    out = self.loss_module(batch, self.carry) if stateful else self.loss_module(batch)
+                loss, self.carry = (out[0], _detach(out[1])) if isinstance(out, tuple) else (out, None)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                self.index += 1
+                self.elapsed = time.perf_counter() - start
+                window_loss += loss.item()
+                window_tokens += getattr(batch, "num_tokens", 0) * self.dist.world_size
+                window_steps += 1
+                if self.on_step is not None:
+                    self.on_step(self.step)
+                if self.step % cfg.log_every == 0 or self.finished():
+                    now = time.perf_counter()
+                    rate = window_tokens / max(now - window_start, 1e-9)
+                    mean_loss = window_loss / window_steps
+                    self.metrics.write(
+                        kind="train", step=self.step, epoch=self.epoch, elapsed=round(self.elapsed, 3),
+                        loss=mean_loss, lr=lr, tokens_per_s=round(rate, 1),
+                    )
+                    window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, now
+                    self._show(mean_loss, rate, lr)
+                if self.step % cfg.eval_every == 0:
+                    self.run_evaluation()
+                    if cfg.patience and self.bad_evals >= cfg.patience:
+                        stop_reason = "early_stopping"
+                        break
+                if self.step % cfg.save_every == 0:
+                    self.save_last()
+        except KeyboardInterrupt:
+            self.save_last()
+            self.progress.message(f"interrupted at step {self.step}; checkpoint saved to {self.out_dir / LAST}")
+            raise
+        if self.step % cfg.eval_every != 0 or self.best_valid == math.inf:
+            self.run_evaluation()
+        self.save_last()
+        if self.dist.is_main:
+            plot_curves(self.out_dir / "metrics.jsonl", self.out_dir / "training_curve.png", title=str(self.out_dir.name))
+        self.progress.message(
+            f"done: {self.step} steps in {format_seconds(self.elapsed)} ({stop_reason}); best validation loss "
+            f"{self.best_valid:.4f}; model saved to {self.out_dir}"
+        )
+        return {"steps": self.step, "elapsed": self.elapsed, "best_valid": self.best_valid, "stop_reason": stop_reason}
+
+    def _show(self, loss: float, rate: float, lr: float) -> None:
+        cfg = self.config
+        fraction = self.progress_fraction()
+        eta = self.elapsed * (1 - fraction) / fraction if fraction > 0 else 0
+        total = f"/{cfg.max_steps}" if cfg.max_steps else ""
+        self.progress.update(
+            f"step {self.step}{total} | epoch {self.epoch} | loss {loss:.4f} | {rate:,.0f} tok/s | lr {lr:.2e} | "
+            f"{format_seconds(self.elapsed)} elapsed, ETA {format_seconds(eta)}",
+            force=True,
+        )
