@@ -14,6 +14,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags get one line naming the problem (and where help is), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -192,7 +199,7 @@ def _add_lm(tasks) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="folio", formatter_class=_Formatter,
+    parser = _Parser(prog="folio", formatter_class=_Formatter,
                                      description="Folio: recurrent networks and attention for NLP.")
     from folio import __version__
 

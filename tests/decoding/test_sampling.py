@@ -1,0 +1,53 @@
+import math
+
+import pytest
+import torch
+
+from folio.decoding.sampling import StopStrings, filter_logits, generate_tokens, sample_next
+from folio.errors import ConfigError
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    assert torch.isfinite(filter_logits(logits, top_p=0.75)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.8)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.81)).tolist() == [[True, True, True, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.1)).tolist() == [[True, False, False, False]]
+
+
+def test_temperature_sharpens_and_flattens():
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    cold = filter_logits(logits, temperature=0.2).softmax(-1)[0, 0]
+    hot = filter_logits(logits, temperature=5.0).softmax(-1)[0, 0]
+    assert cold > 0.99 and hot < 0.45
+
+
+def test_sampling_follows_the_distribution_and_the_seed():
+    logits = torch.tensor([0.7, 0.2, 0.1]).log().expand(20000, 3)
+    draws = sample_next(logits, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=3) / len(draws)
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.02)
+    again = sample_next(logits, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf])
+def test_non_positive_temperature_is_refused(bad):
+    with pytest.raises(ConfigError, match="temperature must be a positive number"):
+        next(generate_tokens(lambda t, s: (None, s), torch.zeros(1, 3), None, 5, temperature=bad))
+
+
+def test_stop_strings_cut_and_hold_back():
+    stop = StopStrings(["\n\n"])
+    shown = [stop.feed(c) for c in "ab\ncd\n\nef"]
+    assert "".join(shown) == "ab\ncd" and stop.done
+    assert shown[:4] == ["", "a", "b", "\n"]  # each character waits one step: it may start "\n\n"
+    plain = StopStrings(None)
+    assert "".join(plain.feed(c) for c in "abc") + plain.flush() == "abc"
