@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,3 +74,19 @@ def init_distributed(device: torch.device) -> Distributed:
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def threads(count: int | None):
+    """Run a block with `count` intra-op threads (None: unchanged).
+
+    Token-by-token generation is a long chain of tiny operations; on CPU one thread runs them faster
+    than two, whose every operation pays for waking and joining the other.
+    """
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

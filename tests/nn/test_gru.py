@@ -51,7 +51,7 @@ def test_matches_nn_gru(input_size, hidden, layers, batch_first, with_h0, one_ho
     grads_ref = torch.autograd.grad((out_ref * w_out).sum() + (hn_ref * w_hn).sum(), [*ref.parameters(), *extra])
     grads_fast = torch.autograd.grad((out_fast * w_out).sum() + (hn_fast * w_hn).sum(), [*fast.parameters(), *extra])
     names = [n for n, _ in ref.named_parameters()] + ["input"] * (not one_hot) + ["h0"] * with_h0
-    for name, g_fast, g_ref in zip(names, grads_fast, grads_ref):
+    for name, g_fast, g_ref in zip(names, grads_fast, grads_ref, strict=True):
         torch.testing.assert_close(g_fast, g_ref, **TOL, msg=lambda m, name=name: f"{name}: {m}")
 
 
@@ -63,7 +63,7 @@ def test_output_only_loss_and_state_dict_keys():
     out_fast, _ = fast(idx)
     g_ref = torch.autograd.grad(out_ref.square().sum(), list(ref.parameters()))
     g_fast = torch.autograd.grad(out_fast.square().sum(), list(fast.parameters()))
-    for a, b in zip(g_fast, g_ref):
+    for a, b in zip(g_fast, g_ref, strict=True):
         torch.testing.assert_close(a, b, **TOL)
 
 

