@@ -88,3 +88,11 @@ def test_two_process_ddp_run_on_cpu(small_corpus, tmp_path):
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"eval"' in line]) == 2  # rank 0 alone logs
     assert json.loads(lines[-1])["valid_loss"] < 1.5
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(small_corpus, tmp_path):
+    # lr 1e-12 leaves float32 weights exactly unchanged, so the validation loss never improves again.
+    run = options(small_corpus, tmp_path / "es", lr=1e-12, max_steps=1000, eval_every=10, patience=2)
+    summary = train(run)
+    assert summary["stop_reason"] == "early_stopping"
+    assert summary["steps"] == 30  # best at step 10, no improvement at 20 and 30
