@@ -133,3 +133,19 @@ def test_tiny_model_learns_a_repeated_pattern():
         opt.step()
     # The pattern is deterministic after a few characters; uniform guessing would be ln(6) ~ 1.79.
     assert loss.item() < 0.3
+
+
+def test_fast_dropout_drops_the_stated_fraction_and_rescales():
+    from folio.nn.gru import _dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200, 32, 64)
+    for p in (0.1, 0.2, 0.5):
+        y = _dropout(x, p)
+        dropped = (y == 0).float().mean().item()
+        assert abs(dropped - p) < 0.005
+        assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - p)))
+    torch.manual_seed(1)
+    a = _dropout(x, 0.2)
+    torch.manual_seed(1)
+    assert torch.equal(a, _dropout(x, 0.2))

@@ -18,9 +18,40 @@ See bench/lm_speed.py for the measured gain.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+_PAGE = 4096
+_DROPOUT_RESOLUTION = 1 << 15
+
+
+def _dropout(x: Tensor, p: float) -> Tensor:
+    """Inverted dropout whose mask costs a third of `F.dropout`'s on CPU.
+
+    `bernoulli_` draws one random number per element; here each 64-bit random word gives four 15-bit
+    uniform integers, so p is applied at a resolution of 1/32768 (an error below 2e-5).
+    """
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_()  # 63 random bits each
+    uniform = words.view(torch.int16)[: x.numel()] & (_DROPOUT_RESOLUTION - 1)  # (N,) in [0, 32768)
+    keep = uniform >= round(p * _DROPOUT_RESOLUTION)
+    return x * (keep.view(x.shape) * (1.0 / (1.0 - p))).to(x.dtype)
+
+
+def _staggered(anchor: Tensor, shape: tuple[int, ...], offset: int) -> Tensor:
+    """An empty buffer whose start lies `offset` bytes after `anchor`'s start, modulo 4 KiB.
+
+    The time loops read and write one slice of several buffers per step, and those slices keep the
+    same offsets modulo 4 KiB at every step. When a load's address matches an earlier store's modulo
+    4 KiB, the CPU stalls it until the store is resolved ("4K aliasing"); buffers that happen to share an
+    alignment made the forward loop up to 1.6x slower. Fixing distinct offsets removes the lottery.
+    """
+    size = anchor.element_size()
+    block = anchor.new_empty(math.prod(shape) + _PAGE // size)
+    shift = (offset - (block.data_ptr() - anchor.data_ptr())) % _PAGE // size
+    return block[shift : shift + math.prod(shape)].view(shape)
 
 
 class _GRULayer(torch.autograd.Function):
@@ -35,13 +66,13 @@ class _GRULayer(torch.autograd.Function):
     def forward(ctx, gi: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
         steps, batch, three_h = gi.shape
         hidden = three_h // 3
-        states = gi.new_empty(steps + 1, batch, hidden)  # states[0] = h0, states[t + 1] = h_t
+        states = _staggered(gi, (steps + 1, batch, hidden), 1024)  # states[0] = h0, states[t + 1] = h_t
         states[0] = h0
-        n_all = gi.new_empty(steps, batch, hidden)
-        pre = torch.empty_like(gi)
+        n_all = _staggered(gi, (steps, batch, hidden), 2048)
+        pre = _staggered(gi, gi.shape, 3072)
         # pre[t] starts as (gi_r + b_hr, gi_z + b_hz, b_hn); adding h_{t-1} W_hh^T in place then leaves the
         # r and z pre-activations in the first 2H columns and gh_n = h_{t-1} W_hn^T + b_hn in the last H.
-        torch.add(gi[..., : 2 * hidden], b_hh[: 2 * hidden], out=pre[..., : 2 * hidden])
+        torch.add(gi, b_hh, out=pre)  # one contiguous pass; the n columns are then reset to b_hn
         pre[..., 2 * hidden :] = b_hh[2 * hidden :]
         w_hh_t = w_hh.t()
         step_views = zip(
@@ -65,8 +96,9 @@ class _GRULayer(torch.autograd.Function):
         r, z, gh_n = pre[..., :hidden], pre[..., hidden : 2 * hidden], pre[..., 2 * hidden :]
         # dL/d(gate pre-activations) = dL/dh_t * gates[t]; `gates` holds every factor that does not
         # depend on the incoming gradient, for all steps at once. Layout (T, B, 3, H) = (r, z, n).
-        gates = states.new_empty(steps, batch, 3, hidden)
-        dh_all = torch.empty_like(n_all)  # total dL/dh_t per step
+        grad_out = grad_out.contiguous()
+        gates = _staggered(grad_out, (steps, batch, 3, hidden), 1024)
+        dh_all = _staggered(grad_out, n_all.shape, 2048)  # total dL/dh_t per step
         d_npre = torch.addcmul(torch.ones((), dtype=n_all.dtype), n_all, n_all, value=-1)  # 1 - n^2
         d_npre = torch.addcmul(d_npre, d_npre, z, value=-1)  # (1 - z)(1 - n^2)
         torch.mul(torch.addcmul(r, r, r, value=-1) * gh_n, d_npre, out=gates[:, :, 0])
@@ -115,7 +147,7 @@ class FastGRU(nn.GRU):
             x = _GRULayer.apply(gi, hx[layer], getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
             finals.append(x[-1])
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+                x = _dropout(x, self.dropout)
         out = x.transpose(0, 1) if self.batch_first else x
         return out, torch.stack(finals)
 
