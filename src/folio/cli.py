@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"folio {__version__}")
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     _add_lm(tasks)
+    from folio.tasks.translate import add_cli as add_translate_cli
+
+    add_translate_cli(tasks)
     return parser
 
 

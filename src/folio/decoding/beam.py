@@ -14,7 +14,9 @@ Scores are sums of log-probabilities. Hypotheses are ranked by the GNMT length p
 score / lp(len), lp(len) = ((5 + len) / 6) ** length_penalty, where len counts the tokens produced
 (EOS included); length_penalty = 0 ranks by the plain log-probability.
 A finished hypothesis stays in its beam with its score frozen, and competes with the live ones on the
-penalised score; search ends when every beam has finished or the length limit is reached.
+penalised score. A sentence stops as soon as no live hypothesis can still beat its `num_return` best
+finished ones (an exact bound, not a heuristic); the search ends when every sentence has stopped or
+reached its length limit.
 With beam_size = 1 this is exactly greedy decoding (tested).
 
     >>> out = beam_search(step, reorder, state, batch_size=2, sos_id=1, eos_id=2, beam_size=5,
@@ -172,6 +174,16 @@ def beam_search(
             attn_history = step_attn if attn_history is None else torch.cat([attn_history[parents], step_attn], 1)
         tokens = next_tokens
         state = reorder(state, parents)
+        # A sentence is done once its num_return-th best finished hypothesis beats every live one's best
+        # possible final score: a live score can only fall, and its penalised value is at most
+        # score / lp(the sentence's length limit). Its remaining beams are frozen; the search stops when all are.
+        penalised = (scores / length_penalty_factor(lengths, length_penalty)).view(B, k)
+        done_rows = finished.view(B, k)
+        kth_finished = penalised.masked_fill(~done_rows, float("-inf")).topk(num_return, dim=1).values[:, -1]  # (B,)
+        live_bound = (scores / length_penalty_factor(limit, length_penalty)).view(B, k)
+        best_live = live_bound.masked_fill(done_rows, float("-inf")).max(1).values  # (B,)
+        sentence_done = (done_rows.sum(1) >= num_return) & (kth_finished >= best_live)
+        finished = finished | sentence_done.repeat_interleave(k)
         if bool(finished.all()):
             break
     final = (scores / length_penalty_factor(lengths, length_penalty)).view(B, k)

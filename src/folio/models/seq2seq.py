@@ -194,6 +194,11 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Previous tokens (N,) → logits (N, V), the new state, attention weights (N, S) or None."""
+        out, state, weights = self._step(tokens, state)
+        return self.output(self.dropout(out)), state, weights
+
+    def _step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One decoder step before the output layer: h̃_t (N, H), the new state, attention weights."""
         inputs = [self.dropout(self.tgt_embedding(tokens))]  # (N, E)
         weights = None
         if self.config.attention == "bahdanau":
@@ -207,8 +212,7 @@ class Seq2Seq(nn.Module):
             if self.config.attention != "bahdanau":
                 context, weights = self.attention(out, state.memory, state.mask, state.keys)
             out = torch.tanh(self.combine(torch.cat([out, context], -1)))  # h̃_t (N, H)
-        logits = self.output(self.dropout(out))
-        return logits, replace(state, rnn=rnn, feed=out if self.uses_feed else None), weights
+        return out, replace(state, rnn=rnn, feed=out if self.uses_feed else None), weights
 
     def reorder_state(self, state: DecoderState, index: Tensor) -> DecoderState:
         """Rows `index` of the recurrent state. Memory, keys and mask are left as they are: beam search
@@ -226,8 +230,8 @@ class Seq2Seq(nn.Module):
     def parallel_decoder(self) -> bool:
         return self.config.attention != "bahdanau" and not self.uses_feed and self.sampling_probability == 0
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, step_by_step: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Teacher-forced logits (B, T, V) and attention weights (B, T, S) (None without attention)."""
+    def decoder_outputs(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, step_by_step: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced h̃ (B, T, H) before the output layer, and attention weights (B, T, S) or None."""
         state = self.encode(src, src_lengths)
         if self.parallel_decoder and not step_by_step:
             out, _ = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state.rnn)  # (B, T, H)
@@ -235,26 +239,36 @@ class Seq2Seq(nn.Module):
             if self.attention is not None:
                 context, weights = self.attention.forward_all(out, state.memory, state.mask, state.keys)  # (B, T, Dm)
                 out = torch.tanh(self.combine(torch.cat([out, context], -1)))
-            return self.output(self.dropout(out)), weights
-        logits, weights = [], []
+            return out, weights
+        outs, weights = [], []
+        sampling = self.training and self.sampling_probability > 0
         tokens = tgt_in[:, 0]
         for t in range(tgt_in.size(1)):
             if t > 0:
                 tokens = tgt_in[:, t]
-                if self.training and self.sampling_probability > 0:
-                    own = logits[-1].detach().argmax(-1)
+                if sampling:
+                    with torch.no_grad():
+                        own = self.output(outs[-1]).argmax(-1)
                     use_own = torch.rand(tokens.shape, device=tokens.device) < self.sampling_probability
                     tokens = torch.where(use_own & (tokens != self.config.pad_id), own, tokens)
-            step_logits, state, step_weights = self.decode_step(tokens, state)
-            logits.append(step_logits)
+            out, state, step_weights = self._step(tokens, state)
+            outs.append(out)
             weights.append(step_weights)
         attn = torch.stack(weights, 1) if weights[0] is not None else None
-        return torch.stack(logits, 1), attn  # (B, T, V), (B, T, S)
+        return torch.stack(outs, 1), attn  # (B, T, H), (B, T, S)
 
-    def loss(self, batch: Seq2SeqBatch) -> Tensor:
-        """Mean cross-entropy per target token (EOS included, padding excluded)."""
-        logits, _ = self(batch.src, batch.src_lengths, batch.tgt_in)
-        return F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1),
-            ignore_index=self.config.pad_id, label_smoothing=self.config.label_smoothing,
-        )
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, step_by_step: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced logits (B, T, V) and attention weights (B, T, S) (None without attention)."""
+        out, weights = self.decoder_outputs(src, src_lengths, tgt_in, step_by_step)
+        return self.output(self.dropout(out)), weights
+
+    def loss(self, batch: Seq2SeqBatch, reduction: str = "mean", label_smoothing: float | None = None) -> Tensor:
+        """Cross-entropy per target token (EOS included, padding excluded): the mean, or the sum.
+
+        The output layer (the costliest product with a large vocabulary) runs on real target tokens only.
+        """
+        out, _ = self.decoder_outputs(batch.src, batch.src_lengths, batch.tgt_in)
+        keep = batch.tgt_out != self.config.pad_id  # (B, T)
+        logits = self.output(self.dropout(out[keep]))  # (real tokens, V)
+        smoothing = self.config.label_smoothing if label_smoothing is None else label_smoothing
+        return F.cross_entropy(logits.float(), batch.tgt_out[keep], reduction=reduction, label_smoothing=smoothing)

@@ -146,10 +146,7 @@ def teacher_forced_loss(model: Seq2Seq, sources, targets, batch_size: int = 256)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         batch = pad_batch([sources[i] for i in rows], [targets[i] for i in rows]).to(device)
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
-        total += torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1), ignore_index=PAD, reduction="sum"
-        ).item()
+        total += model.loss(batch, reduction="sum", label_smoothing=0.0).item()
         count += int((batch.tgt_out != PAD).sum())
     return total / max(count, 1)
 

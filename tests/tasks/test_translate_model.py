@@ -1,0 +1,130 @@
+"""The recurrent encoder–decoder: state shapes, the two decoder paths, and learning a reversal task."""
+
+import pytest
+import torch
+
+from folio.data.pairs import EOS, SOS, PairBatches, pad_batch
+from folio.decoding.beam import beam_search, greedy_decode
+from folio.errors import ConfigError
+from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from folio.training.trainer import TrainConfig, Trainer
+
+
+def _config(**kw):
+    base = dict(src_vocab_size=11, tgt_vocab_size=9, hidden=16, embedding_dim=8, dropout=0.0)
+    return Seq2SeqConfig(**{**base, **kw})
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sources = [torch.randint(4, 11, (n,), generator=g).tolist() + [EOS] for n in (5, 2, 7)]
+    targets = [torch.randint(4, 9, (n,), generator=g).tolist() for n in (3, 6, 1)]
+    return pad_batch(sources, targets)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bidirectional_states_are_merged_to_decoder_shape(cell, layers):
+    model = Seq2Seq(_config(cell=cell, layers=layers, bidirectional=True))
+    batch = _batch()
+    state = model.encode(batch.src, batch.src_lengths)
+    assert state.memory.shape == (3, 8, 32)  # (B, S, 2H): both directions
+    hidden = state.rnn if cell == "gru" else state.rnn[0]
+    assert hidden.shape == (layers, 3, 16)  # (L, B, H): what the decoder expects
+    if cell == "lstm":
+        assert state.rnn[1].shape == (layers, 3, 16)
+    # Padding does not reach the final states: a sentence alone gives the same state as in the batch.
+    alone = model.encode(batch.src[1:2, :3], batch.src_lengths[1:2])
+    alone_hidden = alone.rnn if cell == "gru" else alone.rnn[0]
+    assert torch.allclose(alone_hidden[:, 0], hidden[:, 1], atol=1e-6)
+    assert torch.allclose(alone.memory[0], state.memory[1, :3], atol=1e-6)
+    assert (state.memory[1, 3:] == 0).all()
+
+
+@pytest.mark.parametrize("attention", ["none", "luong_dot", "luong_general"])
+def test_parallel_decoder_equals_step_by_step(attention):
+    torch.manual_seed(0)
+    kw = {"bidirectional": False} if attention == "luong_dot" else {}
+    model = Seq2Seq(_config(attention=attention, input_feeding=False, **kw)).eval()
+    assert model.parallel_decoder
+    batch = _batch(1)
+    fast, fast_w = model(batch.src, batch.src_lengths, batch.tgt_in)
+    slow, slow_w = model(batch.src, batch.src_lengths, batch.tgt_in, step_by_step=True)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    if attention != "none":
+        assert torch.allclose(fast_w, slow_w, atol=1e-6)
+        assert torch.allclose(fast_w.sum(-1), torch.ones_like(fast_w.sum(-1)))
+        assert (fast_w[1, :, 3:] == 0).all()  # the second source has 3 tokens: no weight on its padding
+
+
+def test_options_shared_embeddings_tied_output_and_errors():
+    model = Seq2Seq(_config(tgt_vocab_size=11, share_embeddings=True, tie_output=True, embedding_dim=16))
+    assert model.src_embedding is model.tgt_embedding and model.output.weight is model.tgt_embedding.weight
+    assert model.loss(_batch()).item() > 0
+    with pytest.raises(ConfigError, match="one vocabulary"):
+        _config(share_embeddings=True)
+    with pytest.raises(ConfigError, match="tie_output"):
+        _config(tie_output=True)
+    with pytest.raises(ConfigError, match="attention"):
+        _config(attention="multihead")
+
+
+def test_scheduled_sampling_feeds_predictions_in_training_only():
+    torch.manual_seed(0)
+    model = Seq2Seq(_config(attention="bahdanau"))
+    batch = _batch(2)
+    model.train()
+    reference = model(batch.src, batch.src_lengths, batch.tgt_in)[0]
+    model.sampling_probability = 1.0
+    torch.manual_seed(0)
+    sampled = model(batch.src, batch.src_lengths, batch.tgt_in)[0]
+    assert not torch.allclose(reference, sampled)
+    model.eval()
+    assert torch.allclose(model(batch.src, batch.src_lengths, batch.tgt_in)[0], reference)
+
+
+def _reverse_data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    sources, targets = [], []
+    for _ in range(n):
+        length = int(torch.randint(3, 9, (1,), generator=g))
+        seq = torch.randint(4, 12, (length,), generator=g).tolist()
+        sources.append(seq + [EOS])
+        targets.append(seq[::-1])
+    return sources, targets
+
+
+@pytest.mark.parametrize("attention,cell", [("bahdanau", "gru"), ("luong_general", "lstm")])
+def test_reversal_is_learned_to_100_percent(tmp_path, attention, cell):
+    torch.manual_seed(0)
+    config = Seq2SeqConfig(src_vocab_size=12, tgt_vocab_size=12, hidden=64, embedding_dim=32, dropout=0.0,
+                           attention=attention, cell=cell, input_feeding=True)
+    model = Seq2Seq(config)
+    sources, targets = _reverse_data(4000, 0)
+    test_src, test_tgt = _reverse_data(200, 1)
+    Trainer(model, PairBatches(sources, targets, 64), TrainConfig(lr=5e-3, max_steps=500, warmup_steps=20, eval_every=500,
+                                                                  save_every=10_000),
+            tmp_path, evaluate=lambda m: 0.0, saved_config={"task": "test"}, progress=False).train()
+    model.eval()
+    with torch.no_grad():
+        batch = pad_batch(test_src)
+        state = model.encode(batch.src, batch.src_lengths)
+        limits = batch.src_lengths + 5
+        greedy = greedy_decode(model.decode_step, state, len(test_src), SOS, EOS, limits)
+        beams = beam_search(model.decode_step, model.reorder_state, model.expand_state(state, 3), len(test_src), SOS, EOS,
+                            3, limits)
+    assert sum(h.tokens == t for h, t in zip(greedy, test_tgt, strict=False)) == len(test_tgt)
+    assert sum(b[0].tokens == t for b, t in zip(beams, test_tgt, strict=False)) == len(test_tgt)
+    # Reversal attends mostly to the mirrored source position.
+    attention_map = greedy[0].attention
+    n = len(test_tgt[0])
+    assert (attention_map[:n].argmax(-1) == torch.arange(n - 1, -1, -1)).float().mean() >= 0.75
+
+
+def test_source_reversal_feeds_tokens_backwards_before_eos():
+    from folio.data.pairs import CharTokenizer
+    from folio.tasks.translate import SourceEncoder
+
+    tok = CharTokenizer.fit(["abc"])
+    assert SourceEncoder(tok, reverse=False, max_len=10)("abc") == [4, 5, 6, EOS]
+    assert SourceEncoder(tok, reverse=True, max_len=10)("abc") == [6, 5, 4, EOS]
