@@ -43,9 +43,9 @@ from folio.data.text import (
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.classifier import ClassifierConfig, RecurrentClassifier
 from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
-from folio.training.checkpoint import load_weights, read_config
+from folio.training.checkpoint import load_weights, read_config, resume_directory
 from folio.training.progress import Progress
-from folio.training.trainer import LAST, TrainConfig, Trainer
+from folio.training.trainer import TrainConfig, Trainer
 
 TASK = "classify"
 EMBEDDED = ("imdb", "rt", "reber", "aclimdb")
@@ -214,12 +214,8 @@ def train(options: ClassifyTrainOptions) -> dict:
         label_names = splits["train"].label_names
         if options.encoder is not None:
             return _train_sentence_head(options, splits, device, dist_info)
-        resume_dir = None
-        if options.resume is not None:
-            resume_dir = Path(options.resume) if options.resume else out / LAST
-            if not (resume_dir / "trainer_state.pt").exists():
-                raise CheckpointError(f"--resume: no checkpoint to resume at {resume_dir} (expected {resume_dir}/trainer_state.pt)")
-            saved = read_config(resume_dir, TASK)
+        resume_dir, saved = resume_directory(options.resume, out, TASK)
+        if resume_dir is not None:
             tokenizer = load_tokenizer(resume_dir)
             model_config = ClassifierConfig(**saved["model"])
         else:

@@ -21,8 +21,8 @@ from folio.decoding.sampling import StopStrings, check_sampling_options, generat
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
 from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed, threads
-from folio.training.checkpoint import load_weights, read_config
-from folio.training.trainer import LAST, TrainConfig, Trainer
+from folio.training.checkpoint import load_weights, read_config, resume_directory
+from folio.training.trainer import TrainConfig, Trainer
 
 TASK = "lm"
 VOCAB_FILE = "vocab.json"
@@ -83,12 +83,8 @@ def train(options: LMTrainOptions) -> dict:
     try:
         seed_everything(options.train.seed + dist_info.rank)
         out = Path(options.out)
-        resume_dir = None
-        if options.resume is not None:
-            resume_dir = Path(options.resume) if options.resume else out / LAST
-            if not (resume_dir / "trainer_state.pt").exists():
-                raise CheckpointError(f"--resume: no checkpoint to resume at {resume_dir} (expected {resume_dir}/trainer_state.pt)")
-            saved = read_config(resume_dir, TASK)
+        resume_dir, saved = resume_directory(options.resume, out, TASK)
+        if resume_dir is not None:
             vocab = CharVocab.load(resume_dir / VOCAB_FILE)
             model_config = RNNLMConfig(**saved["model"])
         text = load_corpus(options.corpus)

@@ -42,8 +42,8 @@ from folio.decoding.beam import Hypothesis, beam_search, check_decoding_options,
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
-from folio.training.checkpoint import load_weights, read_config
-from folio.training.trainer import LAST, TrainConfig, Trainer
+from folio.training.checkpoint import load_weights, read_config, resume_directory
+from folio.training.trainer import TrainConfig, Trainer
 
 TASK = "translate"
 SRC_TOKENIZER = "src_tokenizer.json"
@@ -158,16 +158,12 @@ def train(options: TranslateTrainOptions) -> dict:
     try:
         seed_everything(options.train.seed + dist_info.rank)
         out = Path(options.out)
-        resume_dir = None
         splits = options.data.load()
         train_pairs = splits["train"]
         if not train_pairs or not splits["valid"]:
             raise DataError(f"--data {options.data.data}: too few pairs to split into train and valid sets")
-        if options.resume is not None:
-            resume_dir = Path(options.resume) if options.resume else out / LAST
-            if not (resume_dir / "trainer_state.pt").exists():
-                raise CheckpointError(f"--resume: no checkpoint to resume at {resume_dir} (expected {resume_dir}/trainer_state.pt)")
-            saved = read_config(resume_dir, TASK)
+        resume_dir, saved = resume_directory(options.resume, out, TASK)
+        if resume_dir is not None:
             src_tok, tgt_tok = load_tokenizer(resume_dir / SRC_TOKENIZER), load_tokenizer(resume_dir / TGT_TOKENIZER)
             model_config = Seq2SeqConfig.from_dict(saved["model"])
             reverse, kind = saved["data"]["reverse_source"], saved["data"]["tokenizer"]
@@ -638,20 +634,9 @@ def add_cli(tasks) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m folio.tasks.translate VERB ...`: the same as `folio translate VERB ...`."""
-    from folio.cli import _Parser
-    from folio.errors import FolioError
+    from folio.cli import main as folio_main
 
-    parser = _Parser(prog="folio")
-    add_cli(parser.add_subparsers(dest="task", required=True))
-    args = parser.parse_args(["translate", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except FolioError as err:
-        print(f"folio: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("folio: interrupted", file=sys.stderr)
-        return 130
+    return folio_main(["translate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

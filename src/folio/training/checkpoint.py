@@ -113,6 +113,19 @@ def load_weights(model: nn.Module, directory: str | Path) -> nn.Module:
     return model
 
 
+def resume_directory(resume: str | None, out_dir: str | Path, task: str) -> tuple[Path | None, dict | None]:
+    """Where `--resume [DIR]` points (DIR, or OUT/last when given bare) and that checkpoint's config.
+
+    (None, None) when not resuming; a `CheckpointError` when there is nothing to resume there.
+    """
+    if resume is None:
+        return None, None
+    directory = Path(resume) if resume else Path(out_dir) / "last"
+    if not (directory / TRAINER_STATE).exists():
+        raise CheckpointError(f"--resume: no checkpoint to resume at {directory} (expected {directory}/{TRAINER_STATE})")
+    return directory, read_config(directory, task)
+
+
 def load_trainer_state(directory: str | Path) -> dict:
     path = Path(directory) / TRAINER_STATE
     if not path.exists():
