@@ -4,6 +4,7 @@ import torch
 from folio.data.windows import Batch
 from folio.errors import ConfigError
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+from folio.training.trainer import _detach
 
 
 @pytest.mark.parametrize("arch,embedding_dim", [("gru", 0), ("gru", 8), ("lstm", 0), ("lstm", 8)])
@@ -25,7 +26,7 @@ def test_stateful_loss_returns_detachable_state():
     ids = torch.randint(0, 5, (2, 7))
     loss, state = model.loss(Batch(ids[:, :-1], ids[:, 1:]))
     assert loss.ndim == 0 and state.shape == (2, 2, 8)
-    assert not RNNLanguageModel.detach_state(state).requires_grad
+    assert not _detach(state).requires_grad  # what the trainer carries to the next batch
 
 
 def test_bad_configs_are_refused():

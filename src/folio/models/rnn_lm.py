@@ -73,11 +73,3 @@ class RNNLanguageModel(nn.Module):
         logits, state = self(batch.inputs, state)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1))
         return loss, state
-
-    @staticmethod
-    def detach_state(state: State | None) -> State | None:
-        if state is None:
-            return None
-        if isinstance(state, tuple):
-            return tuple(s.detach() for s in state)
-        return state.detach()

@@ -23,7 +23,7 @@ from torch import nn
 
 from folio.errors import ConfigError
 from folio.runtime import Distributed
-from folio.training.checkpoint import load_trainer_state, save_checkpoint, unwrap
+from folio.training.checkpoint import load_trainer_state, load_weights, save_checkpoint, unwrap
 from folio.training.progress import MetricsLog, Progress, format_seconds, plot_curves
 
 LAST = "last"  # sub-directory holding the latest full checkpoint (with trainer state)
@@ -229,8 +229,6 @@ class Trainer:
             save_checkpoint(self.out_dir, self.model, self.saved_config, self.write_extras)
 
     def resume(self, directory: str | Path) -> None:
-        from folio.training.checkpoint import load_weights
-
         load_weights(self.model, directory)
         self.load_state_dict(load_trainer_state(directory))
 
