@@ -4,7 +4,7 @@
 #
 #   bash bench/lm_quality.sh CORPUS_PATH OUT_DIR [extra `folio lm train` flags]
 #
-# Recipe: a 2x512 GRU (one-hot input, dropout 0.3), stateful training (the hidden state carried
+# Recipe: a 2x512 GRU (one-hot input, dropout 0.3 between the layers and before the output layer), stateful training (the hidden state carried
 # across consecutive 100-character windows, as it is at evaluation), AdamW at 2e-3 with warm-up and a
 # cosine decay over the time budget, gradient clipping at 1. It runs as two data-parallel processes of
 # one thread each (32 streams per process, 64 in all), which uses a 2-core CPU better than one process

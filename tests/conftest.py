@@ -18,11 +18,15 @@ def small_corpus(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def folio_cmd():
-    """The installed console script, run as a real subprocess."""
+def folio_command() -> list[str]:
+    """The installed console script, to run as a real subprocess."""
     exe = Path(sys.executable).with_name("folio")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "folio.cli"]
+
+
+@pytest.fixture
+def folio_cmd():
+    return folio_command()
 
 
 @pytest.fixture(autouse=True)

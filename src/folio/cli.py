@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from folio.errors import FolioError
+from folio.errors import ConfigError, FolioError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -55,6 +55,8 @@ def add_training_flags(parser: argparse.ArgumentParser, lr: float, max_time: flo
     group.add_argument("--weight-decay", type=float, default=0.01)
     group.add_argument("--warmup-steps", type=int, default=100)
     group.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decay ends at lr × this")
+    group.add_argument("--schedule", choices=["cosine", "inverse_sqrt"], default="cosine",
+                       help="after the warm-up: cosine decay over the run, or lr·√(warmup/step) (Transformer)")
     group.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 disables")
     group.add_argument("--max-steps", type=positive_int, default=None)
     group.add_argument("--max-time", type=positive_float, default=max_time, help="seconds of training")
@@ -75,7 +77,8 @@ def train_config_from(args):
     from folio.training.trainer import TrainConfig
 
     return TrainConfig(
-        lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+        lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup_steps, schedule=args.schedule,
+        weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, max_steps=args.max_steps, max_time=args.max_time, eval_every=args.eval_every,
         patience=args.patience, log_every=args.log_every, save_every=args.save_every, seed=args.seed,
         amp=args.amp, compile=args.compile,
@@ -86,10 +89,13 @@ def train_config_from(args):
 def _lm_train(args) -> int:
     from folio.tasks.lm import LanguageModel, LMTrainOptions, train
 
+    model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": args.dropout}
+    if args.arch == "gpt":
+        model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions)
+    else:
+        model.update(embedding_dim=args.embedding_dim)
     options = LMTrainOptions(
-        corpus=args.corpus, out=args.out, lower=args.lower,
-        model={"arch": args.arch, "layers": args.layers, "hidden": args.hidden,
-               "embedding_dim": args.embedding_dim, "dropout": args.dropout},
+        corpus=args.corpus, out=args.out, lower=args.lower, model=model,
         seq_len=args.seq_len, batch_size=args.batch_size, stateful=args.stateful,
         train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
     )
@@ -141,12 +147,22 @@ def _lm_evaluate(args) -> int:
     text = load_corpus(args.corpus)
     split = lm.config.get("data", {}).get("split", [0.9, 0.05, 0.05]) if args.split != "all" else None
     part = text if split is None else split_text(text, tuple(split))[args.split]
-    report = {"split": args.split, "corpus": args.corpus, **lm.evaluate(part)}
+    report = {"split": args.split, "corpus": args.corpus, "streams": args.streams,
+              **lm.evaluate(part, streams=args.streams)}
     if args.json:
         print(json.dumps(report))
     else:
         print(f"{args.split}: loss {report['loss']:.4f} nats/char, {report['bits_per_char']:.4f} bits/char, "
               f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} characters")
+    return 0
+
+
+def _lm_attention(args) -> int:
+    from folio.tasks.lm import LanguageModel
+
+    lm = LanguageModel.from_pretrained(args.model)
+    lm.plot_attention(args.text, args.out, layer=args.layer, head=args.head)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -158,14 +174,18 @@ def _add_lm(tasks) -> None:
                          description="Train a GRU/LSTM character language model, then print samples.")
     t.add_argument("--corpus", default="shakespeare", help="shakespeare (embedded), tinyshakespeare (downloaded) or a UTF-8 file")
     t.add_argument("--out", default="runs/lm", help="model directory")
-    t.add_argument("--arch", choices=["gru", "lstm"], default="gru")
+    t.add_argument("--arch", choices=["gru", "lstm", "gpt"], default="gru", help="recurrent, or a decoder-only Transformer")
     t.add_argument("--layers", type=positive_int, default=2)
-    t.add_argument("--hidden", type=positive_int, default=128)
-    t.add_argument("--embedding-dim", type=int, default=0, help="0: one-hot input")
+    t.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or the GPT's width")
+    t.add_argument("--embedding-dim", type=int, default=0, help="0: one-hot input (recurrent models)")
     t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt)")
+    t.add_argument("--context", type=positive_int, default=None, help="positions attended over (gpt; default: --seq-len)")
+    t.add_argument("--positions", choices=["learned", "sinusoidal"], default="learned", help="position encoding (gpt)")
     t.add_argument("--seq-len", type=positive_int, default=100)
     t.add_argument("--batch-size", type=positive_int, default=32)
-    t.add_argument("--stateful", action="store_true", help="carry the hidden state across batches")
+    t.add_argument("--stateful", action=argparse.BooleanOptionalAction, default=False,
+                   help="carry the hidden state across batches (recurrent models)")
     t.add_argument("--lower", action="store_true", help="lower-case the corpus, as in the book")
     t.add_argument("--sample-temperatures", type=positive_float, nargs="*", default=[0.2, 1.0, 2.0],
                    help="print a sample at each temperature after training")
@@ -193,9 +213,44 @@ def _add_lm(tasks) -> None:
     e.add_argument("--model", required=True)
     e.add_argument("--corpus", default="shakespeare")
     e.add_argument("--split", choices=["train", "valid", "test", "all"], default="test")
+    e.add_argument("--streams", type=positive_int, default=1,
+                   help="read the split as this many contiguous streams; 1 (the usual test protocol) gives every "
+                        "character all the text before it as context, more streams run faster")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=_lm_evaluate)
+
+    a = verbs.add_parser("attention", help="PNG heatmaps of a GPT's attention over a text", formatter_class=_Formatter)
+    a.add_argument("--model", required=True)
+    a.add_argument("--text", required=True, help="the text to look at (at most the model's context)")
+    a.add_argument("--layer", type=int, default=-1, help="which layer (-1: the last)")
+    a.add_argument("--head", type=int, default=None, help="one head (default: all heads side by side)")
+    a.add_argument("--out", default="attention.png", help="PNG file to write")
+    a.set_defaults(func=_lm_attention)
+
+
+# ---- folio embed -------------------------------------------------------------------------------
+def _embed(args) -> int:
+    from folio.models.sentence_encoder import load_sentence_encoder
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ConfigError("no text to embed: pass TEXT arguments or lines on stdin")
+    encoder = load_sentence_encoder(args.model)
+    for start in range(0, len(texts), args.batch_size):  # print as we go: a long stdin streams out
+        chunk = texts[start : start + args.batch_size]
+        for text, vector in zip(chunk, encoder.encode(chunk, args.batch_size).tolist(), strict=True):
+            print(json.dumps({"text": text, "embedding": [round(x, 7) for x in vector]}), flush=True)
+    return 0
+
+
+def _add_embed(tasks) -> None:
+    e = tasks.add_parser("embed", help="sentence embeddings (MiniLM)", formatter_class=_Formatter,
+                         description="Print one JSON line per text: {\"text\", \"embedding\"}, a unit-length vector.")
+    e.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (default: one per line on stdin)")
+    e.add_argument("--model", default="minilm", help="minilm (packaged) or a BERT sentence-encoder directory")
+    e.add_argument("--batch-size", type=positive_int, default=32)
+    e.set_defaults(func=_embed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_classify_cli(tasks)
     add_translate_cli(tasks)
+    _add_embed(tasks)
     return parser
 
 

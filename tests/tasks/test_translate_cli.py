@@ -138,3 +138,22 @@ def test_bad_inputs_get_clear_errors(trained, tmp_path):
     _assert_clean_error(run(cmd, "run", "--model", str(other), "one"), "'lm' model, not a 'translate' model")
     _assert_clean_error(run(cmd, "run", "--model", str(model), "one", "--beam-size", "2", "--n-best", "3"), "--n-best 3 needs --beam-size")
     _assert_clean_error(run(cmd, "train", "--data", "https://example.org/fra-eng.zip", "--out", str(tmp_path / "o")), "--sha256")
+
+
+def test_transformer_arch_trains_translates_and_shows_attention(tmp_path):
+    pairs = tmp_path / "numbers.txt"
+    pairs.write_text(_number_pairs(3000, 0), encoding="utf-8")
+    cmd = _translate_cmd()
+    result = run(cmd, "train", "--data", str(pairs), "--out", str(tmp_path / "model"), "--tokenizer", "word",
+                 "--arch", "transformer", "--layers", "1", "--hidden", "64", "--heads", "2", "--batch-size", "32",
+                 "--lr", "0.003", "--max-steps", "300", "--eval-every", "150", "--warmup-steps", "30",
+                 "--schedule", "inverse_sqrt", "--dropout", "0", "--label-smoothing", "0")
+    assert result.returncode == 0, result.stderr
+    assert "Transformer 1+1 blocks, width 64, 2 heads" in result.stderr
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["model_family"] == "transformer" and config["train"]["schedule"] == "inverse_sqrt"
+    out = run(cmd, "run", "--model", str(tmp_path / "model"), "--beam-size", "3", "three one four",
+              "--show-attention", str(tmp_path / "att.png"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "trois un quatre"
+    assert (tmp_path / "att.png").stat().st_size > 1000

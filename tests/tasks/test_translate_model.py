@@ -94,6 +94,19 @@ def _reverse_data(n, seed):
     return sources, targets
 
 
+def _greedy_and_beam(model, sources, beam_size=3):
+    """Greedy hypotheses and beam-search n-best lists for `sources`, allowing 5 tokens past each length."""
+    model.eval()
+    with torch.no_grad():
+        batch = pad_batch(sources)
+        state = model.encode(batch.src, batch.src_lengths)
+        limits = batch.src_lengths + 5
+        greedy = greedy_decode(model.decode_step, state, len(sources), SOS, EOS, limits)
+        beams = beam_search(model.decode_step, model.reorder_state, model.expand_state(state, beam_size), len(sources),
+                            SOS, EOS, beam_size, limits)
+    return greedy, beams
+
+
 @pytest.mark.parametrize("attention,cell", [("bahdanau", "gru"), ("luong_general", "lstm")])
 def test_reversal_is_learned_to_100_percent(tmp_path, attention, cell):
     torch.manual_seed(0)
@@ -105,14 +118,7 @@ def test_reversal_is_learned_to_100_percent(tmp_path, attention, cell):
     Trainer(model, PairBatches(sources, targets, 64), TrainConfig(lr=5e-3, max_steps=500, warmup_steps=20, eval_every=500,
                                                                   save_every=10_000),
             tmp_path, evaluate=lambda m: 0.0, saved_config={"task": "test"}, progress=False).train()
-    model.eval()
-    with torch.no_grad():
-        batch = pad_batch(test_src)
-        state = model.encode(batch.src, batch.src_lengths)
-        limits = batch.src_lengths + 5
-        greedy = greedy_decode(model.decode_step, state, len(test_src), SOS, EOS, limits)
-        beams = beam_search(model.decode_step, model.reorder_state, model.expand_state(state, 3), len(test_src), SOS, EOS,
-                            3, limits)
+    greedy, beams = _greedy_and_beam(model, test_src)
     assert sum(h.tokens == t for h, t in zip(greedy, test_tgt, strict=False)) == len(test_tgt)
     assert sum(b[0].tokens == t for b, t in zip(beams, test_tgt, strict=False)) == len(test_tgt)
     # Reversal attends mostly to the mirrored source position.
@@ -128,3 +134,39 @@ def test_source_reversal_feeds_tokens_backwards_before_eos():
     tok = CharTokenizer.fit(["abc"])
     assert SourceEncoder(tok, reverse=False, max_len=10)("abc") == [4, 5, 6, EOS]
     assert SourceEncoder(tok, reverse=True, max_len=10)("abc") == [6, 5, 4, EOS]
+
+
+def test_transformer_decode_steps_equal_the_parallel_decoder():
+    from folio.models.transformer import TransformerSeq2Seq, TransformerSeq2SeqConfig
+
+    torch.manual_seed(0)
+    model = TransformerSeq2Seq(TransformerSeq2SeqConfig(src_vocab_size=11, tgt_vocab_size=9, layers=2, heads=2,
+                                                        hidden=16, ff_dim=32, dropout=0.0)).eval()
+    batch = _batch()
+    with torch.no_grad():
+        logits, weights = model(batch.src, batch.src_lengths, batch.tgt_in)
+        state = model.encode(batch.src, batch.src_lengths)
+        steps = []
+        for t in range(batch.tgt_in.size(1)):
+            step_logits, state, step_weights = model.decode_step(batch.tgt_in[:, t], state)
+            steps.append(step_logits)
+            torch.testing.assert_close(step_weights, weights[:, t], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(steps, 1), logits, atol=1e-5, rtol=1e-5)
+    assert weights[1, :, 3:].abs().max() == 0  # sentence 1 has 3 source tokens: padding gets no attention
+    assert model.loss(batch).item() > 0
+
+
+def test_transformer_learns_reversal_through_greedy_and_beam_search(tmp_path):
+    from folio.models.transformer import TransformerSeq2Seq, TransformerSeq2SeqConfig
+
+    torch.manual_seed(0)
+    model = TransformerSeq2Seq(TransformerSeq2SeqConfig(src_vocab_size=12, tgt_vocab_size=12, layers=2, heads=4, hidden=64,
+                                                        ff_dim=128, dropout=0.0, label_smoothing=0.0, max_src_len=12))
+    sources, targets = _reverse_data(4000, 0)
+    test_src, test_tgt = _reverse_data(200, 1)
+    Trainer(model, PairBatches(sources, targets, 64),
+            TrainConfig(lr=3e-3, max_steps=500, warmup_steps=50, schedule="inverse_sqrt", eval_every=500, save_every=10_000),
+            tmp_path, evaluate=lambda m: 0.0, saved_config={"task": "test"}, progress=False).train()
+    greedy, beams = _greedy_and_beam(model, test_src)
+    assert sum(h.tokens == t for h, t in zip(greedy, test_tgt, strict=False)) >= 0.95 * len(test_tgt)
+    assert sum(b[0].tokens == t for b, t in zip(beams, test_tgt, strict=False)) >= 0.95 * len(test_tgt)

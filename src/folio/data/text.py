@@ -172,11 +172,58 @@ class SubwordTokenizer:
         (Path(directory) / "vocab.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
-def load_tokenizer(directory: str | Path) -> WordVocab | SubwordTokenizer:
-    """The vocabulary or subword tokenizer saved in a checkpoint directory."""
+class PretrainedTokenizer:
+    """A pretrained model's own tokenizer (a Hugging Face `tokenizer.json`, e.g. MiniLM's lower-casing
+    WordPiece with [CLS] … [SEP]), truncated to `max_length` tokens. Its [PAD] must be id 0, as Folio's
+    padding. The only cleaning is `<br />` → space: the tokenizer normalises the rest itself.
+    """
+
+    kind = "pretrained"
+    cleaner = None
+
+    def __init__(self, tokenizer, max_length: int = 256):
+        if tokenizer.token_to_id("[PAD]") not in (0, None):
+            raise ConfigError("this tokenizer's [PAD] is not id 0, which Folio's padding and masks rely on")
+        self.tokenizer, self.max_length = tokenizer, max_length
+        tokenizer.enable_truncation(max_length)
+        tokenizer.no_padding()
+
+    @classmethod
+    def from_file(cls, path: str | Path, max_length: int = 256) -> PretrainedTokenizer:
+        try:
+            from tokenizers import Tokenizer
+        except ModuleNotFoundError as err:
+            raise ConfigError("pretrained tokenizers need Hugging Face tokenizers: pip install tokenizers") from err
+        return cls(Tokenizer.from_file(str(path)), max_length)
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def words(self) -> list[str]:
+        vocab = self.tokenizer.get_vocab()
+        return sorted(vocab, key=vocab.get)
+
+    def tokenize(self, text: str) -> tuple[list[str], list[int]]:
+        encoding = self.tokenizer.encode(_BREAK.sub(" ", text))
+        return list(encoding.tokens), list(encoding.ids)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenize(text)[1]
+
+    def save(self, directory: str | Path) -> None:
+        self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
+        meta = {"type": "pretrained", "max_length": self.max_length}
+        (Path(directory) / "vocab.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def load_tokenizer(directory: str | Path) -> WordVocab | SubwordTokenizer | PretrainedTokenizer:
+    """The vocabulary or tokenizer saved in a checkpoint directory."""
     path = Path(directory) / "vocab.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if data["type"] == "pretrained":
+            return PretrainedTokenizer.from_file(Path(directory) / "tokenizer.json", data["max_length"])
         cleaner = TextCleaner(**data["cleaner"])
         if data["type"] == "word":
             return WordVocab(data["words"], data["oov_buckets"], cleaner)

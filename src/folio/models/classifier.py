@@ -56,6 +56,9 @@ class ClassifierConfig:
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
 
+    def describe(self) -> str:
+        return f"{'bi' if self.bidirectional else ''}{self.arch.upper()} {self.layers}x{self.hidden}"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -66,6 +66,8 @@ class RNNLanguageModel(nn.Module):
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         out, state = self.rnn(self._rnn_input(ids), state)  # out: (B, T, H)
+        if self.config.dropout > 0:
+            out = F.dropout(out, self.config.dropout, self.training)
         return self.head(out), state
 
     def loss(self, batch, state: State | None = None) -> tuple[Tensor, State]:

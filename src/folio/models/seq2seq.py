@@ -82,6 +82,10 @@ class Seq2SeqConfig:
         if self.tie_output and self.embedding_dim != self.hidden:
             raise ConfigError(f"tie_output needs embedding_dim ({self.embedding_dim}) == hidden ({self.hidden})")
 
+    def describe(self) -> str:
+        return (f"{self.cell.upper()} {self.layers}x{self.hidden}{' bidirectional' if self.bidirectional else ''}, "
+                f"attention {self.attention}")
+
     @property
     def memory_dim(self) -> int:
         return self.hidden * (2 if self.bidirectional else 1)

@@ -42,6 +42,7 @@ from folio.data.text import (
 )
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.classifier import ClassifierConfig, RecurrentClassifier
+from folio.models.transformer import TransformerClassifier, TransformerClassifierConfig
 from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
 from folio.training.checkpoint import load_weights, read_config, resume_directory
 from folio.training.progress import Progress
@@ -64,10 +65,12 @@ class ClassifyTrainOptions:
     max_len: int | None = 400  # tokens kept per text (its first ones); None keeps all
     embeddings: str | None = None  # None | "glove"
     encoder: str | None = None  # None: the recurrent model; "minilm": frozen MiniLM features + a small head
+    init_from: str | None = None  # with model arch "transformer": "minilm" fine-tunes the pretrained encoder
     head_hidden: int = 0  # the sentence head's hidden layer (0: linear)
     encoder_max_length: int = 256  # MiniLM tokens per text
     embedding_lr_scale: float = 1.0  # discriminative learning rate for the embedding
-    model: dict = field(default_factory=dict)  # ClassifierConfig fields except vocab_size, num_classes
+    model: dict = field(default_factory=dict)  # ClassifierConfig fields except vocab_size, num_classes; or
+    # {"arch": "transformer", "layers", "hidden", "heads", "dropout", "pooling"}
     batch_size: int = 64
     labels: list[str] | None = None  # fix the label set (file data); None: read from the data
     valid_fraction: float = 0.1
@@ -190,7 +193,52 @@ def classification_metrics(labels: list[int] | torch.Tensor, probs: torch.Tensor
 
 
 # ---- training ----------------------------------------------------------------------------------
+def build_classifier(model: dict) -> RecurrentClassifier | TransformerClassifier:
+    """The classifier a `config.json` "model" section describes."""
+    if model.get("type") == "transformer_classifier":
+        return TransformerClassifier(TransformerClassifierConfig(**model))
+    return RecurrentClassifier(ClassifierConfig(**model))
+
+
+def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
+    """A fresh classifier for `tokenizer`, pretrained parts loaded; and a note on them for the log."""
+    model_dict = dict(options.model)
+    if model_dict.get("arch") == "transformer":
+        dropout, pooling = model_dict.get("dropout", 0.1), model_dict.get("pooling", "mean")
+        if options.init_from == "minilm":
+            from folio.models.sentence_encoder import load_bert, minilm_directory
+
+            bert = load_bert(minilm_directory(), dropout)
+            config = TransformerClassifierConfig(bert.config.to_dict(), num_classes, pooling, dropout, init_from="minilm")
+            model = TransformerClassifier(config)
+            model.bert.load_state_dict(bert.state_dict())
+            return model, "pretrained MiniLM weights loaded"
+        config = TransformerClassifierConfig.small(
+            len(tokenizer), num_classes, model_dict.get("layers", 4), model_dict.get("hidden", 256), model_dict.get("heads", 4),
+            max_len=options.max_len, dropout=dropout, pooling=pooling)
+        return TransformerClassifier(config), ""
+    if options.embeddings == "glove":
+        if options.tokenizer != "word":
+            raise ConfigError("--embeddings glove needs --tokenizer word (GloVe vectors are for whole words)")
+        if model_dict.get("embedding_dim", 50) != 50:
+            raise ConfigError(f"--embeddings glove is 50-dimensional; drop --embedding-dim {model_dict['embedding_dim']}")
+        model_dict["embedding_dim"] = 50
+    model = RecurrentClassifier(ClassifierConfig(vocab_size=len(tokenizer), num_classes=num_classes, **model_dict))
+    if options.embeddings != "glove":
+        return model, ""
+    from folio.data.embeddings import glove_matrix
+
+    matrix, found = glove_matrix(tokenizer.words, len(tokenizer), seed=options.train.seed)
+    model.load_embeddings(matrix)
+    return model, f"GloVe vectors for {found:,} of {len(tokenizer.words):,} words"
+
+
 def _build_tokenizer(options: ClassifyTrainOptions, texts: list[str]):
+    if options.init_from == "minilm":
+        from folio.data.text import PretrainedTokenizer
+        from folio.models.sentence_encoder import minilm_directory
+
+        return PretrainedTokenizer.from_file(minilm_directory() / "tokenizer.json", options.max_len)
     cleaner = TextCleaner(**options.text)
     if options.tokenizer == "word":
         return WordVocab.fit((cleaner.tokens(t) for t in texts), options.vocab_size, options.oov_buckets, cleaner=cleaner)
@@ -205,6 +253,13 @@ def train(options: ClassifyTrainOptions) -> dict:
         raise ConfigError(f"--embeddings {options.embeddings!r}: choose none or glove")
     if options.max_len is not None and options.max_len < 1:
         raise ConfigError(f"--max-len must be at least 1, got {options.max_len}")
+    transformer = options.model.get("arch") == "transformer"
+    if transformer and (options.max_len is None or options.max_len > 512):
+        raise ConfigError("a Transformer classifier reads at most 512 tokens: give --max-len 512 or less")
+    if options.init_from not in (None, "minilm"):
+        raise ConfigError(f"--init-from {options.init_from!r}: the pretrained encoder available is minilm")
+    if options.init_from is not None and not transformer:
+        raise ConfigError("--init-from minilm fine-tunes a Transformer: add --arch transformer")
     device = select_device(options.device)
     dist_info = init_distributed(device)
     try:
@@ -217,37 +272,28 @@ def train(options: ClassifyTrainOptions) -> dict:
         resume_dir, saved = resume_directory(options.resume, out, TASK)
         if resume_dir is not None:
             tokenizer = load_tokenizer(resume_dir)
-            model_config = ClassifierConfig(**saved["model"])
+            model, note = build_classifier(saved["model"]), ""
         else:
             tokenizer = _build_tokenizer(options, splits["train"].texts)
-            model_dict = dict(options.model)
-            if options.embeddings == "glove":
-                if options.tokenizer != "word":
-                    raise ConfigError("--embeddings glove needs --tokenizer word (GloVe vectors are for whole words)")
-                if model_dict.get("embedding_dim", 50) != 50:
-                    raise ConfigError(f"--embeddings glove is 50-dimensional; drop --embedding-dim {model_dict['embedding_dim']}")
-                model_dict["embedding_dim"] = 50
-            model_config = ClassifierConfig(vocab_size=len(tokenizer), num_classes=len(label_names), **model_dict)
+            model, note = _new_model(options, tokenizer, len(label_names))
+        model_config = model.config
         train_ids = encode_texts(tokenizer, splits["train"].texts, options.max_len, "training text")
         valid_ids = encode_texts(tokenizer, splits["valid"].texts, options.max_len, "validation text")
         batches = ClassificationBatches(train_ids, splits["train"].labels, options.batch_size, seed=options.train.seed,
                                         rank=dist_info.rank, world_size=dist_info.world_size)
-        model = RecurrentClassifier(model_config)
-        glove_found = None
-        if options.embeddings == "glove" and resume_dir is None:
-            from folio.data.embeddings import glove_matrix
-
-            matrix, glove_found = glove_matrix(tokenizer.words, len(tokenizer), seed=options.train.seed)
-            model.load_embeddings(matrix)
-        embedding_params = [p for p in model.embedding.parameters() if p.requires_grad]
-        groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("embedding.")]}]
-        if embedding_params:
-            groups.append({"params": embedding_params, "lr_scale": options.embedding_lr_scale})
+        # Discriminative learning rates: the pretrained part (word embeddings, or the whole encoder) at
+        # lr × embedding_lr_scale, the rest at lr.
+        pretrained = "bert." if isinstance(model, TransformerClassifier) else "embedding."
+        lower = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(pretrained)]
+        groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(pretrained)]}]
+        if lower:
+            groups.append({"params": lower, "lr_scale": options.embedding_lr_scale})
         saved_config = {
             "task": TASK,
             "model": model_config.to_dict(),
             "labels": label_names,
-            "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len, **tokenizer.cleaner.to_dict()},
+            "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len,
+                     **(tokenizer.cleaner.to_dict() if tokenizer.cleaner else {})},
             "data": {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
                      "vocab_size": options.vocab_size, "oov_buckets": options.oov_buckets,
                      "embeddings": options.embeddings, "batch_size": options.batch_size},
@@ -270,10 +316,10 @@ def train(options: ClassifyTrainOptions) -> dict:
             params = sum(p.numel() for p in model.parameters() if p.requires_grad)
             mean_len = sum(map(len, train_ids)) / len(train_ids)
             trainer.progress.message(
-                f"{'bi' if model_config.bidirectional else ''}{model_config.arch.upper()} {model_config.layers}x{model_config.hidden}, "
+                f"{model_config.describe()}, "
                 f"{params:,} trained parameters, {len(tokenizer):,} embedding rows, {len(train_ids):,} training texts "
                 f"({mean_len:.0f} tokens on average), labels {label_names}, device {device}"
-                + (f", GloVe vectors for {glove_found:,} of {len(tokenizer.words):,} words" if glove_found is not None else "")
+                + (f", {note}" if note else "")
                 + (f", resuming at step {trainer.step}" if resume_dir is not None else "")
             )
         summary = trainer.train()
@@ -361,13 +407,12 @@ class TextClassifier:
         if isinstance(config.get("model"), dict) and config["model"].get("type") == "sentence_head":
             return cls._sentence_head(directory, config, device)
         try:
-            model_config = ClassifierConfig(**config["model"])
+            model = build_classifier(config["model"])
             labels = config["labels"]
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, ConfigError) as err:
             raise CheckpointError(f"{directory}/config.json has no valid 'model'/'labels' section: {err}") from err
-        if len(labels) != model_config.num_classes:
-            raise CheckpointError(f"{directory}/config.json: {len(labels)} labels for {model_config.num_classes} classes")
-        model = RecurrentClassifier(model_config)
+        if len(labels) != model.config.num_classes:
+            raise CheckpointError(f"{directory}/config.json: {len(labels)} labels for {model.config.num_classes} classes")
         load_weights(model, directory)
         return cls(model.to(select_device(device)), load_tokenizer(directory), config)
 
@@ -512,17 +557,22 @@ def _labels_arg(text: str) -> list[str]:
 def _cli_train(args) -> int:
     from folio.cli import train_config_from
 
-    model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "bidirectional": not args.unidirectional,
-             "pooling": args.pooling, "dropout": args.dropout, "masking": not args.no_mask,
-             "freeze_embedding": args.freeze_embeddings}
-    if args.embedding_dim is not None:
-        model["embedding_dim"] = args.embedding_dim
+    if args.arch == "transformer":
+        model = {"arch": "transformer", "layers": args.layers, "hidden": args.hidden, "heads": args.heads,
+                 "dropout": args.dropout, "pooling": args.pooling or "mean"}
+    else:
+        model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "bidirectional": not args.unidirectional,
+                 "pooling": args.pooling or "max_mean", "dropout": args.dropout, "masking": not args.no_mask,
+                 "freeze_embedding": args.freeze_embeddings}
+        if args.embedding_dim is not None:
+            model["embedding_dim"] = args.embedding_dim
     options = ClassifyTrainOptions(
         data=args.data, out=args.out,
         text={"max_chars": args.max_chars, "lower": not args.no_lower, "level": args.level},
         tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
         max_len=args.max_len or None, embeddings=None if args.embeddings == "none" else args.embeddings,
-        embedding_lr_scale=args.embedding_lr_scale, model=model, encoder=args.encoder, head_hidden=args.head_hidden,
+        embedding_lr_scale=args.embedding_lr_scale, model=model, encoder=args.encoder, init_from=args.init_from,
+        head_hidden=args.head_hidden,
         encoder_max_length=args.encoder_max_length, batch_size=args.batch_size, labels=args.labels,
         valid_fraction=args.valid_fraction, split_seed=args.split_seed, reber_size=args.reber_size,
         train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
@@ -627,12 +677,16 @@ def add_cli(tasks) -> None:
     text.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words")
     text.add_argument("--max-len", type=int, default=400, help="tokens kept per text; 0 keeps all")
     m = t.add_argument_group("model")
-    m.add_argument("--arch", choices=["gru", "lstm"], default="gru")
+    m.add_argument("--arch", choices=["gru", "lstm", "transformer"], default="gru", help="recurrent, or a BERT-style encoder")
+    m.add_argument("--init-from", choices=["minilm"], default=None,
+                   help="with --arch transformer: fine-tune the pretrained MiniLM encoder (its own tokenizer)")
     m.add_argument("--layers", type=positive_int, default=1)
-    m.add_argument("--hidden", type=positive_int, default=64, help="units per direction")
+    m.add_argument("--hidden", type=positive_int, default=64, help="units per direction (recurrent), width (transformer)")
+    m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
     m.add_argument("--embedding-dim", type=positive_int, default=None, help="default 128 (50 with GloVe)")
     m.add_argument("--unidirectional", action="store_true")
-    m.add_argument("--pooling", choices=["last", "mean", "max", "max_mean"], default="max_mean")
+    m.add_argument("--pooling", choices=["last", "mean", "max", "max_mean", "cls"], default=None,
+                   help="default: max_mean (recurrent), mean (transformer)")
     m.add_argument("--dropout", type=float, default=0.3)
     m.add_argument("--no-mask", action="store_true", help="ablation: read and pool padding like tokens")
     m.add_argument("--embeddings", choices=["none", "glove"], default="none", help="pretrained word vectors")
@@ -641,7 +695,8 @@ def add_cli(tasks) -> None:
                    help="instead of the recurrent model: frozen MiniLM sentence vectors under a small trained head")
     m.add_argument("--head-hidden", type=int, default=0, help="with --encoder: hidden units of the head (0: linear)")
     m.add_argument("--encoder-max-length", type=positive_int, default=256, help="with --encoder: tokens per text")
-    m.add_argument("--embedding-lr-scale", type=positive_float, default=1.0, help="embedding lr = lr × this")
+    m.add_argument("--embedding-lr-scale", type=positive_float, default=1.0,
+                   help="lr of the embedding (recurrent) or of the whole encoder (transformer) = lr × this")
     t.add_argument("--batch-size", type=positive_int, default=64)
     add_training_flags(t, lr=3e-3, max_time=600.0)
     t.set_defaults(func=_cli_train)

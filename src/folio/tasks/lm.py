@@ -20,6 +20,7 @@ from folio.data.windows import make_batches
 from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+from folio.models.transformer import GPT, GPTConfig
 from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed, threads
 from folio.training.checkpoint import load_weights, read_config, resume_directory
 from folio.training.trainer import TrainConfig, Trainer
@@ -36,7 +37,7 @@ class LMTrainOptions:
     out: str = "runs/lm"
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
     lower: bool = False
-    model: dict = field(default_factory=dict)  # RNNLMConfig fields except vocab_size
+    model: dict = field(default_factory=dict)  # RNNLMConfig or GPTConfig fields (by "arch"), except vocab_size
     seq_len: int = 100
     batch_size: int = 32
     stateful: bool = False
@@ -47,8 +48,15 @@ class LMTrainOptions:
     progress: bool = True
 
 
+def build_model(model: dict) -> RNNLanguageModel | GPT:
+    """The model a `config.json` "model" section describes: arch gru/lstm → RNN, gpt → GPT."""
+    if model.get("arch") == "gpt":
+        return GPT(GPTConfig(**model))
+    return RNNLanguageModel(RNNLMConfig(**model))
+
+
 @torch.no_grad()
-def stream_loss(model: RNNLanguageModel, ids: torch.Tensor, seq_len: int = 256, streams: int = 16) -> tuple[float, int]:
+def stream_loss(model: RNNLanguageModel | GPT, ids: torch.Tensor, seq_len: int = 256, streams: int = 16) -> tuple[float, int]:
     """Mean next-token loss (nats) over `ids`, read as `streams` contiguous streams with the state carried.
 
     Every token after a stream's first is predicted once, with all earlier tokens of its stream as
@@ -86,12 +94,15 @@ def train(options: LMTrainOptions) -> dict:
         resume_dir, saved = resume_directory(options.resume, out, TASK)
         if resume_dir is not None:
             vocab = CharVocab.load(resume_dir / VOCAB_FILE)
-            model_config = RNNLMConfig(**saved["model"])
+            model_dict = saved["model"]
         text = load_corpus(options.corpus)
         splits = split_text(text, options.split)
         if resume_dir is None:
             vocab = CharVocab.fit(text, lower=options.lower)
-            model_config = RNNLMConfig(vocab_size=len(vocab), **options.model)
+            model_dict = {"vocab_size": len(vocab), **options.model}
+        model = build_model(model_dict)
+        if isinstance(model, GPT) and options.stateful:
+            raise ConfigError("--stateful carries a recurrent state; a GPT sees its context in every window")
         for name in ("train", "valid"):
             if len(splits[name]) < 2:
                 raise DataError(f"corpus {options.corpus!r} is too short: its {name} split has {len(splits[name])} characters")
@@ -101,7 +112,7 @@ def train(options: LMTrainOptions) -> dict:
             train_ids, options.seq_len, options.batch_size, options.stateful,
             seed=options.train.seed, rank=dist_info.rank, world_size=dist_info.world_size,
         )
-        model = RNNLanguageModel(model_config)
+        model_config = model.config
         saved_config = {
             "task": TASK,
             "model": model_config.to_dict(),
@@ -139,7 +150,7 @@ class LanguageModel:
     'u'
     """
 
-    def __init__(self, model: RNNLanguageModel, vocab: CharVocab, config: dict | None = None):
+    def __init__(self, model: RNNLanguageModel | GPT, vocab: CharVocab, config: dict | None = None):
         self.model = model.eval()
         self.vocab = vocab
         self.config = config or {}
@@ -148,10 +159,9 @@ class LanguageModel:
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> LanguageModel:
         config = read_config(directory, TASK)
         try:
-            model_config = RNNLMConfig(**config["model"])
-        except (KeyError, TypeError) as err:
+            model = build_model(config["model"])
+        except (KeyError, TypeError, ConfigError) as err:
             raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
-        model = RNNLanguageModel(model_config)
         load_weights(model, directory)
         vocab_path = Path(directory) / VOCAB_FILE
         if not vocab_path.exists():
@@ -226,6 +236,29 @@ class LanguageModel:
         """The most likely next character."""
         probs = self.next_char_probabilities(prompt)
         return max(probs, key=probs.get)
+
+    @torch.inference_mode()
+    def attention(self, text: str) -> list[torch.Tensor]:
+        """A GPT's self-attention over `text`: per layer, weights (heads, T, T) (row: a character, column:
+        the characters it attends to)."""
+        if not isinstance(self.model, GPT):
+            raise ConfigError("attention maps need a Transformer (--arch gpt); this model is recurrent")
+        return [w[0].float().cpu() for w in self.model.attention_weights(self._prompt_ids(text).unsqueeze(0))]
+
+    def plot_attention(self, text: str, path: str | Path, layer: int = -1, head: int | None = None) -> None:
+        """PNG heatmaps of one layer's attention over `text`: one head, or every head side by side."""
+        from folio.plots import attention_heatmaps
+
+        layers = self.attention(text)
+        if not -len(layers) <= layer < len(layers):
+            raise ConfigError(f"--layer {layer}: the model has layers 0..{len(layers) - 1}")
+        weights = layers[layer]
+        heads = range(weights.size(0)) if head is None else [head]
+        if head is not None and not 0 <= head < weights.size(0):
+            raise ConfigError(f"--head {head}: the model has heads 0..{weights.size(0) - 1}")
+        labels = [repr(c)[1:-1] for c in text]  # newlines and tabs stay visible
+        attention_heatmaps([weights[h].numpy() for h in heads], labels, labels, path,
+                           titles=[f"layer {layer % len(layers)}, head {h}" for h in heads], ylabel="character")
 
     def evaluate(self, text: str, seq_len: int = 256, streams: int = 16) -> dict:
         """Loss (nats/char), bits per char, perplexity and token count on `text`."""

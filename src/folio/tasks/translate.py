@@ -41,6 +41,7 @@ from folio.data.pairs import (
 from folio.decoding.beam import Hypothesis, beam_search, check_decoding_options, greedy_decode
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from folio.models.transformer import TransformerSeq2Seq, TransformerSeq2SeqConfig
 from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
 from folio.training.checkpoint import load_weights, read_config, resume_directory
 from folio.training.trainer import TrainConfig, Trainer
@@ -49,9 +50,12 @@ TASK = "translate"
 SRC_TOKENIZER = "src_tokenizer.json"
 TGT_TOKENIZER = "tgt_tokenizer.json"
 LENGTH_BUCKETS = (10, 20, 30, 40)  # source words: 1-10, 11-20, 21-30, 31-40, >40
-# Model families the task can build. A family's model offers encode / decode_step / reorder_state /
-# expand_state (see models/seq2seq.py) and `loss(batch)`; the Transformer registers itself here.
-MODEL_FAMILIES: dict[str, tuple[type, type]] = {"rnn": (Seq2Seq, Seq2SeqConfig)}
+# Model families the task can build (`--arch`). A family's model offers encode / decode_step /
+# reorder_state / expand_state (see models/seq2seq.py) and `loss(batch)`.
+MODEL_FAMILIES: dict[str, tuple[type, type]] = {
+    "rnn": (Seq2Seq, Seq2SeqConfig),
+    "transformer": (TransformerSeq2Seq, TransformerSeq2SeqConfig),
+}
 LONG_SOURCE_WORDS = 30  # `bleu_long`: BLEU on sources longer than this, where attention should matter most
 
 
@@ -94,7 +98,8 @@ class TranslateTrainOptions:
     reverse_source: bool = False
     max_src_len: int = 0  # 0: the longest training source; longer training pairs are dropped
     max_tgt_len: int = 0  # 0: no limit on training targets
-    model: dict = field(default_factory=dict)  # Seq2SeqConfig fields except vocabulary sizes and ids
+    arch: str = "rnn"  # a MODEL_FAMILIES key
+    model: dict = field(default_factory=dict)  # the family's config fields except vocabulary sizes and ids
     batch_size: int = 64
     eval_batch_size: int = 256
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_time=600))
@@ -163,9 +168,13 @@ def train(options: TranslateTrainOptions) -> dict:
         if not train_pairs or not splits["valid"]:
             raise DataError(f"--data {options.data.data}: too few pairs to split into train and valid sets")
         resume_dir, saved = resume_directory(options.resume, out, TASK)
+        arch = saved.get("model_family", "rnn") if resume_dir is not None else options.arch
+        if arch not in MODEL_FAMILIES:
+            raise ConfigError(f"--arch {arch!r}: choose one of {', '.join(MODEL_FAMILIES)}")
+        model_class, config_class = MODEL_FAMILIES[arch]
         if resume_dir is not None:
             src_tok, tgt_tok = load_tokenizer(resume_dir / SRC_TOKENIZER), load_tokenizer(resume_dir / TGT_TOKENIZER)
-            model_config = Seq2SeqConfig.from_dict(saved["model"])
+            model_config = config_class.from_dict(saved["model"])
             reverse, kind = saved["data"]["reverse_source"], saved["data"]["tokenizer"]
         else:
             kind = options.tokenizer if options.tokenizer != "auto" else ("char" if options.data.data == "dates" else "bpe")
@@ -179,7 +188,7 @@ def train(options: TranslateTrainOptions) -> dict:
                 src_tok = fit_tokenizer(kind, sources, options.vocab_size)
                 tgt_tok = fit_tokenizer(kind, targets, options.vocab_size)
             max_src_len = options.max_src_len + 1 if options.max_src_len else 1 + max(len(src_tok.encode(s)) for s in sources)
-            model_config = Seq2SeqConfig(
+            model_config = config_class(
                 src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok), pad_id=PAD, sos_id=SOS, eos_id=EOS,
                 max_src_len=max_src_len, **options.model,
             )
@@ -188,10 +197,10 @@ def train(options: TranslateTrainOptions) -> dict:
         valid_src, valid_tgt, _ = _encode_pairs(splits["valid"], encode_src, tgt_tok, 0)
         batches = PairBatches(train_src, train_tgt, options.batch_size, seed=options.train.seed,
                               rank=dist_info.rank, world_size=dist_info.world_size)
-        model = Seq2Seq(model_config)
+        model = model_class(model_config)
         saved_config = {
             "task": TASK,
-            "model_family": "rnn",
+            "model_family": arch,
             "model": model_config.to_dict(),
             "data": {**options.data.to_dict(), "tokenizer": kind, "vocab_size": options.vocab_size,
                      "reverse_source": reverse, "max_tgt_len": options.max_tgt_len, "batch_size": options.batch_size},
@@ -205,7 +214,7 @@ def train(options: TranslateTrainOptions) -> dict:
         trainer = None
 
         def on_step(step: int) -> None:  # scheduled sampling: the probability rises linearly over training
-            if model_config.scheduled_sampling > 0:
+            if getattr(model_config, "scheduled_sampling", 0) > 0:
                 model.sampling_probability = model_config.scheduled_sampling * trainer.progress_fraction()
 
         trainer = Trainer(
@@ -218,10 +227,8 @@ def train(options: TranslateTrainOptions) -> dict:
             trainer.resume(resume_dir)
         if dist_info.is_main:
             params = sum(p.numel() for p in model.parameters())
-            c = model_config
             trainer.progress.message(
-                f"{c.cell.upper()} {c.layers}x{c.hidden}{' bidirectional' if c.bidirectional else ''}, attention "
-                f"{c.attention}, {params:,} parameters; {kind} tokens: {len(src_tok)} source, {len(tgt_tok)} target; "
+                f"{model_config.describe()}, {params:,} parameters; {kind} tokens: {len(src_tok)} source, {len(tgt_tok)} target; "
                 f"{len(train_src):,} training pairs" + (f" ({dropped} too long, dropped)" if dropped else "")
                 + f", {len(valid_src):,} validation; device {device}"
                 + (f", resuming at step {trainer.step}" if resume_dir is not None else "")
@@ -420,23 +427,12 @@ def plot_attention(translation: Translation, path: str | Path) -> None:
     """Heatmap of target tokens (rows) × source tokens (columns)."""
     if translation.attention is None:
         raise ConfigError("this model has no attention (attention 'none'): there is no map to show")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from folio.plots import attention_heatmaps
 
     weights = translation.attention.numpy()
     rows, cols = weights.shape
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * cols + 2), max(3, 0.35 * rows + 1.5)))
-    image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(cols), translation.source_pieces[:cols], rotation=90, fontsize=8)
-    ax.set_yticks(range(rows), translation.target_pieces[:rows], fontsize=8)
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    attention_heatmaps([weights], translation.target_pieces[:rows], translation.source_pieces[:cols], path,
+                       xlabel="source", ylabel="output")
 
 
 # ---- CLI -----------------------------------------------------------------------------------------------
@@ -454,15 +450,23 @@ def _train(args) -> int:
     options = TranslateTrainOptions(
         data=_data_spec(args), out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         reverse_source=args.reverse_source, max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len,
-        model={"cell": args.cell, "layers": args.layers, "hidden": args.hidden, "embedding_dim": args.embedding_dim,
-               "bidirectional": args.bidirectional, "attention": args.attention, "input_feeding": args.input_feeding,
-               "share_embeddings": args.share_embeddings, "tie_output": args.tie_output, "dropout": args.dropout,
-               "label_smoothing": args.label_smoothing, "scheduled_sampling": args.scheduled_sampling},
+        arch=args.arch, model=_model_fields(args),
         batch_size=args.batch_size, train=train_config_from(args), device=args.device, resume=args.resume,
         progress=not args.quiet,
     )
     train(options)
     return 0
+
+
+def _model_fields(args) -> dict:
+    common = {"layers": args.layers, "hidden": args.hidden, "dropout": args.dropout,
+              "share_embeddings": args.share_embeddings}
+    if args.arch == "transformer":
+        return {**common, "heads": args.heads, "ff_dim": args.ff_dim or 4 * args.hidden,
+                "label_smoothing": 0.1 if args.label_smoothing is None else args.label_smoothing}
+    return {**common, "cell": args.cell, "embedding_dim": args.embedding_dim, "bidirectional": args.bidirectional,
+            "attention": args.attention, "input_feeding": args.input_feeding, "tie_output": args.tie_output,
+            "label_smoothing": args.label_smoothing or 0.0, "scheduled_sampling": args.scheduled_sampling}
 
 
 def _decoding_options(args) -> dict:
@@ -491,7 +495,7 @@ def _run(args) -> int:
     if args.n_best > args.beam_size:
         raise ConfigError(f"--n-best {args.n_best} needs --beam-size of at least {args.n_best} (got {args.beam_size})")
     translator = Translator.from_pretrained(args.model, device=args.device)
-    if args.show_attention and getattr(translator.model, "attention", None) is None:
+    if args.show_attention and isinstance(translator.model, Seq2Seq) and translator.model.attention is None:
         raise ConfigError(f"{args.model} was trained with --attention none: there is no attention map to show")
     results = translator.translate(texts, num_return=args.n_best, return_attention=bool(args.show_attention),
                                    truncate=args.truncate, names=names, **_decoding_options(args))
@@ -591,6 +595,9 @@ def add_cli(tasks) -> None:
     t.add_argument("--max-src-len", type=int, default=0, help="longest source in tokens (0: the longest training source)")
     t.add_argument("--max-tgt-len", type=int, default=0, help="drop training pairs with longer targets (0: keep all)")
     m = t.add_argument_group("model")
+    m.add_argument("--arch", choices=list(MODEL_FAMILIES), default="rnn", help="recurrent encoder–decoder or Transformer")
+    m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
+    m.add_argument("--ff-dim", type=positive_int, default=None, help="feed-forward width (transformer; default 4 × hidden)")
     m.add_argument("--cell", choices=["gru", "lstm"], default="gru")
     m.add_argument("--layers", type=positive_int, default=1)
     m.add_argument("--hidden", type=positive_int, default=128)
@@ -602,7 +609,7 @@ def add_cli(tasks) -> None:
     m.add_argument("--share-embeddings", action="store_true", help="one embedding table and vocabulary for both sides")
     m.add_argument("--tie-output", action="store_true", help="output layer shares the target embedding")
     m.add_argument("--dropout", type=float, default=0.1)
-    m.add_argument("--label-smoothing", type=float, default=0.0)
+    m.add_argument("--label-smoothing", type=float, default=None, help="default: 0 (rnn), 0.1 (transformer)")
     m.add_argument("--scheduled-sampling", type=float, default=0.0,
                    help="final probability of feeding the model's own prediction (rises linearly from 0)")
     t.add_argument("--batch-size", type=positive_int, default=64)

@@ -37,6 +37,29 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def _unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with tied weights (one tensor under several names) stored once, under the first name."""
+    seen, out = set(), {}
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def _with_tied(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """`state` completed with the names of tied weights that were stored once (see _unique_tensors)."""
+    own = model.state_dict()
+    stored = {(t.data_ptr(), t.dtype, tuple(t.shape)): name for name, t in own.items() if name in state}
+    for name, tensor in own.items():
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if name not in state and key in stored:
+            state[name] = state[stored[key]]
+    return state
+
+
 def save_checkpoint(
     directory: str | Path,
     model: nn.Module,
@@ -49,8 +72,7 @@ def save_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
+        save_file(_unique_tensors(unwrap(model).state_dict()), str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps({"folio_version": folio.__version__, **config}, indent=2) + "\n")
         if write_extras is not None:
             write_extras(tmp)
@@ -106,7 +128,7 @@ def load_weights(model: nn.Module, directory: str | Path) -> nn.Module:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is corrupt: {err}") from err
     try:
-        unwrap(model).load_state_dict(state)
+        unwrap(model).load_state_dict(_with_tied(state, unwrap(model)))
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"{path} does not fit the model in {CONFIG}: {first}") from err

@@ -34,6 +34,7 @@ class TrainConfig:
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # the cosine decay ends at lr * min_lr_ratio
     warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine (over the run) | inverse_sqrt (Vaswani et al.: lr·√(warmup/step))
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0  # 0 disables clipping
@@ -56,6 +57,8 @@ class TrainConfig:
             raise ConfigError(f"--max-time must be positive seconds, got {self.max_time}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.schedule not in ("cosine", "inverse_sqrt"):
+            raise ConfigError(f"--schedule {self.schedule!r}: choose cosine or inverse_sqrt")
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict:
@@ -170,10 +173,13 @@ class Trainer:
         return min(1.0, max(fractions))
 
     def lr_at(self) -> float:
-        """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run."""
+        """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run, or the inverse
+        square root of the step (the peak `lr` is reached at the end of the warm-up either way)."""
         cfg = self.config
         if self.step < cfg.warmup_steps:
             return cfg.lr * (self.step + 1) / cfg.warmup_steps
+        if cfg.schedule == "inverse_sqrt":
+            return cfg.lr * math.sqrt(max(cfg.warmup_steps, 1) / (self.step + 1))
         cosine = 0.5 * (1 + math.cos(math.pi * self.progress_fraction()))
         return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 

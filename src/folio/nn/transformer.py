@@ -1,0 +1,215 @@
+"""Transformer layers: positional encodings, scaled dot-product and multi-head attention, blocks.
+
+Masks follow Folio's convention (nn/masks.py): `True` = this key may be attended to. A mask broadcasts
+against the scores (B, heads, T_query, T_key); a key-padding mask (B, S) becomes (B, 1, 1, S).
+
+    >>> block = TransformerBlock(dim=16, heads=4, ff_dim=32)
+    >>> x = torch.randn(2, 5, 16)
+    >>> block(x, causal=True)[0].shape
+    torch.Size([2, 5, 16])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from folio.errors import ConfigError
+from folio.nn.masks import causal_mask, masked_fill_scores
+
+KVCache = tuple[Tensor, Tensor]  # keys, values: (B, heads, S, head_dim)
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """The book's (Vaswani et al.'s) table, (length, dim):
+
+    PE[p, 2i] = sin(p / 10000^(2i/dim)),  PE[p, 2i+1] = cos(p / 10000^(2i/dim)).
+    An odd `dim` keeps its last column a sine (there is no cosine partner for it).
+    """
+    positions = torch.arange(length, dtype=torch.float64)[:, None]  # (L, 1)
+    even = torch.arange(0, dim, 2, dtype=torch.float64)  # the 2i values
+    angles = positions / torch.pow(10000.0, even / dim)  # (L, ceil(dim/2))
+    table = torch.zeros(length, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles[:, : dim // 2])
+    return table.float()
+
+
+class PositionalEncoding(nn.Module):
+    """Adds position information to (B, T, C) embeddings: the fixed sinusoidal table or learned vectors.
+
+    `offset` is the position of the first of the T tokens (non-zero when a key/value cache holds the
+    tokens before them).
+    """
+
+    def __init__(self, dim: int, max_len: int, learned: bool = False):
+        super().__init__()
+        self.max_len = max_len
+        self.learned = learned
+        if learned:
+            self.table = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        else:
+            self.register_buffer("table", sinusoidal_positions(max_len, dim), persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        steps = x.size(1)
+        if offset + steps > self.max_len:
+            raise ConfigError(f"position {offset + steps - 1} is beyond the model's {self.max_len} positions")
+        return x + self.table[offset : offset + steps].to(x.dtype)
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout: float = 0.0) -> tuple[Tensor, Tensor]:
+    """softmax(q kᵀ / √d) v written out: (…, T, d), (…, S, d), (…, S, d) → output (…, T, d), weights (…, T, S)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (…, T, S)
+    weights = masked_fill_scores(scores, mask).softmax(-1)
+    return F.dropout(weights, dropout, training=dropout > 0) @ v, weights
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, dropout: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Attention through `torch.nn.functional.scaled_dot_product_attention` (fused kernels), or through
+    the plain reference path when the weights are wanted. `causal` aligns the last query with the last key,
+    so it also holds when the keys include cached earlier positions (S >= T).
+    """
+    steps, keys = q.size(-2), k.size(-2)
+    if causal and steps == 1:
+        causal = False  # the newest query may see every key
+    if causal and (need_weights or keys != steps or mask is not None):
+        future = causal_mask(keys, q.device)[keys - steps :]  # (T, S): query i sits at key position S-T+i
+        mask = future if mask is None else mask & future
+        causal = False
+    if need_weights:
+        return reference_attention(q, k, v, mask, dropout)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention (self- or cross-), with an optional key/value cache for incremental decoding.
+
+        out, weights, cache = mha(x)                               # self-attention
+        out, weights, cache = mha(x, memory, mask=src_mask[:, None, None, :])   # cross-attention
+        out, _, cache = mha(x_new, causal=True, cache=cache)      # one more step of a decoder
+
+    Projections are named q_proj/k_proj/v_proj/out_proj, so foreign checkpoints map onto them one to one.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"the model width {dim} must be divisible by the number of heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def _split(self, x: Tensor) -> Tensor:
+        batch, steps, dim = x.shape
+        return x.view(batch, steps, self.heads, dim // self.heads).transpose(1, 2)  # (B, h, T, d)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None, KVCache]:
+        """x (B, T, C); memory (B, S, C) for cross-attention. Returns output (B, T, C), weights
+        (B, h, T, S) when asked, and the keys/values (to pass back as `cache`).
+
+        Self-attention with a cache appends the new keys/values to it. Cross-attention with a cache
+        reuses the cached projections of the memory, which do not change between decoder steps.
+        """
+        q = self._split(self.q_proj(x))
+        if memory is not None and cache is not None:
+            k, v = cache
+        else:
+            source = x if memory is None else memory
+            k, v = self._split(self.k_proj(source)), self._split(self.v_proj(source))
+            if cache is not None:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, h, S+T, d)
+        dropout = self.dropout if self.training else 0.0
+        out, weights = scaled_dot_product_attention(q, k, v, mask, causal, dropout, need_weights)
+        batch, steps, dim = x.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, dim)), weights, (k, v)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, ff_dim: int, dropout: float = 0.0, activation: str = "gelu"):
+        super().__init__()
+        if activation not in ("gelu", "relu"):
+            raise ConfigError(f"activation {activation!r}: choose gelu or relu")
+        self.fc1 = nn.Linear(dim, ff_dim)
+        self.fc2 = nn.Linear(ff_dim, dim)
+        self.activation = F.gelu if activation == "gelu" else F.relu
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, optional cross-attention over a memory, and a feed-forward layer, each with a
+    residual connection and LayerNorm: before the sub-layer (`norm_first`, pre-LN, as GPT-2) or after
+    the residual sum (post-LN, as the original Transformer and BERT).
+    """
+
+    def __init__(
+        self, dim: int, heads: int, ff_dim: int, dropout: float = 0.0, norm_first: bool = True,
+        cross_attention: bool = False, activation: str = "gelu", eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(dim, heads, dropout)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.cross_attn = MultiHeadAttention(dim, heads, dropout) if cross_attention else None
+        self.norm_cross = nn.LayerNorm(dim, eps=eps) if cross_attention else None
+        self.ff = FeedForward(dim, ff_dim, dropout, activation)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def _sublayer(self, x: Tensor, norm: nn.LayerNorm, fn) -> tuple[Tensor, tuple]:
+        out, *rest = fn(norm(x) if self.norm_first else x)
+        x = x + self.dropout(out)
+        return (x if self.norm_first else norm(x)), rest
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: dict | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, dict]:
+        """x (B, T, C) → (B, T, C) and a dict with the new `self`/`cross` caches and, when asked,
+        `self_weights`/`cross_weights` (B, h, T, S)."""
+        cache = cache or {}
+        x, (self_weights, self_cache) = self._sublayer(
+            x, self.norm1, lambda h: self.self_attn(h, mask=mask, causal=causal, cache=cache.get("self"),
+                                                    need_weights=need_weights))
+        extras = {"self": self_cache, "self_weights": self_weights}
+        if self.cross_attn is not None:
+            if memory is None:
+                raise ConfigError("this block has cross-attention: pass the encoder memory")
+            x, (cross_weights, cross_cache) = self._sublayer(
+                x, self.norm_cross, lambda h: self.cross_attn(h, memory, mask=memory_mask, cache=cache.get("cross"),
+                                                              need_weights=need_weights))
+            extras.update(cross=cross_cache, cross_weights=cross_weights)
+        x, _ = self._sublayer(x, self.norm2, lambda h: (self.ff(h),))
+        return x, extras
+
+
+__all__ = [
+    "FeedForward", "KVCache", "MultiHeadAttention", "PositionalEncoding", "TransformerBlock",
+    "reference_attention", "scaled_dot_product_attention", "sinusoidal_positions",
+]

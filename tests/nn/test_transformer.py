@@ -1,0 +1,102 @@
+"""Transformer layers: the positional table against its formula, SDPA against the written-out path,
+masks (causal, key padding), the key/value cache, pre-LN and post-LN blocks."""
+
+import math
+
+import pytest
+import torch
+
+from folio.errors import ConfigError
+from folio.nn.masks import causal_mask, lengths_to_mask
+from folio.nn.transformer import (
+    MultiHeadAttention,
+    PositionalEncoding,
+    TransformerBlock,
+    reference_attention,
+    scaled_dot_product_attention,
+    sinusoidal_positions,
+)
+
+
+@pytest.mark.parametrize("dim", [8, 7, 1])
+def test_sinusoidal_table_matches_the_formula(dim):
+    table = sinusoidal_positions(50, dim)
+    assert table.shape == (50, dim)
+    for p in (0, 1, 17, 49):
+        for j in range(dim):
+            i = j // 2
+            angle = p / 10000 ** (2 * i / dim)
+            expected = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+            assert table[p, j].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_positional_encoding_offset_and_limit():
+    pe = PositionalEncoding(6, max_len=10)
+    x = torch.zeros(1, 4, 6)
+    torch.testing.assert_close(pe(x, offset=3)[0], sinusoidal_positions(10, 6)[3:7])
+    with pytest.raises(ConfigError, match="beyond the model's 10 positions"):
+        pe(torch.zeros(1, 4, 6), offset=7)
+    learned = PositionalEncoding(6, max_len=10, learned=True)
+    assert sum(p.numel() for p in learned.parameters()) == 60
+
+
+def test_sdpa_matches_the_reference_path_with_masks():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    padding = lengths_to_mask(torch.tensor([5, 2, 4]), 5)[:, None, None, :]  # (B, 1, 1, S)
+    for mask, causal in [(None, False), (padding, False), (None, True), (padding, True)]:
+        fast, none = scaled_dot_product_attention(q, k, v, mask, causal)
+        slow, weights = scaled_dot_product_attention(q, k, v, mask, causal, need_weights=True)
+        assert none is None
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, 5))
+    _, weights = scaled_dot_product_attention(q, k, v, padding, True, need_weights=True)
+    assert weights[1, :, :, 2:].abs().max() == 0  # padding keys get no weight
+    assert weights[0].triu(1).abs().max() == 0  # no query sees a later key
+    out, ref_weights = reference_attention(q, k, v, causal_mask(5))
+    torch.testing.assert_close(ref_weights, scaled_dot_product_attention(q, k, v, causal=True, need_weights=True)[1])
+
+
+def test_causal_self_attention_ignores_the_future():
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 4, 32).eval()
+    x = torch.randn(2, 8, 16)
+    changed = x.clone()
+    changed[:, 5:] = torch.randn(2, 3, 16)
+    a, _ = block(x, causal=True)
+    b, _ = block(changed, causal=True)
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_cached_steps_equal_the_full_pass(norm_first):
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 4, 32, norm_first=norm_first).eval()
+    x = torch.randn(2, 7, 16)
+    full, _ = block(x, causal=True)
+    out, extras = block(x[:, :3], causal=True)
+    steps = [out]
+    for t in range(3, 7):
+        out, extras = block(x[:, t : t + 1], causal=True, cache={"self": extras["self"]})
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_respects_the_memory_mask_and_caches_the_memory():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2).eval()
+    x, memory = torch.randn(2, 3, 8), torch.randn(2, 6, 8)
+    mask = lengths_to_mask(torch.tensor([6, 3]), 6)[:, None, None, :]
+    out, weights, cache = mha(x, memory, mask=mask, need_weights=True)
+    assert weights.shape == (2, 2, 3, 6) and weights[1, :, :, 3:].abs().max() == 0
+    garbage = memory.clone()
+    garbage[1, 3:] = 100.0  # what sits in the padding changes nothing
+    torch.testing.assert_close(mha(x, garbage, mask=mask)[0][1], out[1])
+    again, _, _ = mha(x, torch.zeros_like(memory), mask=mask, cache=cache)  # the cache stands for the memory
+    torch.testing.assert_close(again, out)
+
+
+def test_heads_must_divide_the_width():
+    with pytest.raises(ConfigError, match="divisible"):
+        MultiHeadAttention(10, 3)
