@@ -93,7 +93,7 @@ def _lm_train(args) -> int:
     if args.arch == "gpt":
         model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions)
     else:
-        model.update(embedding_dim=args.embedding_dim)
+        model.update(embedding_dim=args.embedding_dim, output_dropout=args.output_dropout)
     options = LMTrainOptions(
         corpus=args.corpus, out=args.out, lower=args.lower, model=model,
         seq_len=args.seq_len, batch_size=args.batch_size, stateful=args.stateful,
@@ -179,6 +179,8 @@ def _add_lm(tasks) -> None:
     t.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or the GPT's width")
     t.add_argument("--embedding-dim", type=int, default=0, help="0: one-hot input (recurrent models)")
     t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--output-dropout", type=float, default=None,
+                   help="dropout before the output layer (recurrent models; default: --dropout)")
     t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt)")
     t.add_argument("--context", type=positive_int, default=None, help="positions attended over (gpt; default: --seq-len)")
     t.add_argument("--positions", choices=["learned", "sinusoidal"], default="learned", help="position encoding (gpt)")
@@ -253,6 +255,46 @@ def _add_embed(tasks) -> None:
     e.set_defaults(func=_embed)
 
 
+# ---- folio serve -------------------------------------------------------------------------------
+def _serve(args) -> int:
+    try:
+        from folio.serve.app import serve
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"folio serve needs FastAPI and uvicorn ({err}): pip install 'folio[serve]'") from err
+    serve(args.model, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes)
+    return 0
+
+
+def _add_serve(tasks) -> None:
+    s = tasks.add_parser("serve", help="HTTP API and web page for trained models", formatter_class=_Formatter,
+                         description="Serve models over HTTP: /v1/generate (SSE), /v1/classify, /v1/translate, "
+                                     "/v1/models, /healthz, /docs, and a web page at /.")
+    s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
+                   help="a model directory to serve (repeatable); the name defaults to the directory's")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=positive_int, default=8000)
+    s.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="larger request bodies get 413")
+    s.set_defaults(func=_serve)
+
+
+# ---- folio export ------------------------------------------------------------------------------
+def _export(args) -> int:
+    from folio.export import export
+
+    print(json.dumps(export(args.model, args.format, args.out, args.quantize)))
+    return 0
+
+
+def _add_export(tasks) -> None:
+    e = tasks.add_parser("export", help="a trained model as ONNX or TorchScript", formatter_class=_Formatter,
+                         description="Export a language model or classifier; the export is checked against PyTorch.")
+    e.add_argument("--model", required=True, help="model directory")
+    e.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    e.add_argument("--out", default=None, help="default: model.onnx / model.torchscript.pt in the model directory")
+    e.add_argument("--quantize", action="store_true", help="also write a dynamic int8 ONNX model, with its speed and drift")
+    e.set_defaults(func=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="folio", formatter_class=_Formatter,
                                      description="Folio: recurrent networks and attention for NLP.")
@@ -267,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_classify_cli(tasks)
     add_translate_cli(tasks)
     _add_embed(tasks)
+    _add_serve(tasks)
+    _add_export(tasks)
     return parser
 
 

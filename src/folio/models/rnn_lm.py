@@ -21,6 +21,7 @@ class RNNLMConfig:
     hidden: int = 128
     embedding_dim: int = 0  # 0 = one-hot input (the book's choice)
     dropout: float = 0.2  # between recurrent layers, and before the output layer when > 0
+    output_dropout: float | None = None  # before the output layer, if it should differ from `dropout`
 
     def __post_init__(self):
         if self.arch not in ("gru", "lstm"):
@@ -30,8 +31,10 @@ class RNNLMConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.embedding_dim < 0:
             raise ConfigError(f"embedding_dim must be >= 0 (0 means one-hot), got {self.embedding_dim}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "output_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +69,9 @@ class RNNLanguageModel(nn.Module):
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         out, state = self.rnn(self._rnn_input(ids), state)  # out: (B, T, H)
-        if self.config.dropout > 0:
-            out = F.dropout(out, self.config.dropout, self.training)
+        p = self.config.dropout if self.config.output_dropout is None else self.config.output_dropout
+        if p > 0:
+            out = F.dropout(out, p, self.training)
         return self.head(out), state
 
     def loss(self, batch, state: State | None = None) -> tuple[Tensor, State]:

@@ -380,7 +380,7 @@ class TransformerSeq2SeqConfig:
     sos_id: int = 1
     eos_id: int = 2
     max_src_len: int = 256
-    max_tgt_len: int = 512  # positions the decoder has
+    max_tgt_len: int = 1024  # positions the decoder has
 
     def __post_init__(self):
         for name in ("src_vocab_size", "tgt_vocab_size", "layers", "heads", "hidden", "ff_dim", "max_src_len", "max_tgt_len"):

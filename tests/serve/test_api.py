@@ -1,0 +1,176 @@
+"""`folio serve` as a real uvicorn server on loopback, driven over HTTP: every endpoint, streaming,
+batching of concurrent requests, bad input of every kind, and a client that walks away mid-stream."""
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+from tests.conftest import PATTERN  # noqa: E402
+from tests.tasks.test_classify import synthetic_reviews  # noqa: E402
+from tests.tasks.test_translate_cli import _number_pairs  # noqa: E402
+
+
+def _train_models(root):
+    from folio.tasks.classify import ClassifyTrainOptions
+    from folio.tasks.classify import train as train_classifier
+    from folio.tasks.lm import LMTrainOptions
+    from folio.tasks.lm import train as train_lm
+    from folio.tasks.translate import DataSpec, TranslateTrainOptions
+    from folio.tasks.translate import train as train_translator
+    from folio.training.trainer import TrainConfig
+
+    def steps(n, lr):
+        return TrainConfig(lr=lr, max_steps=n, warmup_steps=10, eval_every=n, save_every=10_000, log_every=n)
+
+    corpus = root / "corpus.txt"
+    corpus.write_text(PATTERN * 100)
+    train_lm(LMTrainOptions(corpus=str(corpus), out=str(root / "lm"), model={"hidden": 32}, seq_len=24, batch_size=8,
+                            train=steps(150, 1e-2), device="cpu", progress=False))
+    reviews = root / "reviews.jsonl"
+    reviews.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in synthetic_reviews(400, 0)))
+    train_classifier(ClassifyTrainOptions(data=str(reviews), out=str(root / "imdb"), vocab_size=50, oov_buckets=8,
+                                          max_len=100, model={"hidden": 16, "embedding_dim": 16, "dropout": 0.0},
+                                          batch_size=16, train=steps(120, 1e-2), device="cpu", progress=False))
+    pairs = root / "numbers.txt"
+    pairs.write_text(_number_pairs(2000, 0), encoding="utf-8")
+    train_translator(TranslateTrainOptions(data=DataSpec(data=str(pairs)), out=str(root / "numbers"), tokenizer="word",
+                                           model={"hidden": 48, "embedding_dim": 24, "attention": "bahdanau", "dropout": 0.0},
+                                           batch_size=32, train=steps(200, 1e-2), device="cpu", progress=False))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from folio.serve.app import create_app
+
+    root = tmp_path_factory.mktemp("serve")
+    _train_models(root)
+    app = create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}"], max_body_bytes=64_000)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(base + "/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    yield base
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def _events(response) -> list[tuple[str, dict]]:
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((lines.get("event", "message"), json.loads(lines["data"])))
+    return events
+
+
+def test_health_models_schema_and_page(server):
+    assert httpx.get(server + "/healthz").json() == {"status": "ok", "models": 3}
+    models = {m["name"]: m["task"] for m in httpx.get(server + "/v1/models").json()["models"]}
+    assert models == {"lm": "lm", "imdb": "classify", "numbers": "translate"}
+    paths = httpx.get(server + "/openapi.json").json()["paths"]
+    assert {"/v1/generate", "/v1/classify", "/v1/translate", "/v1/models", "/healthz"} <= set(paths)
+    page = httpx.get(server + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert all(tab in page.text for tab in ('data-tab="generate"', 'data-tab="classify"', 'data-tab="translate"'))
+
+
+def test_generate_streams_server_sent_events(server):
+    body = {"prompt": "ROMEO:\n", "max_new_tokens": 40, "temperature": 0.5, "seed": 3}
+    with httpx.stream("POST", server + "/v1/generate", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        response.read()
+    events = _events(response)
+    assert events[-1] == ("done", {"characters": 40})
+    text = "".join(data["text"] for kind, data in events if kind == "message")
+    assert len(text) == 40
+    whole = httpx.post(server + "/v1/generate", json={**body, "stream": False}).json()
+    assert whole["text"] == text and whole["model"] == "lm"  # the same seed gives the same text either way
+    stopped = httpx.post(server + "/v1/generate", json={**body, "stream": False, "stop": ["\n"], "max_new_tokens": 200})
+    assert "\n" not in stopped.json()["text"]
+
+
+def test_classify_merges_concurrent_requests_and_explains(server):
+    texts = ["brilliant wonderful film", "awful boring film"] * 20
+    direct = httpx.post(server + "/v1/classify", json={"texts": texts[:2]}).json()["results"]
+    assert [r["label"] for r in direct] == ["pos", "neg"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda t: httpx.post(server + "/v1/classify", json={"texts": [t]}), texts))
+    assert all(a.status_code == 200 for a in answers)
+    assert [a.json()["results"][0]["label"] for a in answers] == ["pos", "neg"] * 20
+    explained = httpx.post(server + "/v1/classify", json={"texts": ["the film was awful"], "explain": True}).json()
+    result = explained["results"][0]
+    assert result["tokens"][result["scores"].index(max(result["scores"]))] == "awful"
+
+
+def test_translate_with_beams_n_best_and_attention(server):
+    response = httpx.post(server + "/v1/translate", json={"model": "numbers", "texts": ["three one", "two"],
+                                                           "beam_size": 3, "n_best": 2, "attention": True})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["translation"] == "trois un" and second["translation"] == "deux"
+    assert len(first["n_best"]) == 2 and first["n_best"][0]["score"] >= first["n_best"][1]["score"]
+    assert len(first["attention"]) == len(first["target_tokens"]) and len(first["attention"][0]) == len(first["source_tokens"])
+    assert all(abs(sum(row) - 1) < 1e-2 for row in first["attention"])
+
+
+@pytest.mark.parametrize("path,body,status,needle", [
+    ("/v1/generate", b"{not json", 422, "JSON"),
+    ("/v1/generate", {"prompt": "hi", "temperature": "hot"}, 422, "temperature"),
+    ("/v1/generate", {"prompt": "hi", "temperature": -1}, 422, "temperature"),
+    ("/v1/generate", {"prompt": ""}, 422, "prompt"),
+    ("/v1/generate", {"prompt": "hi", "max_new_tokens": 10**6}, 422, "max_new_tokens"),
+    ("/v1/generate", {"prompt": "hi", "colour": "red"}, 422, "colour"),
+    ("/v1/generate", {"prompt": "ROMEO: ☃"}, 422, "☃"),
+    ("/v1/generate", {"prompt": "hi", "model": "nope"}, 404, "unknown model 'nope'"),
+    ("/v1/generate", {"prompt": "hi", "model": "imdb"}, 422, "is a classify model"),
+    ("/v1/classify", {"texts": []}, 422, "texts"),
+    ("/v1/classify", {"texts": ["   "]}, 422, "empty"),
+    ("/v1/classify", {"texts": "not a list"}, 422, "texts"),
+    ("/v1/translate", {"texts": ["one"], "beam_size": 2, "n_best": 3}, 422, "n_best"),
+    ("/v1/classify", {"texts": ["x" * 100_000]}, 413, "limit"),
+])
+def test_bad_requests_get_4xx_naming_the_problem(server, path, body, status, needle):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(server + path, content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert needle in response.text
+    assert httpx.get(server + "/healthz").status_code == 200  # the server stays up
+
+
+def test_a_client_leaving_mid_stream_does_not_hurt_the_server(server):
+    with httpx.stream("POST", server + "/v1/generate", json={"prompt": "ROMEO:", "max_new_tokens": 4000}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                break  # leave after the first piece; the generation thread is told to stop
+    start = time.perf_counter()
+    after = httpx.post(server + "/v1/generate", json={"prompt": "JULIET:", "max_new_tokens": 20, "stream": False})
+    assert after.status_code == 200 and len(after.json()["text"]) == 20
+    assert time.perf_counter() - start < 5
+
+
+def test_a_chunked_body_over_the_limit_gets_413(server):
+    def chunks():
+        for _ in range(80):
+            yield b"x" * 1000
+
+    response = httpx.post(server + "/v1/classify", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "limit" in response.text
+    small = httpx.post(server + "/v1/classify", content=iter([b'{"texts": ', b'["a wonderful film"]}']),
+                       headers={"Content-Type": "application/json"})
+    assert small.status_code == 200 and small.json()["results"][0]["label"] in ("pos", "neg")
