@@ -92,7 +92,7 @@ def _wrap(directory: Path) -> tuple[nn.Module, callable, list[str], list[str], d
         clf = TextClassifier.from_pretrained(directory)
         if clf.encoder is not None:
             raise ConfigError(f"{directory} is a head over frozen MiniLM vectors: export the encoder's features instead")
-        vocab = clf.model.config.vocab_size if hasattr(clf.model.config, "vocab_size") else clf.model.bert.config.vocab_size
+        vocab = clf.model.embedding.num_embeddings  # recurrent and Transformer classifiers both expose it
 
         def example(b, t):
             lengths = torch.randint(1, t + 1, (b,))

@@ -211,7 +211,7 @@ def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tu
             bert = load_bert(minilm_directory(), dropout)
             config = TransformerClassifierConfig(bert.config.to_dict(), num_classes, pooling, dropout, init_from="minilm")
             model = TransformerClassifier(config)
-            model.bert.load_state_dict(bert.state_dict())
+            model.bert = bert  # the loaded encoder itself, not a second copy of its weights
             return model, "pretrained MiniLM weights loaded"
         config = TransformerClassifierConfig.small(
             len(tokenizer), num_classes, model_dict.get("layers", 4), model_dict.get("hidden", 256), model_dict.get("heads", 4),
