@@ -303,11 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"folio {__version__}")
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     _add_lm(tasks)
+    from folio.tasks.caption import add_cli as add_caption_cli
     from folio.tasks.classify import add_cli as add_classify_cli
     from folio.tasks.translate import add_cli as add_translate_cli
 
     add_classify_cli(tasks)
     add_translate_cli(tasks)
+    add_caption_cli(tasks)
     _add_embed(tasks)
     _add_serve(tasks)
     _add_export(tasks)

@@ -36,3 +36,36 @@ def attention_heatmaps(
     fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.04)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def attention_overlays(
+    image: np.ndarray, maps: list[np.ndarray], words: list[str], path: str | Path, title: str | None = None,
+) -> None:
+    """The image, then one panel per word with that word's attention map (grid × grid, upsampled to the
+    image's size, each cell a flat square) laid over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height, width = image.shape[:2]
+    panels = len(maps) + 1
+    per_row = min(panels, 6)
+    grid_rows = (panels + per_row - 1) // per_row
+    fig, axes = plt.subplots(grid_rows, per_row, figsize=(2.2 * per_row, 2.4 * grid_rows), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index >= panels:
+            continue
+        ax.imshow(image, extent=(0, width, height, 0))
+        if index == 0:
+            ax.set_title("image", fontsize=9)
+            continue
+        weights = maps[index - 1]
+        ax.imshow(weights / max(float(weights.max()), 1e-9), cmap="inferno", alpha=0.6, vmin=0, vmax=1,
+                  extent=(0, width, height, 0), interpolation="nearest")
+        ax.set_title(f"{words[index - 1]} (max {float(weights.max()):.2f})", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

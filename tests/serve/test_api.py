@@ -1,6 +1,8 @@
 """`folio serve` as a real uvicorn server on loopback, driven over HTTP: every endpoint, streaming,
 batching of concurrent requests, bad input of every kind, and a client that walks away mid-stream."""
 
+import base64
+import io
 import json
 import socket
 import threading
@@ -18,6 +20,9 @@ from tests.tasks.test_translate_cli import _number_pairs  # noqa: E402
 
 
 def _train_models(root):
+    from folio.tasks.caption import CaptionTrainOptions
+    from folio.tasks.caption import DataSpec as CaptionData
+    from folio.tasks.caption import train as train_captioner
     from folio.tasks.classify import ClassifyTrainOptions
     from folio.tasks.classify import train as train_classifier
     from folio.tasks.lm import LMTrainOptions
@@ -43,6 +48,10 @@ def _train_models(root):
     train_translator(TranslateTrainOptions(data=DataSpec(data=str(pairs)), out=str(root / "numbers"), tokenizer="word",
                                            model={"hidden": 48, "embedding_dim": 24, "attention": "bahdanau", "dropout": 0.0},
                                            batch_size=32, train=steps(200, 1e-2), device="cpu", progress=False))
+    train_captioner(CaptionTrainOptions(data=CaptionData(image_size=32, scenes_train=256, scenes_valid=16, scenes_objects=(1, 1)),
+                                        out=str(root / "shapes"), model={"channels": (8, 8), "hidden": 16, "feature_dim": 8,
+                                                                         "attention_dim": 8, "embedding_dim": 8},
+                                        batch_size=32, train=steps(20, 1e-2), device="cpu", progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,8 @@ def server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     _train_models(root)
-    app = create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}"], max_body_bytes=64_000)
+    app = create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}", str(root / "shapes")],
+                     max_body_bytes=64_000)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -80,14 +90,15 @@ def _events(response) -> list[tuple[str, dict]]:
 
 
 def test_health_models_schema_and_page(server):
-    assert httpx.get(server + "/healthz").json() == {"status": "ok", "models": 3}
+    assert httpx.get(server + "/healthz").json() == {"status": "ok", "models": 4}
     models = {m["name"]: m["task"] for m in httpx.get(server + "/v1/models").json()["models"]}
-    assert models == {"lm": "lm", "imdb": "classify", "numbers": "translate"}
+    assert models == {"lm": "lm", "imdb": "classify", "numbers": "translate", "shapes": "caption"}
     paths = httpx.get(server + "/openapi.json").json()["paths"]
-    assert {"/v1/generate", "/v1/classify", "/v1/translate", "/v1/models", "/healthz"} <= set(paths)
+    assert {"/v1/generate", "/v1/classify", "/v1/translate", "/v1/caption", "/v1/models", "/healthz"} <= set(paths)
     page = httpx.get(server + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert all(tab in page.text for tab in ('data-tab="generate"', 'data-tab="classify"', 'data-tab="translate"'))
+    assert all(tab in page.text for tab in ('data-tab="generate"', 'data-tab="classify"', 'data-tab="translate"',
+                                         'data-tab="caption"'))
 
 
 def test_generate_streams_server_sent_events(server):
@@ -129,7 +140,37 @@ def test_translate_with_beams_n_best_and_attention(server):
     assert all(abs(sum(row) - 1) < 1e-2 for row in first["attention"])
 
 
+def _png(size=(40, 30), mode="RGB") -> str:
+    from PIL import Image
+
+    image = Image.new(mode, size, "white")
+    image.paste("red" if mode == "RGB" else 0, (5, 5, 20, 20))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_caption_returns_words_and_attention_over_the_grid(server):
+    response = httpx.post(server + "/v1/caption", json={"images": [_png(), _png((64, 64), "L")], "attention": True,
+                                                        "beam_size": 2})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"] == "shapes" and answer["grid"] == 16 and len(answer["results"]) == 2
+    for result in answer["results"]:
+        assert result["words"][-1] == "</s>" and result["caption"] == " ".join(result["words"][:-1])
+        assert len(result["attention"]) == len(result["words"])
+        for grid in result["attention"]:
+            assert len(grid) == 16 and len(grid[0]) == 16
+            assert abs(sum(map(sum, grid)) - 1) < 1e-2
+    plain = httpx.post(server + "/v1/caption", json={"images": [_png()]}).json()["results"][0]
+    assert "attention" not in plain
+
+
 @pytest.mark.parametrize("path,body,status,needle", [
+    ("/v1/caption", {"images": ["not base64!"]}, 422, "images[0] is not valid base64"),
+    ("/v1/caption", {"images": [base64.b64encode(b"plain text").decode()]}, 422, "images[0] is not a readable image"),
+    ("/v1/caption", {"images": []}, 422, "images"),
+    ("/v1/caption", {"images": ["aGk="], "model": "imdb"}, 422, "is a classify model"),
     ("/v1/generate", b"{not json", 422, "JSON"),
     ("/v1/generate", {"prompt": "hi", "temperature": "hot"}, 422, "temperature"),
     ("/v1/generate", {"prompt": "hi", "temperature": -1}, 422, "temperature"),

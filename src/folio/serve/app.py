@@ -4,7 +4,8 @@
 
 Endpoints: `POST /v1/generate` (server-sent events, or one JSON object with `"stream": false`),
 `POST /v1/classify` (optionally with per-token contributions), `POST /v1/translate` (beam search,
-n-best, attention weights), `GET /v1/models`, `GET /healthz`, the OpenAPI schema at `/openapi.json`
+n-best, attention weights), `POST /v1/caption` (base64 images; per-word attention over the image grid),
+`GET /v1/models`, `GET /healthz`, the OpenAPI schema at `/openapi.json`
 and the page at `/`.
 
 Model work runs in worker threads, never on the event loop. Classification requests that arrive
@@ -26,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from folio.errors import CheckpointError, FolioError
 from folio.serve.page import PAGE
-from folio.serve.schemas import ClassifyRequest, GenerateRequest, TranslateRequest
+from folio.serve.schemas import CaptionRequest, ClassifyRequest, GenerateRequest, TranslateRequest
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
 
@@ -34,9 +35,9 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
 @dataclass
 class ServedModel:
     name: str
-    task: str  # lm | classify | translate
+    task: str  # lm | classify | translate | caption
     directory: str
-    model: object  # LanguageModel | TextClassifier | Translator
+    model: object  # LanguageModel | TextClassifier | Translator | ImageCaptioner
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: Batcher | None = None
 
@@ -63,6 +64,8 @@ def load_model(spec: str) -> ServedModel:
         from folio.tasks.classify import TextClassifier as loader
     elif task == "translate":
         from folio.tasks.translate import Translator as loader
+    elif task == "caption":
+        from folio.tasks.caption import ImageCaptioner as loader
     else:
         raise CheckpointError(f"{config_path}: task {task!r} cannot be served")
     return ServedModel(name or path.resolve().name, task, str(path), loader.from_pretrained(path))
@@ -181,7 +184,7 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
         raise CheckpointError("no model to serve: give at least one --model DIR")
 
     app = FastAPI(title="Folio", version=__version__,
-                  description="Text generation, classification and translation with Folio's models.")
+                  description="Text generation, classification, translation and image captioning with Folio's models.")
 
     def pick(name: str | None, task: str) -> ServedModel:
         if name is None:
@@ -258,6 +261,23 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
                             source_tokens=t.source_pieces, target_tokens=t.target_pieces)
             results.append(item)
         return {"model": served.name, "results": results}
+
+    @app.post("/v1/caption")
+    async def caption(body: CaptionRequest):
+        served = pick(body.model, "caption")
+        captioner = served.model
+        images = [captioner.decode_image(data, f"images[{i}]") for i, data in enumerate(body.images)]  # bad ones: 422
+        async with served.lock:
+            captions = await asyncio.to_thread(
+                lambda: captioner.describe(images, beam_size=body.beam_size, length_penalty=body.length_penalty,
+                                           return_attention=body.attention))
+        results = []
+        for c in captions:
+            item = {"caption": c.text, "score": c.score, "words": c.words}
+            if body.attention and c.attention is not None:
+                item["attention"] = [[[round(w, 4) for w in row] for row in grid] for grid in c.attention.tolist()]
+            results.append(item)
+        return {"model": served.name, "grid": captioner.model.config.grid_size, "results": results}
 
     app.state.models = models
     return BodyLimit(app, max_body_bytes) if max_body_bytes else app

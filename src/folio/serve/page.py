@@ -21,6 +21,11 @@ PAGE = """<!doctype html>
   table.attention th { font-weight: normal; font-size: .8rem; }
   table.attention th.col { writing-mode: vertical-rl; }
   .error { color: #b00; }
+  #cap-view { position: relative; display: inline-block; }
+  #cap-view img, #cap-view canvas { width: 256px; height: 256px; image-rendering: pixelated; display: block; }
+  #cap-view canvas { position: absolute; left: 0; top: 0; }
+  #cap-words span { cursor: pointer; padding: .1rem .3rem; margin-right: .2rem; border: 1px solid #ccc; border-radius: .2rem; }
+  #cap-words span.active { background: #333; color: #fff; }
 </style>
 </head>
 <body>
@@ -29,6 +34,7 @@ PAGE = """<!doctype html>
   <button data-tab="generate" class="active">Generate</button>
   <button data-tab="classify">Classify</button>
   <button data-tab="translate">Translate</button>
+  <button data-tab="caption">Caption</button>
 </nav>
 
 <section id="generate" class="active">
@@ -60,6 +66,16 @@ PAGE = """<!doctype html>
   <div id="tr-attention"></div>
 </section>
 
+<section id="caption">
+  <label>Model <select id="cap-model"></select></label>
+  <input type="file" id="cap-file" accept="image/*">
+  <label>Beam <input id="cap-beam" type="number" min="1" max="16" value="3"></label>
+  <button id="cap-run">Describe</button>
+  <p id="cap-out"></p>
+  <p id="cap-words"></p>
+  <div id="cap-view"><img id="cap-image" alt=""><canvas id="cap-canvas" width="256" height="256"></canvas></div>
+</section>
+
 <script>
 const $ = (id) => document.getElementById(id);
 document.querySelectorAll("nav button").forEach((b) => b.onclick = () => {
@@ -80,7 +96,7 @@ async function post(path, body) {
 function fail(element, error) { element.innerHTML = ""; element.textContent = error.message; element.classList.add("error"); }
 
 fetch("/v1/models").then((r) => r.json()).then(({models}) => {
-  for (const [task, select] of [["lm", "gen-model"], ["classify", "cls-model"], ["translate", "tr-model"]]) {
+  for (const [task, select] of [["lm", "gen-model"], ["classify", "cls-model"], ["translate", "tr-model"], ["caption", "cap-model"]]) {
     for (const m of models.filter((m) => m.task === task)) select && $(select).add(new Option(m.name, m.name));
   }
 });
@@ -153,6 +169,48 @@ $("tr-run").onclick = async () => {
       row.forEach((w) => { const td = tr.insertCell(); td.style.background = `rgba(40,60,200,${w})`; td.title = w; });
     });
     grid.appendChild(table);
+  } catch (error) { fail(out, error); }
+};
+
+function showAttention(grid) {  // one word's (g × g) weights as a translucent layer over the image
+  const canvas = $("cap-canvas"), context = canvas.getContext("2d");
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  if (!grid) return;
+  const g = grid.length, cell = canvas.width / g, top = Math.max(...grid.flat()) || 1;
+  grid.forEach((row, y) => row.forEach((w, x) => {
+    context.fillStyle = `rgba(0,0,0,${0.75 * (1 - w / top)})`;
+    context.fillRect(x * cell, y * cell, cell + 0.5, cell + 0.5);
+  }));
+}
+
+$("cap-run").onclick = async () => {
+  const out = $("cap-out"), words = $("cap-words"), file = $("cap-file").files[0];
+  out.classList.remove("error");
+  words.innerHTML = "";
+  showAttention(null);
+  if (!file) { out.textContent = "choose an image first"; return; }
+  try {
+    const data = await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(new Error("cannot read " + file.name));
+      reader.readAsDataURL(file);
+    });
+    $("cap-image").src = data;
+    const {results: [r]} = await (await post("/v1/caption", {model: $("cap-model").value || null,
+      images: [data.slice(data.indexOf(",") + 1)], beam_size: Number($("cap-beam").value), attention: true})).json();
+    out.textContent = r.caption;
+    r.words.forEach((word, i) => {
+      const span = document.createElement("span");
+      span.textContent = word;
+      span.onclick = () => {
+        words.querySelectorAll("span").forEach((s) => s.classList.remove("active"));
+        span.classList.add("active");
+        showAttention(r.attention[i]);
+      };
+      words.appendChild(span);
+    });
+    words.firstChild?.click();
   } catch (error) { fail(out, error); }
 };
 </script>

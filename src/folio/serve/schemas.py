@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_TEXTS = 256  # texts per classify / translate request
 MAX_TEXT_CHARS = 20_000
 MAX_NEW_TOKENS = 4_096
+MAX_IMAGES = 32  # images per caption request
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())  # a misspelt field is an error, not ignored
@@ -39,3 +40,11 @@ class TranslateRequest(_Request):
     length_penalty: float = Field(0.6, ge=0, le=5)
     attention: bool = Field(False, description="return each translation's attention weights")
     truncate: bool = Field(False, description="cut sources over the model's limit instead of refusing them")
+
+
+class CaptionRequest(_Request):
+    images: list[Annotated[str, Field(min_length=1, description="an image file (PNG, JPEG, ...) in base64")]] = Field(
+        min_length=1, max_length=MAX_IMAGES)
+    beam_size: int = Field(1, ge=1, le=16)
+    length_penalty: float = Field(0.6, ge=0, le=5)
+    attention: bool = Field(False, description="return, for each word, the attention weights over the image grid")

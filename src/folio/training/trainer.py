@@ -271,7 +271,7 @@ class Trainer:
         batches_per_epoch = len(self.train_data)
         window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
         start = time.perf_counter() - self.elapsed
-        stop_reason = "max_steps" if cfg.max_steps else "max_time"
+        stop_reason = None
         try:
             while not self.finished():
                 if self.index >= batches_per_epoch:
@@ -319,6 +319,8 @@ class Trainer:
             self.save_last()
             self.progress.message(f"interrupted at step {self.step}; checkpoint saved to {self.out_dir / LAST}")
             raise
+        if stop_reason is None:  # whichever limit was reached
+            stop_reason = "max_steps" if cfg.max_steps is not None and self.step >= cfg.max_steps else "max_time"
         if self.step % cfg.eval_every != 0 or self.best_valid == math.inf:
             self.run_evaluation()
         self.save_last()
