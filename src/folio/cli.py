@@ -68,6 +68,8 @@ def add_training_flags(parser: argparse.ArgumentParser, lr: float, max_time: flo
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     group.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
     group.add_argument("--compile", action="store_true", help="torch.compile the model")
+    group.add_argument("--ema-decay", type=float, default=0.0,
+                       help="validate and save an exponential moving average of the weights with this decay (0: off)")
     group.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
                        help="continue an interrupted run from DIR (default: OUT/last)")
     group.add_argument("--quiet", action="store_true", help="no progress output")
@@ -81,7 +83,7 @@ def train_config_from(args):
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, max_steps=args.max_steps, max_time=args.max_time, eval_every=args.eval_every,
         patience=args.patience, log_every=args.log_every, save_every=args.save_every, seed=args.seed,
-        amp=args.amp, compile=args.compile,
+        amp=args.amp, compile=args.compile, ema_decay=args.ema_decay,
     )
 
 
@@ -287,10 +289,12 @@ def _export(args) -> int:
 
 def _add_export(tasks) -> None:
     e = tasks.add_parser("export", help="a trained model as ONNX or TorchScript", formatter_class=_Formatter,
-                         description="Export a language model or classifier; the export is checked against PyTorch.")
+                         description="Export a language model, classifier or translation model (as an encoder and a "
+                                     "decoder-step graph); every export is checked against PyTorch.")
     e.add_argument("--model", required=True, help="model directory")
     e.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    e.add_argument("--out", default=None, help="default: model.onnx / model.torchscript.pt in the model directory")
+    e.add_argument("--out", default=None, help="default: model.onnx / model.torchscript.pt in the model directory (a translation model: a folder "
+                        "for encoder.* and decoder_step.*)")
     e.add_argument("--quantize", action="store_true", help="also write a dynamic int8 ONNX model, with its speed and drift")
     e.set_defaults(func=_export)
 

@@ -4,8 +4,6 @@ batching of concurrent requests, bad input of every kind, and a client that walk
 import base64
 import io
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,73 +11,6 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
-
-from tests.conftest import PATTERN  # noqa: E402
-from tests.tasks.test_classify import synthetic_reviews  # noqa: E402
-from tests.tasks.test_translate_cli import _number_pairs  # noqa: E402
-
-
-def _train_models(root):
-    from folio.tasks.caption import CaptionTrainOptions
-    from folio.tasks.caption import DataSpec as CaptionData
-    from folio.tasks.caption import train as train_captioner
-    from folio.tasks.classify import ClassifyTrainOptions
-    from folio.tasks.classify import train as train_classifier
-    from folio.tasks.lm import LMTrainOptions
-    from folio.tasks.lm import train as train_lm
-    from folio.tasks.translate import DataSpec, TranslateTrainOptions
-    from folio.tasks.translate import train as train_translator
-    from folio.training.trainer import TrainConfig
-
-    def steps(n, lr):
-        return TrainConfig(lr=lr, max_steps=n, warmup_steps=10, eval_every=n, save_every=10_000, log_every=n)
-
-    corpus = root / "corpus.txt"
-    corpus.write_text(PATTERN * 100)
-    train_lm(LMTrainOptions(corpus=str(corpus), out=str(root / "lm"), model={"hidden": 32}, seq_len=24, batch_size=8,
-                            train=steps(150, 1e-2), device="cpu", progress=False))
-    reviews = root / "reviews.jsonl"
-    reviews.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in synthetic_reviews(400, 0)))
-    train_classifier(ClassifyTrainOptions(data=str(reviews), out=str(root / "imdb"), vocab_size=50, oov_buckets=8,
-                                          max_len=100, model={"hidden": 16, "embedding_dim": 16, "dropout": 0.0},
-                                          batch_size=16, train=steps(120, 1e-2), device="cpu", progress=False))
-    pairs = root / "numbers.txt"
-    pairs.write_text(_number_pairs(2000, 0), encoding="utf-8")
-    train_translator(TranslateTrainOptions(data=DataSpec(data=str(pairs)), out=str(root / "numbers"), tokenizer="word",
-                                           model={"hidden": 48, "embedding_dim": 24, "attention": "bahdanau", "dropout": 0.0},
-                                           batch_size=32, train=steps(200, 1e-2), device="cpu", progress=False))
-    train_captioner(CaptionTrainOptions(data=CaptionData(image_size=32, scenes_train=256, scenes_valid=16, scenes_objects=(1, 1)),
-                                        out=str(root / "shapes"), model={"channels": (8, 8), "hidden": 16, "feature_dim": 8,
-                                                                         "attention_dim": 8, "embedding_dim": 8},
-                                        batch_size=32, train=steps(20, 1e-2), device="cpu", progress=False))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from folio.serve.app import create_app
-
-    root = tmp_path_factory.mktemp("serve")
-    _train_models(root)
-    app = create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}", str(root / "shapes")],
-                     max_body_bytes=64_000)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(base + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield base
-    instance.should_exit = True
-    thread.join(timeout=10)
-
 
 def _events(response) -> list[tuple[str, dict]]:
     events = []
@@ -164,6 +95,20 @@ def test_caption_returns_words_and_attention_over_the_grid(server):
             assert abs(sum(map(sum, grid)) - 1) < 1e-2
     plain = httpx.post(server + "/v1/caption", json={"images": [_png()]}).json()["results"][0]
     assert "attention" not in plain
+
+
+def test_caption_takes_a_multipart_upload(server):
+    files = [("images", ("red.png", base64.b64decode(_png()), "image/png")),
+             ("images", ("grey.png", base64.b64decode(_png((64, 64), "L")), "image/png"))]
+    response = httpx.post(server + "/v1/caption", files=files, data={"attention": "true", "beam_size": "2"})
+    assert response.status_code == 200, response.text
+    as_json = httpx.post(server + "/v1/caption", json={"images": [_png(), _png((64, 64), "L")], "attention": True,
+                                                       "beam_size": 2}).json()
+    assert response.json() == as_json  # the same request either way
+    bad = httpx.post(server + "/v1/caption", files=[("images", ("notes.png", b"not an image", "image/png"))])
+    assert bad.status_code == 422 and "images[0] is not a readable image" in bad.text
+    wrong = httpx.post(server + "/v1/caption", files=files, data={"beam_size": "many"})
+    assert wrong.status_code == 422 and "beam_size" in wrong.text
 
 
 @pytest.mark.parametrize("path,body,status,needle", [

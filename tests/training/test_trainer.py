@@ -31,16 +31,16 @@ def test_tiny_model_learns_a_repeated_pattern(small_corpus, tmp_path):
     assert (tmp_path / "m" / "training_curve.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("stateful", [False, True])
-def test_interrupted_training_resumes_exactly(small_corpus, tmp_path, stateful):
-    full = options(small_corpus, tmp_path / "full")
+@pytest.mark.parametrize("stateful,ema", [(False, 0.0), (True, 0.0), (True, 0.9)])
+def test_interrupted_training_resumes_exactly(small_corpus, tmp_path, stateful, ema):
+    full = options(small_corpus, tmp_path / "full", ema_decay=ema)
     full.stateful = stateful
     train(full)
 
     class Interrupt(Exception):
         pass
 
-    cut = options(small_corpus, tmp_path / "cut")
+    cut = options(small_corpus, tmp_path / "cut", ema_decay=ema)
     cut.stateful = stateful
     from folio.training import trainer as trainer_module
 
@@ -57,15 +57,30 @@ def test_interrupted_training_resumes_exactly(small_corpus, tmp_path, stateful):
             train(cut)
     finally:
         trainer_module.Trainer.save_last = original
-    resumed = options(small_corpus, tmp_path / "cut")
+    resumed = options(small_corpus, tmp_path / "cut", ema_decay=ema)
     resumed.stateful = stateful
     resumed.resume = ""
     assert train(resumed)["steps"] == 60
-    a = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for checkpoint in ("last", "."):  # the weights, and the best model (the averaged weights with EMA)
+        a = load_file(str(tmp_path / "full" / checkpoint / "model.safetensors"))
+        b = load_file(str(tmp_path / "cut" / checkpoint / "model.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_ema_validates_and_saves_the_averaged_weights(small_corpus, tmp_path):
+    summary = train(options(small_corpus, tmp_path / "m", ema_decay=0.9, max_steps=60, eval_every=60))
+    state = torch.load(tmp_path / "m" / "last" / "trainer_state.pt", weights_only=False)
+    best = load_file(str(tmp_path / "m" / "model.safetensors"))
+    raw = load_file(str(tmp_path / "m" / "last" / "model.safetensors"))
+    lm = LanguageModel.from_pretrained(tmp_path / "m")
+    names = [n for n, p in lm.model.named_parameters() if p.requires_grad]
+    assert len(state["ema"]) == len(names)
+    for name, averaged in zip(names, state["ema"], strict=True):
+        assert torch.equal(best[name], averaged), name  # the saved best model is the average
+    assert any(not torch.equal(best[n], raw[n]) for n in names)  # ... which is not the last weights
+    assert summary["best_valid"] < 3.0
 
 
 def test_two_process_ddp_run_on_cpu(small_corpus, tmp_path):

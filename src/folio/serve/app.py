@@ -4,7 +4,8 @@
 
 Endpoints: `POST /v1/generate` (server-sent events, or one JSON object with `"stream": false`),
 `POST /v1/classify` (optionally with per-token contributions), `POST /v1/translate` (beam search,
-n-best, attention weights), `POST /v1/caption` (base64 images; per-word attention over the image grid),
+n-best, attention weights), `POST /v1/caption` (image files uploaded as a multipart form, or base64 in JSON; per-word attention over
+the image grid),
 `GET /v1/models`, `GET /healthz`, the OpenAPI schema at `/openapi.json`
 and the page at `/`.
 
@@ -16,6 +17,7 @@ requests are served in arrival order (asyncio locks are FIFO).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -23,13 +25,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import ValidationError
 
 from folio.errors import CheckpointError, FolioError
 from folio.serve.page import PAGE
-from folio.serve.schemas import CaptionRequest, ClassifyRequest, GenerateRequest, TranslateRequest
+from folio.serve.schemas import (
+    GENERATE_EVENT_SCHEMA,
+    MAX_IMAGES,
+    CaptionRequest,
+    ClassifyRequest,
+    ErrorResponse,
+    GenerateRequest,
+    TranslateRequest,
+)
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
+
+# What the model routes answer besides 200, in the OpenAPI schema. FastAPI on its own documents only its
+# validation errors (422 with a list); the model's own checks, `pick` and `BodyLimit` answer with a string.
+ERRORS: dict = {status: {"model": ErrorResponse, "description": why} for status, why in [
+    (400, "The body cannot be parsed (not UTF-8, or a broken form)"),
+    (404, "No such model, or none of this task, is being served"),
+    (413, "The body is over the size limit"),
+    (422, "A field, or the input itself, is not valid (the message names it)"),
+]}
 
 
 @dataclass
@@ -214,7 +235,9 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
     async def page() -> str:
         return PAGE
 
-    @app.post("/v1/generate")
+    @app.post("/v1/generate", responses={**ERRORS, 200: {"description": "Server-sent events, or one JSON object",
+                                                         "content": {"text/event-stream": {
+                                                             "itemSchema": GENERATE_EVENT_SCHEMA}}}})
     async def generate(body: GenerateRequest, request: Request):
         served = pick(body.model, "lm")
         options = dict(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_k=body.top_k,
@@ -228,7 +251,7 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
         return StreamingResponse(_event_stream(served, body.prompt, options, request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/classify")
+    @app.post("/v1/classify", responses=ERRORS)
     async def classify(body: ClassifyRequest):
         served = pick(body.model, "classify")
         clf = served.model
@@ -241,7 +264,7 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
             served.batcher = Batcher(lambda texts: clf.predict(texts, batch_size=128))
         return {"model": served.name, "results": await served.batcher.submit(body.texts)}
 
-    @app.post("/v1/translate")
+    @app.post("/v1/translate", responses=ERRORS)
     async def translate(body: TranslateRequest):
         served = pick(body.model, "translate")
         if body.n_best > body.beam_size:
@@ -262,8 +285,9 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
             results.append(item)
         return {"model": served.name, "results": results}
 
-    @app.post("/v1/caption")
-    async def caption(body: CaptionRequest):
+    @app.post("/v1/caption", openapi_extra=_caption_request_body(), responses=ERRORS)
+    async def caption(request: Request):
+        body = await _caption_request(request)
         served = pick(body.model, "caption")
         captioner = served.model
         images = [captioner.decode_image(data, f"images[{i}]") for i, data in enumerate(body.images)]  # bad ones: 422
@@ -281,6 +305,42 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
 
     app.state.models = models
     return BodyLimit(app, max_body_bytes) if max_body_bytes else app
+
+
+def _caption_request_body() -> dict:
+    """/v1/caption takes JSON (images as base64 text) or a multipart form upload (image files, the same fields)."""
+    schema = CaptionRequest.model_json_schema()
+    # additionalProperties: as in the JSON body, an unknown field is refused (422), so the schema must not allow it
+    form = {"type": "object", "required": ["images"], "additionalProperties": False, "properties": {
+        **{k: v for k, v in schema["properties"].items() if k != "images"},
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+                   "maxItems": MAX_IMAGES},
+    }}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema},
+                                                          "multipart/form-data": {"schema": form}}}}
+
+
+async def _caption_request(request: Request) -> CaptionRequest:
+    """The request's fields, validated by CaptionRequest whichever way they came (a bad one: 422 naming it)."""
+    kind = request.headers.get("content-type", "")
+    try:
+        if kind.startswith("multipart/form-data"):
+            form = await request.form()
+            fields: dict = {}
+            for key, value in form.multi_items():
+                data = await value.read() if hasattr(value, "read") else str(value).encode()  # a file or a text field
+                if key == "images":
+                    fields.setdefault("images", []).append(base64.b64encode(data).decode())
+                else:
+                    fields[key] = data.decode(errors="replace")
+            return CaptionRequest.model_validate(fields)
+        try:  # as text: a json_invalid error holding raw bytes would fail to encode (a 500, not a 422)
+            text = (await request.body()).decode()
+        except UnicodeDecodeError:
+            raise HTTPException(400, "the body is not UTF-8 text: send JSON, or the images as a multipart form") from None
+        return CaptionRequest.model_validate_json(text)
+    except ValidationError as err:
+        raise RequestValidationError(err.errors(include_url=False, include_context=False)) from None
 
 
 async def _event_stream(served: ServedModel, prompt: str, options: dict, request):

@@ -6,6 +6,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Folio</title>
+<link rel="icon" href="data:,">  <!-- no icon: stops the browser asking for /favicon.ico (a 404) -->
 <style>
   body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
   nav button { font-size: 1rem; padding: .4rem 1rem; border: 1px solid #999; background: #f4f4f4; cursor: pointer; }
@@ -88,7 +89,9 @@ for (const id of ["gen-temperature", "gen-top-p"]) $(id).oninput = () => $(id + 
 async function post(path, body) {
   const response = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
   if (!response.ok) {
-    const detail = (await response.json()).detail;
+    const text = await response.text();  // not always JSON: a proxy's or a crash's page is plain text
+    let detail;
+    try { detail = JSON.parse(text).detail; } catch { detail = text.trim() || `HTTP ${response.status}`; }
     throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
   }
   return response;
@@ -104,6 +107,7 @@ fetch("/v1/models").then((r) => r.json()).then(({models}) => {
 $("gen-run").onclick = async () => {
   const out = $("gen-out");
   out.classList.remove("error");
+  delete out.dataset.done;  // set again only when this run's stream has ended
   out.textContent = $("gen-prompt").value;
   try {
     const response = await post("/v1/generate", {model: $("gen-model").value || null, prompt: $("gen-prompt").value,
@@ -121,7 +125,9 @@ $("gen-run").onclick = async () => {
         const event = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
         const data = event.split("\\n").find((line) => line.startsWith("data: "));
-        if (data && !event.startsWith("event:")) out.textContent += JSON.parse(data.slice(6)).text;
+        if (!data) continue;
+        if (event.startsWith("event: error")) throw new Error(JSON.parse(data.slice(6)).detail);
+        if (!event.startsWith("event:")) out.textContent += JSON.parse(data.slice(6)).text;
       }
     }
     out.dataset.done = "true";
@@ -131,12 +137,12 @@ $("gen-run").onclick = async () => {
 $("cls-run").onclick = async () => {
   const label = $("cls-label"), tokens = $("cls-tokens");
   label.classList.remove("error");
+  tokens.innerHTML = "";  // an error must not leave the last text's colours standing
   try {
     const {results: [r]} = await (await post("/v1/classify", {model: $("cls-model").value || null,
       texts: [$("cls-text").value], explain: true})).json();
     label.textContent = `${r.label} (${r.probability.toFixed(3)})`;
     const scale = Math.max(...r.scores.map(Math.abs)) || 1;
-    tokens.innerHTML = "";
     r.tokens.forEach((token, i) => {
       const span = document.createElement("span");
       const s = r.scores[i] / scale;
@@ -152,11 +158,11 @@ $("cls-run").onclick = async () => {
 $("tr-run").onclick = async () => {
   const out = $("tr-out"), grid = $("tr-attention");
   out.classList.remove("error");
+  grid.innerHTML = "";
   try {
     const {results: [r]} = await (await post("/v1/translate", {model: $("tr-model").value || null,
       texts: [$("tr-text").value], beam_size: Number($("tr-beam").value), attention: true})).json();
     out.textContent = r.translation;
-    grid.innerHTML = "";
     if (!r.attention) return;
     const table = document.createElement("table");
     table.className = "attention";
@@ -176,10 +182,11 @@ function showAttention(grid) {  // one word's (g × g) weights as a translucent 
   const canvas = $("cap-canvas"), context = canvas.getContext("2d");
   context.clearRect(0, 0, canvas.width, canvas.height);
   if (!grid) return;
-  const g = grid.length, cell = canvas.width / g, top = Math.max(...grid.flat()) || 1;
+  const g = grid.length, top = Math.max(...grid.flat()) || 1;
+  const edge = (i) => Math.round(i * canvas.width / g);  // whole pixels: overlapping cells would draw dark seams
   grid.forEach((row, y) => row.forEach((w, x) => {
     context.fillStyle = `rgba(0,0,0,${0.75 * (1 - w / top)})`;
-    context.fillRect(x * cell, y * cell, cell + 0.5, cell + 0.5);
+    context.fillRect(edge(x), edge(y), edge(x + 1) - edge(x), edge(y + 1) - edge(y));
   }));
 }
 

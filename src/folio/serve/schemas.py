@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,6 +10,39 @@ MAX_TEXTS = 256  # texts per classify / translate request
 MAX_TEXT_CHARS = 20_000
 MAX_NEW_TOKENS = 4_096
 MAX_IMAGES = 32  # images per caption request
+
+
+class FieldError(BaseModel):
+    """One field that failed validation (FastAPI's own 422 entries, which may carry `input` and `ctx` too)."""
+
+    loc: list[str | int] = Field(description="where the bad value is, e.g. [\"body\", \"texts\", 0]")
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx answer."""
+
+    detail: str | list[FieldError] = Field(
+        description="what was wrong and how to fix it; for fields that fail validation, one entry per field")
+
+
+# Each event of /v1/generate's stream, in OpenAPI 3.2's `itemSchema` form (FastAPI's own SSE routes use it):
+# a piece of text, then `event: done` with the count of characters, or `event: error` with the reason.
+GENERATE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"enum": ["message", "done", "error"], "description": "absent (so `message`) on the text events"},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}, "characters": {"type": "integer", "minimum": 0},
+                           "detail": {"type": "string"}},
+            "minProperties": 1, "maxProperties": 1,
+        }},
+    },
+}
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())  # a misspelt field is an error, not ignored

@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     compile: bool = False
+    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights (Polyak)
 
     def __post_init__(self):
         if self.max_steps is None and self.max_time is None:
@@ -57,6 +58,8 @@ class TrainConfig:
             raise ConfigError(f"--max-time must be positive seconds, got {self.max_time}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.schedule not in ("cosine", "inverse_sqrt"):
             raise ConfigError(f"--schedule {self.schedule!r}: choose cosine or inverse_sqrt")
         self.betas = tuple(self.betas)
@@ -162,6 +165,8 @@ class Trainer:
         self.best_valid = math.inf
         self.bad_evals = 0
         self.carry = None
+        self.trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = [p.detach().clone() for p in self.trained] if config.ema_decay > 0 else None
 
     # ---- schedule ------------------------------------------------------------------------------
     def progress_fraction(self) -> float:
@@ -211,7 +216,31 @@ class Trainer:
             "world_size": self.dist.world_size,
             "ranks": per_rank,
             "train_config": self.config.to_dict(),
+            "ema": None if self.ema is None else [t.cpu() for t in self.ema],
         }
+
+    # ---- weight averaging ----------------------------------------------------------------------
+    def _update_ema(self) -> None:
+        # The decay ramps up over the first steps (as TensorFlow's ExponentialMovingAverage with
+        # num_updates) so the average does not hold on to the random initialisation.
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.trained], 1 - decay)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """The model holds the averaged weights inside the block (evaluation, the best checkpoint)."""
+        if self.ema is None:
+            yield
+            return
+        current = [p.detach().clone() for p in self.trained]
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in self.trained], self.ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.trained], current)
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("world_size", 1) != self.dist.world_size:
@@ -221,6 +250,10 @@ class Trainer:
         for name in ("step", "epoch", "index", "elapsed", "best_valid", "bad_evals"):
             setattr(self, name, state[name])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ConfigError("--ema-decay was not used by the run being resumed; resume without it")
+            self.ema = [t.to(self.device) for t in state["ema"]]
         mine = state["ranks"][self.dist.rank]
         _set_rng_state(mine["rng"])
         self.carry = _to_device(mine["carry"], self.device)
@@ -247,16 +280,17 @@ class Trainer:
     def run_evaluation(self) -> float:
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), self._autocast():
-            valid = float(self.evaluate_fn(unwrap(self.model)))
+        with self._averaged_weights():
+            with torch.no_grad(), self._autocast():
+                valid = float(self.evaluate_fn(unwrap(self.model)))
+            improved = valid < self.best_valid
+            if improved:
+                self.best_valid = valid
+                self.bad_evals = 0
+                self.save_best()
+            else:
+                self.bad_evals += 1
         self.model.train(was_training)
-        improved = valid < self.best_valid
-        if improved:
-            self.best_valid = valid
-            self.bad_evals = 0
-            self.save_best()
-        else:
-            self.bad_evals += 1
         self.metrics.write(kind="eval", step=self.step, epoch=self.epoch, elapsed=round(self.elapsed, 3), valid_loss=valid)
         self.progress.message(
             f"step {self.step}: validation loss {valid:.4f}" + (" (best, saved)" if improved else f" (best {self.best_valid:.4f})")
@@ -290,6 +324,8 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self._update_ema()
                 self.step += 1
                 self.index += 1
                 self.elapsed = time.perf_counter() - start
