@@ -49,19 +49,30 @@ def _train_models(root):
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def served_models(tmp_path_factory):
+    """A folder with the tiny trained models `lm`, `imdb`, `numbers` and `shapes`."""
+    root = tmp_path_factory.mktemp("serve")
+    _train_models(root)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(served_models):
     """The base URL of a running server with models `lm`, `imdb`, `numbers` and `shapes`."""
     httpx = pytest.importorskip("httpx")
     uvicorn = pytest.importorskip("uvicorn")
     from folio.serve.app import create_app
 
-    root = tmp_path_factory.mktemp("serve")
-    _train_models(root)
+    root = served_models
     app = create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}", str(root / "shapes")],
                      max_body_bytes=64_000)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)

@@ -423,13 +423,19 @@ def pad_batch(sources: list[list[int]], targets: list[list[int]] | None = None):
         src[row, : len(ids)] = torch.tensor(ids)
     if targets is None:
         return Seq2SeqBatch(src, lengths, None, None)
+    return Seq2SeqBatch(src, lengths, *pad_targets(targets))
+
+
+def pad_targets(targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id lists (no specials) → teacher-forcing tgt_in = SOS y_1..y_n and tgt_out = y_1..y_n EOS, (B, T) each,
+    padded with PAD (every decoder that learns from token sequences: translation, captions)."""
     width = max(len(t) for t in targets) + 1
     tgt_in = torch.full((len(targets), width), PAD, dtype=torch.long)
     tgt_out = torch.full((len(targets), width), PAD, dtype=torch.long)
     for row, ids in enumerate(targets):
         tgt_in[row, : len(ids) + 1] = torch.tensor([SOS, *ids])
         tgt_out[row, : len(ids) + 1] = torch.tensor([*ids, EOS])
-    return Seq2SeqBatch(src, lengths, tgt_in, tgt_out)
+    return tgt_in, tgt_out
 
 
 class PairBatches:

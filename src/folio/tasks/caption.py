@@ -34,7 +34,7 @@ from folio.data.images import (
     resize_array,
     scene_splits,
 )
-from folio.data.pairs import EOS, PAD, SOS, SPACE, WordTokenizer, load_tokenizer
+from folio.data.pairs import EOS, PAD, SOS, SPACE, WordTokenizer, load_tokenizer, pad_targets
 from folio.decoding.beam import beam_search, check_decoding_options, greedy_decode
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.captioner import CaptionBatch, Captioner, CaptionerConfig
@@ -99,13 +99,7 @@ def make_batch(images: torch.Tensor, targets: list[list[int]] | None = None) -> 
     pixels = images.float() / 255.0
     if targets is None:
         return CaptionBatch(pixels)
-    width = max(len(t) for t in targets) + 1
-    tgt_in = torch.full((len(targets), width), PAD, dtype=torch.long)
-    tgt_out = torch.full((len(targets), width), PAD, dtype=torch.long)
-    for row, ids in enumerate(targets):
-        tgt_in[row, : len(ids) + 1] = torch.tensor([SOS, *ids])
-        tgt_out[row, : len(ids) + 1] = torch.tensor([*ids, EOS])
-    return CaptionBatch(pixels, tgt_in, tgt_out)
+    return CaptionBatch(pixels, *pad_targets(targets))
 
 
 class CaptionBatches:
@@ -341,12 +335,18 @@ class ImageCaptioner:
 
 
 def score_captions(hypotheses: list[str], references: list[list[str]]) -> dict:
-    """Corpus BLEU-4 against every reference of each image (sacrebleu), and exact match with any of them."""
+    """Corpus BLEU-4 against every reference of each image (sacrebleu), and exact match with any of them.
+
+    >>> score_captions(["a blue circle"], [["a blue circle", "a circle"]])["bleu4"]
+    100.0
+    """
     from sacrebleu.metrics import BLEU
 
     most = max(len(r) for r in references)
     streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
-    bleu = BLEU()
+    # effective_order: n-gram orders that no caption is long enough to have are left out instead of zeroing the
+    # score (three-word captions have no 4-grams: plain corpus BLEU-4 would be 0 even when every caption is right).
+    bleu = BLEU(effective_order=True)
     score = bleu.corpus_score(hypotheses, streams)
     exact = sum(h.strip() in {r.strip() for r in refs} for h, refs in zip(hypotheses, references, strict=True))
     return {"bleu4": round(score.score, 2), "exact_match": round(exact / len(hypotheses), 5), "n": len(hypotheses),
