@@ -62,10 +62,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_healthy(base: str, seconds: float) -> bool:
+    """Poll `base`/healthz until it answers 200 (True) or `seconds` pass (False)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz").status_code == 200:
+                return True
+        except httpx.TransportError:
+            time.sleep(0.05)
+    return False
+
+
 @pytest.fixture(scope="session")
 def server(served_models):
     """The base URL of a running server with models `lm`, `imdb`, `numbers` and `shapes`."""
-    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("httpx")
     uvicorn = pytest.importorskip("uvicorn")
     from folio.serve.app import create_app
 
@@ -78,12 +92,7 @@ def server(served_models):
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(base + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    wait_until_healthy(base, seconds=10)
     yield base
     instance.should_exit = True
     thread.join(timeout=10)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.serve.conftest import free_port
+from tests.serve.conftest import free_port, wait_until_healthy
 
 httpx = pytest.importorskip("httpx")
 
@@ -20,13 +20,7 @@ def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
     process = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", str(served_models / "lm"),
                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
+        if not wait_until_healthy(base, seconds=30):
             pytest.fail("the server did not start: " + process.stderr.read())
         pieces, ended = [], {}
 
