@@ -94,15 +94,18 @@ def _lm_train(args) -> int:
     model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": args.dropout}
     if args.arch == "gpt":
         model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions)
+    elif args.arch == "bert":
+        model.update(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob)
     else:
         model.update(embedding_dim=args.embedding_dim, output_dropout=args.output_dropout)
     options = LMTrainOptions(
         corpus=args.corpus, out=args.out, lower=args.lower, model=model,
+        tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
         seq_len=args.seq_len, batch_size=args.batch_size, stateful=args.stateful,
         train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
     )
     train(options)
-    if args.sample_temperatures and not _is_worker():
+    if args.sample_temperatures and args.arch != "bert" and not _is_worker():
         lm = LanguageModel.from_pretrained(args.out)
         prompt = args.sample_prompt
         for temperature in args.sample_temperatures:
@@ -154,8 +157,10 @@ def _lm_evaluate(args) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{args.split}: loss {report['loss']:.4f} nats/char, {report['bits_per_char']:.4f} bits/char, "
-              f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} characters")
+        unit = {"char": "char", "word": "word", "bpe": "BPE token"}.get(report["level"], "token")
+        what = "masked-token loss" if lm.config.get("model", {}).get("arch") == "bert" else "loss"
+        print(f"{args.split}: {what} {report['loss']:.4f} nats/{unit}, {report['bits_per_char']:.4f} bits/{unit}, "
+              f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} {unit}s")
     return 0
 
 
@@ -169,28 +174,36 @@ def _lm_attention(args) -> int:
 
 
 def _add_lm(tasks) -> None:
-    lm = tasks.add_parser("lm", help="character-level language models (Char-RNN)", formatter_class=_Formatter)
+    lm = tasks.add_parser("lm", help="language models: Char-RNN, GPT, masked-LM pretraining", formatter_class=_Formatter)
     verbs = lm.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    t = verbs.add_parser("train", help="train a character language model", formatter_class=_Formatter,
-                         description="Train a GRU/LSTM character language model, then print samples.")
-    t.add_argument("--corpus", default="shakespeare", help="shakespeare (embedded), tinyshakespeare (downloaded) or a UTF-8 file")
+    t = verbs.add_parser("train", help="train a language model", formatter_class=_Formatter,
+                         description="Train a GRU/LSTM or GPT language model (then print samples), or pretrain a BERT "
+                                     "encoder with masked LM, on characters, words or byte-level BPE tokens.")
+    t.add_argument("--corpus", default="shakespeare", help="shakespeare (embedded), tinyshakespeare (downloaded), "
+                   "imdb (the classifier's training reviews, for ULMFiT-style pretraining) or a UTF-8 file")
     t.add_argument("--out", default="runs/lm", help="model directory")
-    t.add_argument("--arch", choices=["gru", "lstm", "gpt"], default="gru", help="recurrent, or a decoder-only Transformer")
+    t.add_argument("--arch", choices=["gru", "lstm", "gpt", "bert"], default="gru",
+                   help="recurrent, a decoder-only Transformer, or a BERT encoder pretrained by masked LM")
+    t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
+                   help="characters; words (the classifier's cleaning, top --vocab-size + hashed buckets); byte-level BPE")
+    t.add_argument("--vocab-size", type=positive_int, default=8000, help="words or BPE tokens (not used for characters)")
+    t.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words (--tokenizer word)")
+    t.add_argument("--mask-prob", type=unit_float, default=0.15, help="masked positions (bert: 80%% [MASK], 10%% random, 10%% kept)")
     t.add_argument("--layers", type=positive_int, default=2)
     t.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or the GPT's width")
     t.add_argument("--embedding-dim", type=int, default=0, help="0: one-hot input (recurrent models)")
     t.add_argument("--dropout", type=float, default=0.2)
     t.add_argument("--output-dropout", type=float, default=None,
                    help="dropout before the output layer (recurrent models; default: --dropout)")
-    t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt)")
-    t.add_argument("--context", type=positive_int, default=None, help="positions attended over (gpt; default: --seq-len)")
+    t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt, bert)")
+    t.add_argument("--context", type=positive_int, default=None, help="positions attended over (gpt, bert; default: --seq-len)")
     t.add_argument("--positions", choices=["learned", "sinusoidal"], default="learned", help="position encoding (gpt)")
     t.add_argument("--seq-len", type=positive_int, default=100)
     t.add_argument("--batch-size", type=positive_int, default=32)
     t.add_argument("--stateful", action=argparse.BooleanOptionalAction, default=False,
                    help="carry the hidden state across batches (recurrent models)")
-    t.add_argument("--lower", action="store_true", help="lower-case the corpus, as in the book")
+    t.add_argument("--lower", action="store_true", help="lower-case the corpus, as in the book (char and word)")
     t.add_argument("--sample-temperatures", type=positive_float, nargs="*", default=[0.2, 1.0, 2.0],
                    help="print a sample at each temperature after training")
     t.add_argument("--sample-prompt", default="ROMEO:")

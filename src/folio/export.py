@@ -259,10 +259,12 @@ def _wrap(directory: Path, fmt: str) -> tuple[list[_Graph], dict | None]:
         raise CheckpointError(f"--model {directory}: no config.json there (is it a model directory?)")
     task = config.get("task")
     if task == "lm":
-        from folio.models.transformer import GPT
+        from folio.models.transformer import GPT, MaskedLanguageModel
         from folio.tasks.lm import LanguageModel
 
         model = LanguageModel.from_pretrained(directory).model
+        if isinstance(model, MaskedLanguageModel):
+            raise ConfigError(f"{directory} is a masked LM, which does not generate: export the classifier it starts")
         vocab = model.config.vocab_size
         if isinstance(model, GPT):
             context = model.config.context

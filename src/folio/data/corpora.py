@@ -80,10 +80,22 @@ def read_text_file(path: str | os.PathLike) -> str:
     return text
 
 
+def imdb_corpus() -> str:
+    """The text of the IMDb reviews `folio classify` trains on (its training split, seed 0), one review a
+    line, as the classifier reads them: unlabeled text for pretraining a language model (ULMFiT). The
+    classifier's validation and held-out test reviews are not in it."""
+    from folio.data.reviews import imdb_splits
+
+    return "".join(text.replace("\n", " ") + "\n" for text in imdb_splits("imdb")["train"].texts)
+
+
 def load_corpus(name: str) -> str:
-    """`shakespeare` (embedded, default), `tinyshakespeare` (downloaded once, cached) or a file path."""
+    """`shakespeare` (embedded, default), `tinyshakespeare` (downloaded once, cached), `imdb` (the
+    classifier's training reviews) or a file path."""
     if name == "shakespeare":
         return embedded_shakespeare()
+    if name == "imdb":
+        return imdb_corpus()
     if name == "tinyshakespeare":
         url = os.environ.get("FOLIO_TINYSHAKESPEARE_URL", TINY_SHAKESPEARE_URL)
         return read_text_file(download(url, TINY_SHAKESPEARE_SHA256, "tinyshakespeare.txt"))

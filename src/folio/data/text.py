@@ -8,6 +8,7 @@
   is salted per process and would not be).
 * `SubwordTokenizer`: a Hugging Face `tokenizers` WordPiece model trained on the texts, ids shifted so
   that 0 stays padding.
+* `BPETokenizer`: byte-level BPE on raw text (lossless), for language models that write text back.
 * `ClassificationBatches`: length-bucketed, padded batches addressable by (epoch, index), so a resumed
   run continues at the same batch. Masks are `True` where a token is real ("keep").
 
@@ -72,6 +73,22 @@ class TextCleaner:
         return asdict(self)
 
 
+TRUNCATIONS = ("head", "head_tail")
+
+
+def truncate(items: list, max_len: int | None, how: str = "head") -> list:
+    """Keep at most `max_len` items: the first ones ("head"), or the first quarter and the last three
+    quarters ("head_tail", after Sun et al. 2019: a review's verdict is often at its end)."""
+    if how not in TRUNCATIONS:
+        raise ConfigError(f"--truncation {how!r}: choose one of {', '.join(TRUNCATIONS)}")
+    if not max_len or len(items) <= max_len:
+        return items
+    if how == "head":
+        return items[:max_len]
+    head = max_len // 4
+    return items[:head] + items[len(items) - (max_len - head) :]
+
+
 def stable_bucket(word: str, buckets: int) -> int:
     """A bucket in [0, buckets) that depends only on the word (CRC-32 of its UTF-8 bytes)."""
     return zlib.crc32(word.encode("utf-8")) % buckets
@@ -121,6 +138,11 @@ class WordVocab:
     def encode_text(self, text: str) -> list[int]:
         return self.encode(self.cleaner.tokens(text))
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Words joined by spaces; an out-of-vocabulary bucket reads `<unk>`, padding nothing."""
+        known = len(self.words)
+        return " ".join(self.words[i - 1] if i <= known else "<unk>" for i in ids if i > 0)
+
     def save(self, directory: str | Path) -> None:
         data = {"type": "word", "words": self.words, "oov_buckets": self.oov_buckets, "cleaner": self.cleaner.to_dict()}
         (Path(directory) / "vocab.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
@@ -166,10 +188,70 @@ class SubwordTokenizer:
     def encode_text(self, text: str) -> list[int]:
         return self.tokenize(text)[1]
 
+    def decode(self, ids: Sequence[int]) -> str:
+        text = " ".join(self.tokenizer.id_to_token(i - 1) for i in ids if i > 0)
+        return text.replace(" ##", "")
+
     def save(self, directory: str | Path) -> None:
         self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
         meta = {"type": "subword", "cleaner": self.cleaner.to_dict()}
         (Path(directory) / "vocab.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style, Hugging Face `tokenizers`) on raw text: no cleaning, every string
+    round-trips exactly (`decode(encode_text(t)) == t`), so a language model can write punctuation,
+    case and line breaks. Ids are shifted by one so that 0 stays padding.
+    """
+
+    kind = "bpe"
+    cleaner = None
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], vocab_size: int = 4000) -> BPETokenizer:
+        try:
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        except ModuleNotFoundError as err:
+            raise ConfigError("--tokenizer bpe needs Hugging Face tokenizers: pip install tokenizers") from err
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        if vocab_size < len(alphabet):
+            raise ConfigError(f"--vocab-size {vocab_size} is too small for byte-level BPE: it needs at least {len(alphabet)}")
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False)
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+        return cls(tokenizer)
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size() + 1
+
+    @property
+    def words(self) -> list[str]:
+        vocab = self.tokenizer.get_vocab()
+        return sorted(vocab, key=vocab.get)
+
+    def tokenize(self, text: str) -> tuple[list[str], list[int]]:
+        encoding = self.tokenizer.encode(text)
+        return [self.decode([i + 1]) for i in encoding.ids], [i + 1 for i in encoding.ids]
+
+    def encode_text(self, text: str) -> list[int]:
+        """Long texts are encoded a block of lines at a time (in parallel); the ids still decode to `text`."""
+        lines = text.splitlines(keepends=True)
+        if len(lines) <= 1:
+            return [i + 1 for i in self.tokenizer.encode(text).ids]
+        blocks = ["".join(lines[i : i + 64]) for i in range(0, len(lines), 64)]
+        return [i + 1 for encoding in self.tokenizer.encode_batch(blocks) for i in encoding.ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([i - 1 for i in ids if i > 0], skip_special_tokens=False)
+
+    def save(self, directory: str | Path) -> None:
+        self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
+        (Path(directory) / "vocab.json").write_text(json.dumps({"type": "bpe"}), encoding="utf-8")
 
 
 class PretrainedTokenizer:
@@ -181,20 +263,24 @@ class PretrainedTokenizer:
     kind = "pretrained"
     cleaner = None
 
-    def __init__(self, tokenizer, max_length: int = 256):
+    def __init__(self, tokenizer, max_length: int = 256, truncation: str = "head"):
         if tokenizer.token_to_id("[PAD]") not in (0, None):
             raise ConfigError("this tokenizer's [PAD] is not id 0, which Folio's padding and masks rely on")
-        self.tokenizer, self.max_length = tokenizer, max_length
-        tokenizer.enable_truncation(max_length)
+        truncate([], max_length, truncation)  # checks the choice
+        self.tokenizer, self.max_length, self.truncation = tokenizer, max_length, truncation
+        if truncation == "head":
+            tokenizer.enable_truncation(max_length)
+        else:  # cut after encoding, keeping [CLS] at the start and [SEP] at the end
+            tokenizer.no_truncation()
         tokenizer.no_padding()
 
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int = 256) -> PretrainedTokenizer:
+    def from_file(cls, path: str | Path, max_length: int = 256, truncation: str = "head") -> PretrainedTokenizer:
         try:
             from tokenizers import Tokenizer
         except ModuleNotFoundError as err:
             raise ConfigError("pretrained tokenizers need Hugging Face tokenizers: pip install tokenizers") from err
-        return cls(Tokenizer.from_file(str(path)), max_length)
+        return cls(Tokenizer.from_file(str(path)), max_length, truncation)
 
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size()
@@ -206,24 +292,30 @@ class PretrainedTokenizer:
 
     def tokenize(self, text: str) -> tuple[list[str], list[int]]:
         encoding = self.tokenizer.encode(_BREAK.sub(" ", text))
-        return list(encoding.tokens), list(encoding.ids)
+        tokens, ids = list(encoding.tokens), list(encoding.ids)
+        return truncate(tokens, self.max_length, self.truncation), truncate(ids, self.max_length, self.truncation)
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenize(text)[1]
 
     def save(self, directory: str | Path) -> None:
         self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
-        meta = {"type": "pretrained", "max_length": self.max_length}
+        meta = {"type": "pretrained", "max_length": self.max_length, "truncation": self.truncation}
         (Path(directory) / "vocab.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
-def load_tokenizer(directory: str | Path) -> WordVocab | SubwordTokenizer | PretrainedTokenizer:
+def load_tokenizer(directory: str | Path) -> WordVocab | SubwordTokenizer | BPETokenizer | PretrainedTokenizer:
     """The vocabulary or tokenizer saved in a checkpoint directory."""
     path = Path(directory) / "vocab.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data["type"] == "pretrained":
-            return PretrainedTokenizer.from_file(Path(directory) / "tokenizer.json", data["max_length"])
+            return PretrainedTokenizer.from_file(Path(directory) / "tokenizer.json", data["max_length"],
+                                                 data.get("truncation", "head"))
+        if data["type"] == "bpe":
+            from tokenizers import Tokenizer
+
+            return BPETokenizer(Tokenizer.from_file(str(Path(directory) / "tokenizer.json")))
         cleaner = TextCleaner(**data["cleaner"])
         if data["type"] == "word":
             return WordVocab(data["words"], data["oov_buckets"], cleaner)

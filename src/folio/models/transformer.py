@@ -25,6 +25,14 @@ from folio.nn.masks import lengths_to_mask
 from folio.nn.transformer import PositionalEncoding, TransformerBlock
 
 
+def normal_init(module: nn.Module) -> None:
+    """GPT-2 / BERT initialisation: weights N(0, 0.02²), biases zero (LayerNorm keeps its ones and zeros)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int
@@ -82,17 +90,11 @@ class GPT(nn.Module):
         self.norm = nn.LayerNorm(c.hidden)
         self.head = nn.Linear(c.hidden, c.vocab_size, bias=False)
         self.head.weight = self.embedding.weight
-        self.apply(self._init)
+        self.apply(normal_init)
         for block in self.blocks:  # GPT-2: residual projections shrink with depth
             for proj in (block.self_attn.out_proj, block.ff.fc2):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.layers))
 
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def _run(self, ids: Tensor, state: GPTState | None, need_weights: bool = False) -> tuple[Tensor, GPTState | None, list]:
         offset = 0 if state is None else state.length
@@ -126,6 +128,15 @@ class GPT(nn.Module):
                 logits, state, _ = self._run(chunk, state)
             pieces.append(logits)
         return torch.cat(pieces, dim=1), state
+
+    def hidden_states(self, embedded: Tensor) -> Tensor:
+        """Token embeddings (B, T ≤ context, C) → the final LayerNorm's output (B, T, C), causally."""
+        if embedded.size(1) > self.config.context:
+            raise ConfigError(f"{embedded.size(1)} tokens is more than the model's context of {self.config.context}")
+        x = self.dropout(self.positions(embedded))
+        for block in self.blocks:
+            x, _ = block(x, causal=True)
+        return self.norm(x)
 
     def attention_weights(self, ids: Tensor) -> list[Tensor]:
         """Per layer, the self-attention weights (B, heads, T, T) for ids (B, T ≤ context)."""
@@ -188,6 +199,7 @@ class BertEncoder(nn.Module):
                              norm_first=False, eps=c.layer_norm_eps)
             for _ in range(c.num_hidden_layers)
         )
+        self.apply(normal_init)  # BERT's; pretrained weights, when loaded, replace it
 
     def forward(self, ids: Tensor, mask: Tensor, need_weights: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         return self.forward_embedded(self.embedding(ids), mask, need_weights)
@@ -229,21 +241,27 @@ def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
 
 @dataclass
 class TransformerClassifierConfig:
-    """A BERT encoder (its BertConfig fields in `bert`) with a pooled linear head."""
+    """A Transformer with a pooled linear head: a BERT encoder (its BertConfig fields in `bert`), or a
+    causal GPT trunk (its GPTConfig fields in `gpt`: a causal LM pretrained with `folio lm`)."""
 
-    bert: dict
+    bert: dict | None = None
     num_classes: int = 2
-    pooling: str = "mean"  # mean over real tokens | cls (the first token)
+    pooling: str = "mean"  # mean over real tokens | cls (the first token; BERT) | last (the last real token; GPT)
     dropout: float = 0.1  # before the head
-    init_from: str | None = None  # where the encoder's weights came from (minilm), for the record
+    init_from: str | None = None  # where the encoder's weights came from (minilm, a directory), for the record
     type: str = "transformer_classifier"
+    gpt: dict | None = None
 
     def __post_init__(self):
-        if self.pooling not in ("mean", "cls"):
-            raise ConfigError(f"--pooling {self.pooling!r}: a Transformer classifier pools by mean or cls")
+        if (self.bert is None) == (self.gpt is None):
+            raise ConfigError("a Transformer classifier has either a BERT encoder or a GPT trunk")
+        poolings = ("mean", "cls") if self.gpt is None else ("mean", "last")
+        if self.pooling not in poolings:
+            kind = "BERT encoder" if self.gpt is None else "causal (GPT)"
+            raise ConfigError(f"--pooling {self.pooling!r}: a {kind} classifier pools by {' or '.join(poolings)}")
         if self.num_classes < 2:
             raise ConfigError(f"a classifier needs at least 2 classes, got {self.num_classes}")
-        BertConfig(**self.bert)  # fails early on a bad field
+        BertConfig(**self.bert) if self.gpt is None else GPTConfig(**self.gpt)  # fails early on a bad field
 
     @classmethod
     def small(cls, vocab_size: int, num_classes: int, layers: int = 4, hidden: int = 256, heads: int = 4,
@@ -257,8 +275,11 @@ class TransformerClassifierConfig:
         return cls(bert.to_dict(), num_classes, pooling, dropout)
 
     def describe(self) -> str:
-        b = BertConfig(**self.bert)
         origin = f" from {self.init_from}" if self.init_from else ""
+        if self.gpt is not None:
+            g = GPTConfig(**self.gpt)
+            return f"causal Transformer (GPT){origin}, {g.layers} blocks, width {g.hidden}, {g.heads} heads"
+        b = BertConfig(**self.bert)
         return f"Transformer encoder{origin}, {b.num_hidden_layers} blocks, width {b.hidden_size}, {b.num_attention_heads} heads"
 
     def to_dict(self) -> dict:
@@ -266,26 +287,42 @@ class TransformerClassifierConfig:
 
 
 class TransformerClassifier(nn.Module):
-    """Token ids (B, T) and mask (True = real token) → logits (B, C): BERT encoder, pooling, linear head."""
+    """Token ids (B, T) and mask (True = real token) → logits (B, C): a BERT encoder or a causal GPT trunk,
+    pooling over real tokens, a linear head. A causal trunk needs no padding mask: right padding comes
+    after every real token, which never attends to it."""
 
     def __init__(self, config: TransformerClassifierConfig):
         super().__init__()
         self.config = config
-        self.bert = BertEncoder(BertConfig(**config.bert))
+        if config.gpt is not None:
+            self.gpt = GPT(GPTConfig(**config.gpt))
+            width = self.gpt.config.hidden
+        else:
+            self.bert = BertEncoder(BertConfig(**config.bert))
+            width = self.bert.config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(self.bert.config.hidden_size, config.num_classes)
+        self.head = nn.Linear(width, config.num_classes)
 
     @property
     def embedding(self) -> nn.Embedding:
-        return self.bert.embedding
+        return self.gpt.embedding if self.config.gpt is not None else self.bert.embedding
 
     def forward_embedded(self, embedded: Tensor, mask: Tensor) -> Tensor:
-        hidden = self.bert.forward_embedded(embedded, mask)  # (B, T, C)
-        pooled = hidden[:, 0] if self.config.pooling == "cls" else mean_pool(hidden, mask)
+        if self.config.gpt is not None:
+            hidden = self.gpt.hidden_states(embedded)  # (B, T, C)
+        else:
+            hidden = self.bert.forward_embedded(embedded, mask)
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.config.pooling == "last":
+            last = (mask.sum(1) - 1).clamp(min=0)  # (B,)
+            pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+        else:
+            pooled = mean_pool(hidden, mask)
         return self.head(self.dropout(pooled))
 
     def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.forward_embedded(self.bert.embedding(ids), ids != 0 if mask is None else mask)
+        return self.forward_embedded(self.embedding(ids), ids != 0 if mask is None else mask)
 
     def loss(self, batch) -> Tensor:
         return F.cross_entropy(self(batch.ids, batch.mask), batch.labels)
@@ -329,16 +366,78 @@ class BertMaskedLM(nn.Module):
         hidden = self.transform_norm(F.gelu(self.transform(hidden)))
         return hidden @ self.bert.embedding.weight.T + self.decoder_bias  # (B, T, V)
 
-    def loss(self, batch) -> Tensor:
-        maskable = batch.mask.clone()
+    def masked_loss(self, ids: Tensor, mask: Tensor, generator: torch.Generator | None = None,
+                    reduction: str = "mean") -> tuple[Tensor, int]:
+        """Cross-entropy over freshly masked positions of `ids` (B, T) and how many positions were masked."""
+        maskable = mask.clone()
         for special in self.special_ids:
-            maskable &= batch.ids != special
-        inputs, labels = mask_tokens(batch.ids, maskable, self.mask_id, self.config.vocab_size, self.probability)
+            maskable &= ids != special
+        inputs, labels = mask_tokens(ids, maskable, self.mask_id, self.random_vocab, self.probability, generator)
         picked = labels != -100
         if not picked.any():  # a batch of very short texts may draw no position at all
-            return self.decoder_bias.sum() * 0.0
-        logits = self(inputs, batch.mask)
-        return F.cross_entropy(logits[picked].float(), labels[picked])
+            return self.decoder_bias.sum() * 0.0, 0
+        logits = self(inputs, mask)
+        return F.cross_entropy(logits[picked].float(), labels[picked], reduction=reduction), int(picked.sum())
+
+    @property
+    def random_vocab(self) -> int:
+        """Ids a masked position may be replaced by at random (10% of the time)."""
+        return self.bert.config.vocab_size
+
+    def loss(self, batch) -> Tensor:
+        return self.masked_loss(batch.ids, batch.mask)[0]
+
+
+@dataclass
+class MaskedLMConfig:
+    """`folio lm train --arch bert`: a BERT encoder pretrained with masked-LM over windows of a token stream.
+
+    `vocab_size` counts the tokenizer's ids; the model has one more embedding row, the [MASK] token."""
+
+    vocab_size: int
+    arch: str = "bert"
+    layers: int = 4
+    heads: int = 4
+    hidden: int = 192
+    context: int = 128
+    dropout: float = 0.1
+    ff_mult: int = 4
+    mask_prob: float = 0.15
+
+    def __post_init__(self):
+        if self.arch != "bert":
+            raise ConfigError(f"MaskedLMConfig arch must be 'bert', got {self.arch!r}")
+        for name in ("vocab_size", "layers", "heads", "hidden", "context", "ff_mult"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise ConfigError(f"--hidden {self.hidden} must be divisible by --heads {self.heads}")
+        if not 0 < self.mask_prob < 1:
+            raise ConfigError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
+
+    def bert_config(self) -> BertConfig:
+        return BertConfig(vocab_size=self.vocab_size + 1, hidden_size=self.hidden, num_hidden_layers=self.layers,
+                          num_attention_heads=self.heads, intermediate_size=self.ff_mult * self.hidden,
+                          max_position_embeddings=self.context, hidden_dropout_prob=self.dropout)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MaskedLanguageModel(BertMaskedLM):
+    """BERT's 80/10/10 masked-LM over windows of text (`batch.inputs`), the mask token the last id."""
+
+    def __init__(self, config: MaskedLMConfig):
+        super().__init__(config.bert_config(), mask_id=config.vocab_size, probability=config.mask_prob)
+        self.config = config
+
+    @property
+    def random_vocab(self) -> int:
+        return self.config.vocab_size  # never the mask token itself
+
+    def loss(self, batch) -> Tensor:
+        ids = batch.inputs
+        return self.masked_loss(ids, torch.ones_like(ids, dtype=torch.bool))[0]
 
 
 def _hf_bert_names(layers: int) -> dict[str, str]:
@@ -500,7 +599,7 @@ class TransformerSeq2Seq(nn.Module):
 
 
 __all__ = [
-    "GPT", "BertConfig", "BertEncoder", "BertMaskedLM", "TransformerClassifier", "TransformerClassifierConfig", "mask_tokens",
+    "GPT", "BertConfig", "BertEncoder", "BertMaskedLM", "MaskedLMConfig", "MaskedLanguageModel", "TransformerClassifier", "TransformerClassifierConfig", "mask_tokens",
     "mean_pool", "GPTConfig", "GPTState", "TransformerDecoderState", "TransformerSeq2Seq",
     "TransformerSeq2SeqConfig",
 ]

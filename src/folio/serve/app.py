@@ -243,7 +243,9 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
         options = dict(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_k=body.top_k,
                        top_p=body.top_p, seed=body.seed, stop=body.stop)
         lm = served.model
-        lm.vocab.encode(body.prompt)  # unknown characters fail here, as a 422, before the stream starts
+        from folio.tasks.lm import encode
+
+        encode(lm.vocab, body.prompt)  # unknown characters fail here, as a 422, before the stream starts
         if not body.stream:
             async with served.lock:
                 text = await asyncio.to_thread(lambda: lm.generate(body.prompt, **options))

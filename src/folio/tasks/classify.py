@@ -39,6 +39,7 @@ from folio.data.text import (
     WordVocab,
     load_tokenizer,
     pad_sequences,
+    truncate,
 )
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.classifier import ClassifierConfig, RecurrentClassifier
@@ -62,13 +63,15 @@ class ClassifyTrainOptions:
     tokenizer: str = "word"  # word | subword
     vocab_size: int = 20_000  # top-V words (or the subword vocabulary size); the book: 10,000
     oov_buckets: int = 1000
-    max_len: int | None = 400  # tokens kept per text (its first ones); None keeps all
+    max_len: int | None = 400  # tokens kept per text; None keeps all
+    truncation: str = "head"  # which tokens a longer text keeps: head | head_tail
     embeddings: str | None = None  # None | "glove"
     encoder: str | None = None  # None: the recurrent model; "minilm": frozen MiniLM features + a small head
-    init_from: str | None = None  # with model arch "transformer": "minilm" fine-tunes the pretrained encoder
+    init_from: str | None = None  # "minilm" (with arch transformer), or a `folio lm` checkpoint directory (ULMFiT)
     head_hidden: int = 0  # the sentence head's hidden layer (0: linear)
     encoder_max_length: int = 256  # MiniLM tokens per text
     embedding_lr_scale: float = 1.0  # discriminative learning rate for the embedding
+    layer_lr_decay: float = 1.0  # ULMFiT's discriminative rates: each layer down from the head learns at lr / this
     model: dict = field(default_factory=dict)  # ClassifierConfig fields except vocab_size, num_classes; or
     # {"arch": "transformer", "layers", "hidden", "heads", "dropout", "pooling"}
     batch_size: int = 64
@@ -111,8 +114,9 @@ def load_splits(data: str, split_seed: int = 0, valid_fraction: float = 0.1, reb
     return splits
 
 
-def encode_texts(tokenizer, texts: list[str], max_len: int | None, what: str = "text") -> list[list[int]]:
-    """Raw strings → id lists cut to `max_len`; an empty text, or one with nothing left after cleaning, is an error."""
+def encode_texts(tokenizer, texts: list[str], max_len: int | None, what: str = "text", truncation: str = "head") -> list[list[int]]:
+    """Raw strings → id lists cut to `max_len` (see `truncate`); an empty text, or one with nothing left
+    after cleaning, is an error."""
     out = []
     for number, text in enumerate(texts, 1):
         if not text or not text.strip():
@@ -120,7 +124,7 @@ def encode_texts(tokenizer, texts: list[str], max_len: int | None, what: str = "
         ids = tokenizer.encode_text(text)
         if not ids:
             raise DataError(f"{what} {number} ({text[:40]!r}) has no letters left after cleaning; nothing to classify")
-        out.append(ids[:max_len] if max_len else ids)
+        out.append(truncate(ids, max_len, truncation))
     return out
 
 
@@ -200,8 +204,58 @@ def build_classifier(model: dict) -> RecurrentClassifier | TransformerClassifier
     return RecurrentClassifier(ClassifierConfig(**model))
 
 
+def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
+    """ULMFiT-style: a classifier whose embedding and recurrent (or Transformer) layers are a `folio lm`
+    checkpoint's. The architecture is the checkpoint's; pooling, dropout and masking are this run's."""
+    from folio.tasks.lm import LanguageModel
+
+    lm = LanguageModel.from_pretrained(options.init_from)
+    lm_config, arch = lm.model.config, lm.config["model"].get("arch", "gru")
+    model_dict = dict(options.model)
+    dropout = model_dict.get("dropout", 0.1)
+    vocab_size = lm_config.vocab_size + (1 if arch == "bert" else 0)  # a masked LM's last row is [MASK]
+    if arch in ("gru", "lstm"):
+        if not lm_config.embedding_dim:
+            raise ConfigError(f"--init-from {options.init_from}: the language model reads one-hot input "
+                              "(--embedding-dim 0); a classifier needs one trained with --embedding-dim N")
+        config = ClassifierConfig(vocab_size=vocab_size, num_classes=num_classes, arch=arch, layers=lm_config.layers,
+                                  hidden=lm_config.hidden, embedding_dim=lm_config.embedding_dim, bidirectional=False,
+                                  pooling=model_dict.get("pooling", "max_mean"), dropout=dropout,
+                                  masking=model_dict.get("masking", True))
+        model = RecurrentClassifier(config)
+        state = {"embedding.weight": lm.model.embedding.weight}
+        for name, value in lm.model.rnn.named_parameters():  # weight_ih_l{k} → rnns.{k}.0.weight_ih_l0
+            stem, layer = name.rsplit("_l", 1)
+            state[f"rnns.{layer}.0.{stem}_l0"] = value
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("head.") for k in missing):
+            raise CheckpointError(f"{options.init_from}: recurrent weights do not map onto the classifier "
+                                  f"(missing {missing}, unexpected {unexpected})")
+        loaded = "embedding and recurrent layers"
+    else:
+        pooling = model_dict.get("pooling", "mean")
+        if arch == "gpt":
+            config = TransformerClassifierConfig(None, num_classes, pooling, dropout, init_from=str(options.init_from),
+                                                 gpt={**lm_config.to_dict(), "dropout": dropout})
+            model = TransformerClassifier(config)
+            model.gpt.load_state_dict(lm.model.state_dict())
+        else:
+            bert = lm_config.bert_config()
+            bert.hidden_dropout_prob = dropout
+            config = TransformerClassifierConfig(bert.to_dict(), num_classes, pooling, dropout, init_from=str(options.init_from))
+            model = TransformerClassifier(config)
+            model.bert.load_state_dict(lm.model.bert.state_dict())
+        loaded = f"{arch.upper()} embedding and blocks"
+        if options.max_len is not None and options.max_len > lm_config.context:
+            raise ConfigError(f"--max-len {options.max_len} is longer than the language model's context "
+                              f"({lm_config.context}); give --max-len {lm_config.context} or less")
+    return model, f"{loaded} from the language model in {options.init_from}"
+
+
 def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
     """A fresh classifier for `tokenizer`, pretrained parts loaded; and a note on them for the log."""
+    if options.init_from not in (None, "minilm"):
+        return _from_language_model(options, num_classes)
     model_dict = dict(options.model)
     if model_dict.get("arch") == "transformer":
         dropout, pooling = model_dict.get("dropout", 0.1), model_dict.get("pooling", "mean")
@@ -234,11 +288,20 @@ def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tu
 
 
 def _build_tokenizer(options: ClassifyTrainOptions, texts: list[str]):
+    if options.init_from not in (None, "minilm"):
+        from folio.tasks.lm import load_vocab, token_level
+
+        read_config(options.init_from, "lm")
+        vocab = load_vocab(options.init_from)
+        if token_level(vocab) == "char":
+            raise ConfigError(f"--init-from {options.init_from}: a character-level language model has no padding id; "
+                              "pretrain one with --tokenizer word or --tokenizer bpe")
+        return vocab
     if options.init_from == "minilm":
         from folio.data.text import PretrainedTokenizer
         from folio.models.sentence_encoder import minilm_directory
 
-        return PretrainedTokenizer.from_file(minilm_directory() / "tokenizer.json", options.max_len)
+        return PretrainedTokenizer.from_file(minilm_directory() / "tokenizer.json", options.max_len, options.truncation)
     cleaner = TextCleaner(**options.text)
     if options.tokenizer == "word":
         return WordVocab.fit((cleaner.tokens(t) for t in texts), options.vocab_size, options.oov_buckets, cleaner=cleaner)
@@ -256,10 +319,12 @@ def train(options: ClassifyTrainOptions) -> dict:
     transformer = options.model.get("arch") == "transformer"
     if transformer and (options.max_len is None or options.max_len > 512):
         raise ConfigError("a Transformer classifier reads at most 512 tokens: give --max-len 512 or less")
-    if options.init_from not in (None, "minilm"):
-        raise ConfigError(f"--init-from {options.init_from!r}: the pretrained encoder available is minilm")
-    if options.init_from is not None and not transformer:
+    if options.init_from == "minilm" and not transformer:
         raise ConfigError("--init-from minilm fine-tunes a Transformer: add --arch transformer")
+    if options.init_from not in (None, "minilm") and options.embeddings is not None:
+        raise ConfigError("--init-from a language model brings its own embeddings: drop --embeddings")
+    if options.layer_lr_decay < 1:
+        raise ConfigError(f"--layer-lr-decay must be at least 1 (lower layers learn slower), got {options.layer_lr_decay}")
     device = select_device(options.device)
     dist_info = init_distributed(device)
     try:
@@ -277,22 +342,16 @@ def train(options: ClassifyTrainOptions) -> dict:
             tokenizer = _build_tokenizer(options, splits["train"].texts)
             model, note = _new_model(options, tokenizer, len(label_names))
         model_config = model.config
-        train_ids = encode_texts(tokenizer, splits["train"].texts, options.max_len, "training text")
-        valid_ids = encode_texts(tokenizer, splits["valid"].texts, options.max_len, "validation text")
+        train_ids = encode_texts(tokenizer, splits["train"].texts, options.max_len, "training text", options.truncation)
+        valid_ids = encode_texts(tokenizer, splits["valid"].texts, options.max_len, "validation text", options.truncation)
         batches = ClassificationBatches(train_ids, splits["train"].labels, options.batch_size, seed=options.train.seed,
                                         rank=dist_info.rank, world_size=dist_info.world_size)
-        # Discriminative learning rates: the pretrained part (word embeddings, or the whole encoder) at
-        # lr × embedding_lr_scale, the rest at lr.
-        pretrained = "bert." if isinstance(model, TransformerClassifier) else "embedding."
-        lower = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(pretrained)]
-        groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(pretrained)]}]
-        if lower:
-            groups.append({"params": lower, "lr_scale": options.embedding_lr_scale})
+        groups = discriminative_groups(model, options.embedding_lr_scale, options.layer_lr_decay)
         saved_config = {
             "task": TASK,
             "model": model_config.to_dict(),
             "labels": label_names,
-            "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len,
+            "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len, "truncation": options.truncation,
                      **(tokenizer.cleaner.to_dict() if tokenizer.cleaner else {})},
             "data": {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
                      "vocab_size": options.vocab_size, "oov_buckets": options.oov_buckets,
@@ -330,6 +389,32 @@ def train(options: ClassifyTrainOptions) -> dict:
         return summary
     finally:
         shutdown_distributed()
+
+
+def discriminative_groups(model: RecurrentClassifier | TransformerClassifier, pretrained_scale: float = 1.0,
+                          layer_decay: float = 1.0) -> list[dict]:
+    """Optimizer parameter groups with discriminative learning rates.
+
+    The pretrained part (word embeddings of a recurrent model, the whole encoder of a Transformer) learns
+    at lr × `pretrained_scale`; and with ULMFiT's `layer_decay` every layer below the head learns
+    `layer_decay` times slower than the one above it: the head at lr, the top recurrent layer or block
+    at lr / decay, …, the embedding at lr / decay^(layers + 1).
+    """
+    import re
+
+    transformer = isinstance(model, TransformerClassifier)
+    pretrained = ("bert.", "gpt.") if transformer else ("embedding.",)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depth = {n: int(m.group(1)) + 1 if (m := re.search(r"(?:rnns|blocks)\.(\d+)\.", n)) else 0 for n, _ in named}
+    top = max(depth.values(), default=0) + 1
+    for name, _ in named:
+        if name.startswith(("head.", "gpt.norm.")):
+            depth[name] = top
+    groups: dict[float, list] = {}
+    for name, param in named:
+        scale = layer_decay ** -(top - depth[name]) * (pretrained_scale if name.startswith(pretrained) else 1.0)
+        groups.setdefault(scale, []).append(param)
+    return [{"params": params, "lr_scale": scale} for scale, params in sorted(groups.items(), reverse=True)]
 
 
 def _train_sentence_head(options: ClassifyTrainOptions, splits: dict, device, dist_info) -> dict:
@@ -400,6 +485,7 @@ class TextClassifier:
         self.config = config
         self.labels: list[str] = config["labels"]
         self.max_len: int | None = config.get("text", {}).get("max_len")
+        self.truncation: str = config.get("text", {}).get("truncation", "head")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> TextClassifier:
@@ -447,7 +533,7 @@ class TextClassifier:
             return self.model.eval()(features.to(self.device)).float().softmax(-1).cpu()
 
     def encode(self, texts: list[str], what: str = "input") -> list[list[int]]:
-        return encode_texts(self.tokenizer, texts, self.max_len, what)
+        return encode_texts(self.tokenizer, texts, self.max_len, what, self.truncation)
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """(N, C) class probabilities."""
@@ -481,8 +567,7 @@ class TextClassifier:
         tokens, ids = self.tokenizer.tokenize(text) if text and text.strip() else ([], [])
         if not ids:
             raise DataError("the text to explain is empty (or has no letters left after cleaning)")
-        if self.max_len:
-            tokens, ids = tokens[: self.max_len], ids[: self.max_len]
+        tokens, ids = truncate(tokens, self.max_len, self.truncation), truncate(ids, self.max_len, self.truncation)
         ids_t = torch.tensor([ids], device=self.device)
         mask = torch.ones_like(ids_t, dtype=torch.bool)
         with torch.no_grad():
@@ -557,7 +642,10 @@ def _labels_arg(text: str) -> list[str]:
 def _cli_train(args) -> int:
     from folio.cli import train_config_from
 
-    if args.arch == "transformer":
+    if args.init_from not in (None, "minilm"):  # the language model decides the architecture
+        model = {"pooling": args.pooling, "dropout": args.dropout, "masking": not args.no_mask}
+        model = {k: v for k, v in model.items() if v is not None}
+    elif args.arch == "transformer":
         model = {"arch": "transformer", "layers": args.layers, "hidden": args.hidden, "heads": args.heads,
                  "dropout": args.dropout, "pooling": args.pooling or "mean"}
     else:
@@ -570,8 +658,8 @@ def _cli_train(args) -> int:
         data=args.data, out=args.out,
         text={"max_chars": args.max_chars, "lower": not args.no_lower, "level": args.level},
         tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
-        max_len=args.max_len or None, embeddings=None if args.embeddings == "none" else args.embeddings,
-        embedding_lr_scale=args.embedding_lr_scale, model=model, encoder=args.encoder, init_from=args.init_from,
+        max_len=args.max_len or None, truncation=args.truncation, embeddings=None if args.embeddings == "none" else args.embeddings,
+        embedding_lr_scale=args.embedding_lr_scale, layer_lr_decay=args.layer_lr_decay, model=model, encoder=args.encoder, init_from=args.init_from,
         head_hidden=args.head_hidden,
         encoder_max_length=args.encoder_max_length, batch_size=args.batch_size, labels=args.labels,
         valid_fraction=args.valid_fraction, split_seed=args.split_seed, reber_size=args.reber_size,
@@ -676,10 +764,14 @@ def add_cli(tasks) -> None:
     text.add_argument("--vocab-size", type=positive_int, default=20_000, help="top-V words (the book: 10000) or subword vocabulary size")
     text.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words")
     text.add_argument("--max-len", type=int, default=400, help="tokens kept per text; 0 keeps all")
+    text.add_argument("--truncation", choices=["head", "head_tail"], default="head",
+                      help="a longer text keeps its first tokens, or its first quarter and last three quarters")
     m = t.add_argument_group("model")
     m.add_argument("--arch", choices=["gru", "lstm", "transformer"], default="gru", help="recurrent, or a BERT-style encoder")
-    m.add_argument("--init-from", choices=["minilm"], default=None,
-                   help="with --arch transformer: fine-tune the pretrained MiniLM encoder (its own tokenizer)")
+    m.add_argument("--init-from", default=None, metavar="minilm|LM_DIR",
+                   help="minilm (with --arch transformer): fine-tune the pretrained MiniLM encoder (its own tokenizer); "
+                        "LM_DIR: a word- or BPE-level `folio lm` checkpoint (GRU/LSTM, GPT or BERT) whose tokenizer, "
+                        "embedding and layers start the classifier (ULMFiT); its architecture replaces --arch/--layers/--hidden")
     m.add_argument("--layers", type=positive_int, default=1)
     m.add_argument("--hidden", type=positive_int, default=64, help="units per direction (recurrent), width (transformer)")
     m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
@@ -697,6 +789,8 @@ def add_cli(tasks) -> None:
     m.add_argument("--encoder-max-length", type=positive_int, default=256, help="with --encoder: tokens per text")
     m.add_argument("--embedding-lr-scale", type=positive_float, default=1.0,
                    help="lr of the embedding (recurrent) or of the whole encoder (transformer) = lr × this")
+    m.add_argument("--layer-lr-decay", type=positive_float, default=1.0,
+                   help="discriminative learning rates (ULMFiT: 2.6): each layer below the head learns at the lr of the one above / this")
     t.add_argument("--batch-size", type=positive_int, default=64)
     add_training_flags(t, lr=3e-3, max_time=600.0)
     t.set_defaults(func=_cli_train)

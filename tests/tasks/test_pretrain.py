@@ -1,0 +1,183 @@
+"""Pretraining with `folio lm` at word or BPE level, then `folio classify train --init-from LM_DIR`:
+ULMFiT (GRU/LSTM), causal LM (GPT) and masked LM (BERT) checkpoints start classifiers that learn."""
+
+import json
+
+import pytest
+import torch
+
+from folio.errors import CheckpointError, ConfigError
+from folio.tasks.classify import ClassifyTrainOptions, TextClassifier, discriminative_groups
+from folio.tasks.classify import train as train_classifier
+from folio.tasks.lm import LanguageModel, LMTrainOptions
+from folio.tasks.lm import train as train_lm
+from folio.training.trainer import TrainConfig
+from tests.tasks.test_classify import synthetic_reviews
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """Labelled synthetic reviews (JSONL) and their text alone (the language models' corpus)."""
+    root = tmp_path_factory.mktemp("pretrain")
+    rows = synthetic_reviews(600, 0)
+    labelled = root / "reviews.jsonl"
+    labelled.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in rows))
+    corpus = root / "corpus.txt"
+    corpus.write_text("".join(text + "\n" for text, _ in synthetic_reviews(1500, 1)))
+    return root, labelled, corpus
+
+
+def pretrain(root, corpus, name, tokenizer, model, steps=150, lr=5e-3):
+    out = root / name
+    summary = train_lm(LMTrainOptions(
+        corpus=str(corpus), out=str(out), tokenizer=tokenizer, vocab_size=60 if tokenizer == "word" else 300,
+        oov_buckets=4, lower=tokenizer == "word", model=model, seq_len=24, batch_size=16,
+        train=TrainConfig(lr=lr, max_steps=steps, warmup_steps=10, eval_every=steps, save_every=10_000, seed=0),
+        device="cpu", progress=False))
+    return out, summary
+
+
+def fine_tune(root, labelled, lm_dir, name, **options):
+    settings = dict(data=str(labelled), out=str(root / name), init_from=str(lm_dir), max_len=24, batch_size=16,
+                    model={"dropout": 0.0}, layer_lr_decay=1.5,
+                    train=TrainConfig(lr=1e-2, max_steps=200, warmup_steps=10, eval_every=100, save_every=10_000),
+                    device="cpu", progress=False)
+    settings.update(options)
+    return train_classifier(ClassifyTrainOptions(**settings))
+
+
+def test_word_level_gru_lm_starts_a_ulmfit_classifier(reviews):
+    root, labelled, corpus = reviews
+    lm_dir, _ = pretrain(root, corpus, "gru_lm", "word", {"arch": "gru", "layers": 2, "hidden": 32, "embedding_dim": 16,
+                                                          "dropout": 0.0})
+    lm = LanguageModel.from_pretrained(lm_dir)
+    valid = lm.evaluate(corpus.read_text()[-3000:])
+    assert valid["level"] == "word" and valid["loss"] < 3.3  # uniform over 65 ids: 4.17 nats
+    text = lm.generate("the film", max_new_tokens=8, temperature=0.5, seed=0)
+    assert text.startswith("the film ") and len(text.split()) == 10  # words, spaced
+
+    # the classifier starts from the LM's own tokenizer, embedding and both recurrent layers
+    from folio.tasks.classify import _from_language_model
+
+    model, note = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={}, max_len=24), 2)
+    assert "embedding and recurrent layers" in note and not model.config.bidirectional and model.config.layers == 2
+    torch.testing.assert_close(model.embedding.weight, lm.model.embedding.weight)
+    for layer in range(2):
+        torch.testing.assert_close(model.rnns[layer][0].weight_hh_l0, getattr(lm.model.rnn, f"weight_hh_l{layer}"))
+        torch.testing.assert_close(model.rnns[layer][0].bias_ih_l0, getattr(lm.model.rnn, f"bias_ih_l{layer}"))
+
+    summary = fine_tune(root, labelled, lm_dir, "gru_clf")
+    assert summary["valid"]["accuracy"] >= 0.9
+    clf = TextClassifier.from_pretrained(root / "gru_clf")
+    assert clf.tokenizer.kind == "word" and len(clf.tokenizer) == lm.model.config.vocab_size
+    assert [r["label"] for r in clf.predict(["a wonderful brilliant film", "an awful boring film"])] == ["pos", "neg"]
+
+
+def test_bpe_gpt_lm_generates_text_and_starts_a_causal_classifier(reviews):
+    root, labelled, corpus = reviews
+    lm_dir, _ = pretrain(root, corpus, "gpt_lm", "bpe", {"arch": "gpt", "layers": 2, "hidden": 32, "heads": 2,
+                                                         "context": 32, "dropout": 0.0})
+    lm = LanguageModel.from_pretrained(lm_dir)
+    pieces = [step[0] for step in lm.stream("The film was", max_new_tokens=30, temperature=0.7, seed=3)]
+    assert "The film was" + "".join(pieces) == lm.generate("The film was", max_new_tokens=30, temperature=0.7, seed=3)
+    assert "".join(pieces).strip()  # text, not ids
+
+    from folio.tasks.classify import _from_language_model
+
+    model, _ = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={"dropout": 0.0}, max_len=32), 2)
+    ids = torch.tensor([lm.vocab.encode_text("A brilliant and moving film!")])
+    with torch.no_grad():
+        hidden = model.eval().gpt.hidden_states(model.embedding(ids))
+        torch.testing.assert_close(lm.model.head(hidden), lm.model(ids)[0])  # the same trunk, the LM head aside
+        # right padding never reaches a causal model's real tokens
+        padded = torch.cat([ids, torch.zeros(1, 9, dtype=torch.long)], dim=1)
+        torch.testing.assert_close(model(padded, padded != 0), model(ids), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="longer than the language model's context"):
+        _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={}, max_len=400), 2)
+
+    summary = fine_tune(root, labelled, lm_dir, "gpt_clf", max_len=32, model={"dropout": 0.0, "pooling": "mean"})
+    assert summary["valid"]["accuracy"] >= 0.9
+    clf = TextClassifier.from_pretrained(root / "gpt_clf")
+    assert clf.tokenizer.kind == "bpe" and clf.model.config.gpt is not None
+
+
+def test_masked_lm_pretraining_then_fine_tuning(reviews):
+    root, labelled, corpus = reviews
+    model = {"arch": "bert", "layers": 2, "hidden": 32, "heads": 2, "context": 24, "dropout": 0.0, "mask_prob": 0.15}
+    lm_dir, _ = pretrain(root, corpus, "bert_lm", "word", model, steps=200, lr=3e-3)
+    lm = LanguageModel.from_pretrained(lm_dir)
+    report = lm.evaluate(corpus.read_text()[-6000:])
+    assert report["loss"] < 3.3  # masked words of the filler vocabulary, from ln(65) = 4.17
+    with pytest.raises(ConfigError, match="does not generate"):
+        lm.generate("the film")
+
+    from folio.tasks.classify import _from_language_model
+
+    clf_model, _ = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={}, max_len=24), 2)
+    for name, value in lm.model.bert.state_dict().items():
+        torch.testing.assert_close(clf_model.bert.state_dict()[name], value)
+    summary = fine_tune(root, labelled, lm_dir, "bert_clf")
+    assert summary["valid"]["accuracy"] >= 0.9
+
+
+def test_discriminative_learning_rates_fall_layer_by_layer():
+    from folio.models.classifier import ClassifierConfig, RecurrentClassifier
+
+    model = RecurrentClassifier(ClassifierConfig(vocab_size=20, layers=2, hidden=8, embedding_dim=4, bidirectional=False))
+    groups = discriminative_groups(model, layer_decay=2.0)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale_of[id(named["head.weight"])] == 1.0
+    assert scale_of[id(named["rnns.1.0.weight_ih_l0"])] == 0.5
+    assert scale_of[id(named["rnns.0.0.weight_ih_l0"])] == 0.25
+    assert scale_of[id(named["embedding.weight"])] == 0.125
+    assert [g["lr_scale"] for g in discriminative_groups(model)] == [1.0]  # no decay: one group
+
+
+def test_language_models_that_cannot_start_a_classifier(reviews, tmp_path):
+    root, labelled, corpus = reviews
+    char_dir, _ = pretrain(root, corpus, "char_lm", "char", {"arch": "gru", "layers": 1, "hidden": 8}, steps=2)
+    with pytest.raises(ConfigError, match="character-level"):
+        fine_tune(root, labelled, char_dir, "x")
+    onehot_dir, _ = pretrain(root, corpus, "onehot_lm", "word", {"arch": "gru", "layers": 1, "hidden": 8}, steps=2)
+    with pytest.raises(ConfigError, match="one-hot"):
+        fine_tune(root, labelled, onehot_dir, "y")
+    with pytest.raises(CheckpointError, match="holds a 'classify' model"):
+        fine_tune(root, labelled, root / "gru_clf" if (root / "gru_clf").exists() else _classifier(root, labelled), "z")
+
+
+def _classifier(root, labelled):
+    out = root / "plain_clf"
+    train_classifier(ClassifyTrainOptions(data=str(labelled), out=str(out), vocab_size=50, oov_buckets=4, max_len=24,
+                                          train=TrainConfig(max_steps=2), device="cpu", progress=False))
+    return out
+
+
+def test_the_cli_pretrains_and_fine_tunes(reviews, tmp_path):
+    import subprocess
+
+    from tests.conftest import folio_command
+
+    root, labelled, corpus = reviews
+    cmd = folio_command()
+    lm_dir = tmp_path / "mlm"
+    result = subprocess.run([*cmd, "lm", "train", "--corpus", str(corpus), "--out", str(lm_dir), "--arch", "bert",
+                             "--tokenizer", "word", "--lower", "--vocab-size", "60", "--layers", "1", "--hidden", "16",
+                             "--heads", "2", "--seq-len", "16", "--max-steps", "20", "--eval-every", "20"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "BERT 1x16" in result.stderr and "sample at" not in result.stdout  # a masked LM prints no samples
+    evaluated = subprocess.run([*cmd, "lm", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json"],
+                               capture_output=True, text=True, timeout=300)
+    report = json.loads(evaluated.stdout)
+    assert report["level"] == "word" and report["tokens"] > 0 and report["loss"] > 0
+    refused = subprocess.run([*cmd, "lm", "sample", "--model", str(lm_dir)], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "does not generate" in refused.stderr and "Traceback" not in refused.stderr
+    tuned = subprocess.run([*cmd, "classify", "train", "--data", str(labelled), "--init-from", str(lm_dir), "--max-len", "16",
+                            "--layer-lr-decay", "2.6", "--max-steps", "10", "--eval-every", "10", "--out", str(tmp_path / "clf")],
+                           capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "from the language model in" in tuned.stderr and json.loads(tuned.stdout.splitlines()[-1])["steps"] == 10
+    too_long = subprocess.run([*cmd, "classify", "train", "--data", str(labelled), "--init-from", str(lm_dir),
+                               "--max-steps", "1", "--out", str(tmp_path / "clf2")], capture_output=True, text=True, timeout=300)
+    assert too_long.returncode == 2 and "--max-len 16 or less" in too_long.stderr and not (tmp_path / "clf2").exists()
