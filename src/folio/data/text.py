@@ -148,7 +148,22 @@ class WordVocab:
         (Path(directory) / "vocab.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
-class SubwordTokenizer:
+class _ShiftedTokenizer:
+    """A Hugging Face tokenizer whose ids are shifted by one, so that id 0 is Folio's padding."""
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size() + 1
+
+    @property
+    def words(self) -> list[str]:
+        vocab = self.tokenizer.get_vocab()
+        return sorted(vocab, key=vocab.get)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenize(text)[1]
+
+
+class SubwordTokenizer(_ShiftedTokenizer):
     """WordPiece subwords (Hugging Face `tokenizers`) after the same cleaning; id 0 stays padding.
 
     The tokenizer's own ids are shifted by one, so its id 0 (`[UNK]`) becomes 1.
@@ -173,20 +188,9 @@ class SubwordTokenizer:
         tokenizer.train_from_iterator((cleaner.clean(t) for t in texts), trainer=trainer)
         return cls(tokenizer, cleaner)
 
-    def __len__(self) -> int:
-        return self.tokenizer.get_vocab_size() + 1
-
-    @property
-    def words(self) -> list[str]:
-        vocab = self.tokenizer.get_vocab()
-        return sorted(vocab, key=vocab.get)
-
     def tokenize(self, text: str) -> tuple[list[str], list[int]]:
         encoding = self.tokenizer.encode(self.cleaner.clean(text))
         return list(encoding.tokens), [i + 1 for i in encoding.ids]
-
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenize(text)[1]
 
     def decode(self, ids: Sequence[int]) -> str:
         text = " ".join(self.tokenizer.id_to_token(i - 1) for i in ids if i > 0)
@@ -198,7 +202,7 @@ class SubwordTokenizer:
         (Path(directory) / "vocab.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
-class BPETokenizer:
+class BPETokenizer(_ShiftedTokenizer):
     """Byte-level BPE (GPT-2 style, Hugging Face `tokenizers`) on raw text: no cleaning, every string
     round-trips exactly (`decode(encode_text(t)) == t`), so a language model can write punctuation,
     case and line breaks. Ids are shifted by one so that 0 stays padding.
@@ -225,14 +229,6 @@ class BPETokenizer:
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False)
         tokenizer.train_from_iterator(texts, trainer=trainer)
         return cls(tokenizer)
-
-    def __len__(self) -> int:
-        return self.tokenizer.get_vocab_size() + 1
-
-    @property
-    def words(self) -> list[str]:
-        vocab = self.tokenizer.get_vocab()
-        return sorted(vocab, key=vocab.get)
 
     def tokenize(self, text: str) -> tuple[list[str], list[int]]:
         encoding = self.tokenizer.encode(text)

@@ -33,6 +33,19 @@ def normal_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def check_shape(config, arch: str) -> None:
+    """The checks every `folio lm` Transformer config shares: its arch, positive sizes, whole heads, dropout."""
+    if config.arch != arch:
+        raise ConfigError(f"{type(config).__name__} arch must be {arch!r}, got {config.arch!r}")
+    for name in ("vocab_size", "layers", "heads", "hidden", "context", "ff_mult"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.hidden % config.heads:
+        raise ConfigError(f"--hidden {config.hidden} must be divisible by --heads {config.heads}")
+    if not 0 <= config.dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {config.dropout}")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int
@@ -46,17 +59,9 @@ class GPTConfig:
     ff_mult: int = 4
 
     def __post_init__(self):
-        if self.arch != "gpt":
-            raise ConfigError(f"GPTConfig arch must be 'gpt', got {self.arch!r}")
-        for name in ("vocab_size", "layers", "heads", "hidden", "context", "ff_mult"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.hidden % self.heads:
-            raise ConfigError(f"--hidden {self.hidden} must be divisible by --heads {self.heads}")
+        check_shape(self, "gpt")
         if self.positions not in ("learned", "sinusoidal"):
             raise ConfigError(f"positions {self.positions!r}: choose learned or sinusoidal")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -405,13 +410,7 @@ class MaskedLMConfig:
     mask_prob: float = 0.15
 
     def __post_init__(self):
-        if self.arch != "bert":
-            raise ConfigError(f"MaskedLMConfig arch must be 'bert', got {self.arch!r}")
-        for name in ("vocab_size", "layers", "heads", "hidden", "context", "ff_mult"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.hidden % self.heads:
-            raise ConfigError(f"--hidden {self.hidden} must be divisible by --heads {self.heads}")
+        check_shape(self, "bert")
         if not 0 < self.mask_prob < 1:
             raise ConfigError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
 
