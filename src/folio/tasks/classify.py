@@ -246,8 +246,9 @@ def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tup
             model = TransformerClassifier(config)
             model.bert.load_state_dict(lm.model.bert.state_dict())
         loaded = f"{arch.upper()} embedding and blocks"
-        if options.max_len is not None and options.max_len > lm_config.context:
-            raise ConfigError(f"--max-len {options.max_len} is longer than the language model's context "
+        if options.max_len is None or options.max_len > lm_config.context:
+            asked = f"--max-len {options.max_len}" if options.max_len else "--max-len 0 (every token)"
+            raise ConfigError(f"{asked} is longer than the language model's context "
                               f"({lm_config.context}); give --max-len {lm_config.context} or less")
     return model, f"{loaded} from the language model in {options.init_from}"
 
