@@ -59,7 +59,7 @@ def test_word_level_gru_lm_starts_a_ulmfit_classifier(reviews):
     # the classifier starts from the LM's own tokenizer, embedding and both recurrent layers
     from folio.tasks.classify import _from_language_model
 
-    model, note = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={}, max_len=24), 2)
+    model, _, note = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={}, max_len=24), 2)
     assert "embedding and recurrent layers" in note and not model.config.bidirectional and model.config.layers == 2
     torch.testing.assert_close(model.embedding.weight, lm.model.embedding.weight)
     for layer in range(2):
@@ -84,7 +84,7 @@ def test_bpe_gpt_lm_generates_text_and_starts_a_causal_classifier(reviews):
 
     from folio.tasks.classify import _from_language_model
 
-    model, _ = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={"dropout": 0.0}, max_len=32), 2)
+    model, _, _ = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={"dropout": 0.0}, max_len=32), 2)
     ids = torch.tensor([lm.vocab.encode_text("A brilliant and moving film!")])
     with torch.no_grad():
         hidden = model.eval().gpt.hidden_states(model.embedding(ids))
@@ -114,7 +114,7 @@ def test_masked_lm_pretraining_then_fine_tuning(reviews):
 
     from folio.tasks.classify import _from_language_model
 
-    clf_model, _ = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={}, max_len=24), 2)
+    clf_model, _, _ = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={}, max_len=24), 2)
     for name, value in lm.model.bert.state_dict().items():
         torch.testing.assert_close(clf_model.bert.state_dict()[name], value)
     summary = fine_tune(root, labelled, lm_dir, "bert_clf")

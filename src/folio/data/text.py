@@ -300,11 +300,16 @@ class PretrainedTokenizer:
         (Path(directory) / "vocab.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
-def load_tokenizer(directory: str | Path) -> WordVocab | SubwordTokenizer | BPETokenizer | PretrainedTokenizer:
-    """The vocabulary or tokenizer saved in a checkpoint directory."""
+def load_tokenizer(directory: str | Path):
+    """The vocabulary or tokenizer saved in a checkpoint directory: a `WordVocab`, `SubwordTokenizer`,
+    `BPETokenizer`, `PretrainedTokenizer`, or a language model's `CharVocab`."""
     path = Path(directory) / "vocab.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if data["type"] == "char":
+            from folio.data.vocab import CharVocab
+
+            return CharVocab.load(path)
         if data["type"] == "pretrained":
             return PretrainedTokenizer.from_file(Path(directory) / "tokenizer.json", data["max_length"],
                                                  data.get("truncation", "head"))

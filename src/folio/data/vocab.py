@@ -26,6 +26,8 @@ class CharVocab:
     'hole'
     """
 
+    kind = "char"
+
     def __init__(self, chars: Iterable[str], lower: bool = False, unknown: str = "error"):
         self.chars = list(chars)
         if len(set(self.chars)) != len(self.chars) or any(len(c) != 1 for c in self.chars):

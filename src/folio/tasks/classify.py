@@ -204,12 +204,16 @@ def build_classifier(model: dict) -> RecurrentClassifier | TransformerClassifier
     return RecurrentClassifier(ClassifierConfig(**model))
 
 
-def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
-    """ULMFiT-style: a classifier whose embedding and recurrent (or Transformer) layers are a `folio lm`
-    checkpoint's. The architecture is the checkpoint's; pooling, dropout and masking are this run's."""
+def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, object, str]:
+    """ULMFiT-style: a classifier whose tokenizer, embedding and recurrent (or Transformer) layers are a
+    `folio lm` checkpoint's (read once), and a note for the log. The architecture is the checkpoint's;
+    pooling, dropout and masking are this run's."""
     from folio.tasks.lm import LanguageModel
 
     lm = LanguageModel.from_pretrained(options.init_from)
+    if lm.vocab.kind == "char":
+        raise ConfigError(f"--init-from {options.init_from}: a character-level language model has no padding id; "
+                          "pretrain one with --tokenizer word or --tokenizer bpe")
     lm_config, arch = lm.model.config, lm.config["model"].get("arch", "gru")
     model_dict = dict(options.model)
     dropout = model_dict.get("dropout", 0.1)
@@ -250,13 +254,11 @@ def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tup
             asked = f"--max-len {options.max_len}" if options.max_len else "--max-len 0 (every token)"
             raise ConfigError(f"{asked} is longer than the language model's context "
                               f"({lm_config.context}); give --max-len {lm_config.context} or less")
-    return model, f"{loaded} from the language model in {options.init_from}"
+    return model, lm.vocab, f"{loaded} from the language model in {options.init_from}"
 
 
 def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
     """A fresh classifier for `tokenizer`, pretrained parts loaded; and a note on them for the log."""
-    if options.init_from not in (None, "minilm"):
-        return _from_language_model(options, num_classes)
     model_dict = dict(options.model)
     if model_dict.get("arch") == "transformer":
         dropout, pooling = model_dict.get("dropout", 0.1), model_dict.get("pooling", "mean")
@@ -289,15 +291,6 @@ def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tu
 
 
 def _build_tokenizer(options: ClassifyTrainOptions, texts: list[str]):
-    if options.init_from not in (None, "minilm"):
-        from folio.tasks.lm import load_vocab, token_level
-
-        read_config(options.init_from, "lm")
-        vocab = load_vocab(options.init_from)
-        if token_level(vocab) == "char":
-            raise ConfigError(f"--init-from {options.init_from}: a character-level language model has no padding id; "
-                              "pretrain one with --tokenizer word or --tokenizer bpe")
-        return vocab
     if options.init_from == "minilm":
         from folio.data.text import PretrainedTokenizer
         from folio.models.sentence_encoder import minilm_directory
@@ -339,6 +332,8 @@ def train(options: ClassifyTrainOptions) -> dict:
         if resume_dir is not None:
             tokenizer = load_tokenizer(resume_dir)
             model, note = build_classifier(saved["model"]), ""
+        elif options.init_from not in (None, "minilm"):
+            model, tokenizer, note = _from_language_model(options, len(label_names))
         else:
             tokenizer = _build_tokenizer(options, splits["train"].texts)
             model, note = _new_model(options, tokenizer, len(label_names))

@@ -12,7 +12,6 @@ subword-level checkpoint of any of them starts a classifier: `folio classify tra
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -90,23 +89,9 @@ def encode(vocab: Vocabulary, text: str) -> torch.Tensor:
     return torch.tensor(vocab.encode_text(text), dtype=torch.long)
 
 
-def token_level(vocab: Vocabulary) -> str:
-    return "char" if isinstance(vocab, CharVocab) else vocab.kind
-
-
 def save_vocab(vocab: Vocabulary, directory: Path) -> None:
+    """`vocab.json` (and a tokenizer's `tokenizer.json`) in a checkpoint directory; `load_tokenizer` reads any of them."""
     vocab.save(directory / VOCAB_FILE) if isinstance(vocab, CharVocab) else vocab.save(directory)
-
-
-def load_vocab(directory: str | Path) -> Vocabulary:
-    path = Path(directory) / VOCAB_FILE
-    if not path.exists():
-        raise CheckpointError(f"{directory} has no {VOCAB_FILE}")
-    try:
-        kind = json.loads(path.read_text(encoding="utf-8")).get("type")
-    except (OSError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"cannot read the vocabulary {path}: {err}") from err
-    return CharVocab.load(path) if kind == "char" else load_tokenizer(directory)
 
 
 class Detokenizer:
@@ -198,7 +183,7 @@ def train(options: LMTrainOptions) -> dict:
         out = Path(options.out)
         resume_dir, saved = resume_directory(options.resume, out, TASK)
         if resume_dir is not None:
-            vocab = load_vocab(resume_dir)
+            vocab = load_tokenizer(resume_dir)
             model_dict = saved["model"]
         text = load_corpus(options.corpus)
         splits = split_text(text, options.split)
@@ -225,7 +210,7 @@ def train(options: LMTrainOptions) -> dict:
             "task": TASK,
             "model": model_config.to_dict(),
             "data": {"corpus": options.corpus, "split": list(options.split), "seq_len": options.seq_len,
-                     "batch_size": options.batch_size, "stateful": options.stateful, "tokenizer": token_level(vocab)},
+                     "batch_size": options.batch_size, "stateful": options.stateful, "tokenizer": vocab.kind},
             "train": options.train.to_dict(),
         }
         trainer = Trainer(
@@ -241,7 +226,7 @@ def train(options: LMTrainOptions) -> dict:
             params = sum(p.numel() for p in model.parameters())
             trainer.progress.message(
                 f"{model_config.arch.upper()} {model_config.layers}x{model_config.hidden}, {params:,} parameters, "
-                f"{len(vocab):,} {token_level(vocab)} tokens in the vocabulary, {len(train_ids):,} training tokens, device {device}"
+                f"{len(vocab):,} {vocab.kind} tokens in the vocabulary, {len(train_ids):,} training tokens, device {device}"
                 + (f", {dist_info.world_size} processes" if dist_info.world_size > 1 else "")
                 + (f", resuming at step {trainer.step}" if resume_dir is not None else "")
             )
@@ -271,7 +256,7 @@ class LanguageModel:
         except (KeyError, TypeError, ConfigError) as err:
             raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
         load_weights(model, directory)
-        return cls(model.to(select_device(device)), load_vocab(directory), config)
+        return cls(model.to(select_device(device)), load_tokenizer(directory), config)
 
     @property
     def device(self) -> torch.device:
@@ -285,7 +270,7 @@ class LanguageModel:
             raise ConfigError("the prompt is empty: give at least one character to start from")
         ids = encode(self.vocab, prompt)
         if not len(ids):
-            raise ConfigError(f"the prompt {prompt!r} has no tokens the model reads (after its {token_level(self.vocab)} cleaning)")
+            raise ConfigError(f"the prompt {prompt!r} has no tokens the model reads (after its {self.vocab.kind} cleaning)")
         return ids.to(self.device)
 
     @torch.inference_mode()
@@ -385,4 +370,4 @@ class LanguageModel:
         ids = encode(self.vocab, text)
         if len(ids) < 2:
             raise DataError("the text to evaluate needs at least two tokens")
-        return loss_report(*evaluate_ids(self.model, ids, seq_len, streams), token_level(self.vocab))
+        return loss_report(*evaluate_ids(self.model, ids, seq_len, streams), self.vocab.kind)
