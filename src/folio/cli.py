@@ -66,7 +66,12 @@ def add_training_flags(parser: argparse.ArgumentParser, lr: float, max_time: flo
     group.add_argument("--save-every", type=positive_int, default=500, help="steps between resumable checkpoints")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    group.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
+    group.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
+                       help="muon: Muon for the hidden weight matrices (at --muon-lr), AdamW at --lr for the rest")
+    group.add_argument("--muon-lr", type=positive_float, default=0.02, help="peak learning rate of the Muon matrices")
+    group.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                       help="bf16: autocast matrix products to bfloat16 (weights, optimizer and loss stay fp32); "
+                            "auto: bf16 on CUDA, fp32 elsewhere")
     group.add_argument("--compile", action="store_true", help="torch.compile the model")
     group.add_argument("--ema-decay", type=float, default=0.0,
                        help="validate and save an exponential moving average of the weights with this decay (0: off)")
@@ -83,7 +88,7 @@ def train_config_from(args):
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, max_steps=args.max_steps, max_time=args.max_time, eval_every=args.eval_every,
         patience=args.patience, log_every=args.log_every, save_every=args.save_every, seed=args.seed,
-        amp=args.amp, compile=args.compile, ema_decay=args.ema_decay,
+        precision=args.precision, optimizer=args.optimizer, muon_lr=args.muon_lr, compile=args.compile, ema_decay=args.ema_decay,
     )
 
 
@@ -93,7 +98,8 @@ def _lm_train(args) -> int:
 
     model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": args.dropout}
     if args.arch == "gpt":
-        model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions)
+        model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions,
+                     inner_dropout=args.inner_dropout)
     elif args.arch == "bert":
         model.update(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob)
     else:
@@ -198,7 +204,11 @@ def _add_lm(tasks) -> None:
                    help="dropout before the output layer (recurrent models; default: --dropout)")
     t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt, bert)")
     t.add_argument("--context", type=positive_int, default=None, help="positions attended over (gpt, bert; default: --seq-len)")
-    t.add_argument("--positions", choices=["learned", "sinusoidal"], default="learned", help="position encoding (gpt)")
+    t.add_argument("--inner-dropout", type=float, default=None,
+                   help="gpt: dropout on attention weights and feed-forward hidden units (default: --dropout); "
+                        "--dropout acts on the embeddings and each sub-layer's output")
+    t.add_argument("--positions", choices=["learned", "sinusoidal", "rope"], default="learned",
+                   help="position encoding (gpt): learned or sinusoidal vectors added to the embeddings, or rotary (RoPE) in attention")
     t.add_argument("--seq-len", type=positive_int, default=100)
     t.add_argument("--batch-size", type=positive_int, default=32)
     t.add_argument("--stateful", action=argparse.BooleanOptionalAction, default=False,

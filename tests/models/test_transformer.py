@@ -16,7 +16,7 @@ def _gpt(**kw) -> GPT:
     return GPT(GPTConfig(vocab_size=11, layers=2, heads=2, hidden=16, context=kw.pop("context", 12), **kw)).eval()
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
 def test_cached_generation_equals_uncached_token_for_token(positions):
     gpt = _gpt(positions=positions, context=64)
     prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
@@ -33,8 +33,9 @@ def test_cached_generation_equals_uncached_token_for_token(positions):
     assert state.length == 23
 
 
-def test_the_window_slides_past_the_context():
-    gpt = _gpt(context=8)
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_the_window_slides_past_the_context(positions):
+    gpt = _gpt(context=8, positions=positions)
     ids = torch.randint(0, 11, (2, 30))
     with torch.no_grad():
         logits, state = gpt(ids)
@@ -57,11 +58,13 @@ def test_attention_weights_are_causal_distributions():
     assert weights[0].triu(1).abs().max() == 0
 
 
-def test_gpt_learns_a_copy_task():
+@pytest.mark.parametrize("positions, bf16", [("learned", False), ("rope", True)])
+def test_gpt_learns_a_copy_task(positions, bf16):
     """Random 6-symbol strings, a separator, then the same string: the second half is only predictable
-    by attending back, so a low loss there means attention learned to copy."""
+    by attending back, so a low loss there means attention learned to copy. Also with rotary positions
+    under bf16 autocast on the CPU (`--precision bf16`)."""
     torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=10, layers=2, heads=2, hidden=64, context=13, dropout=0.0))
+    gpt = GPT(GPTConfig(vocab_size=10, layers=2, heads=2, hidden=64, context=13, dropout=0.0, positions=positions))
     opt = torch.optim.AdamW(gpt.parameters(), lr=3e-3)
 
     def batch(n):
@@ -70,7 +73,8 @@ def test_gpt_learns_a_copy_task():
         return SimpleNamespace(inputs=seq[:, :-1], targets=seq[:, 1:])
 
     for _ in range(250):
-        loss = gpt.loss(batch(64))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = gpt.loss(batch(64))
         opt.zero_grad()
         loss.backward()
         opt.step()

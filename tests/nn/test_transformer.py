@@ -11,6 +11,7 @@ from folio.nn.masks import causal_mask, lengths_to_mask
 from folio.nn.transformer import (
     MultiHeadAttention,
     PositionalEncoding,
+    RotaryEmbedding,
     TransformerBlock,
     reference_attention,
     scaled_dot_product_attention,
@@ -38,6 +39,31 @@ def test_positional_encoding_offset_and_limit():
         pe(torch.zeros(1, 4, 6), offset=7)
     learned = PositionalEncoding(6, max_len=10, learned=True)
     assert sum(p.numel() for p in learned.parameters()) == 60
+
+
+def test_rotary_scores_depend_on_the_distance_alone():
+    rope = RotaryEmbedding(head_dim=8, max_len=40)
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    score = lambda i, j: (rope(q, i) * rope(k, j)).sum().item()  # noqa: E731  query at i, key at j
+    assert score(7, 3) == pytest.approx(score(30, 26), abs=1e-5)  # both 4 apart
+    assert score(7, 3) != pytest.approx(score(7, 5), abs=1e-3)
+    assert score(0, 0) == pytest.approx((q * k).sum().item(), abs=1e-6)  # position 0 is not rotated
+    torch.testing.assert_close(rope(q, 11).norm(), q.norm())  # a rotation keeps lengths
+    with pytest.raises(ConfigError, match="beyond the model's 40 positions"):
+        rope(torch.zeros(1, 1, 2, 8), offset=39)
+    with pytest.raises(ConfigError, match="even head size"):
+        RotaryEmbedding(head_dim=7, max_len=4)
+
+
+def test_bf16_cpu_training_takes_the_unfused_kernel_with_the_same_result():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    out, _ = scaled_dot_product_attention(q, k, v, causal=True)
+    ref, _ = reference_attention(q.float(), k.float(), v.float(), causal_mask(16, q.device))
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+    out.float().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad.float()).all()
 
 
 def test_sdpa_matches_the_reference_path_with_masks():

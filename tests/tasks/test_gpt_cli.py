@@ -22,7 +22,7 @@ def gpt_model(tmp_path_factory):
     cmd = folio_command()
     result = run(cmd, "lm", "train", "--corpus", str(corpus), "--out", str(root / "model"), "--arch", "gpt",
                  "--layers", "2", "--hidden", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "16",
-                 "--dropout", "0", "--lr", "0.005", "--max-steps", "200", "--eval-every", "100", "--warmup-steps", "10",
+                 "--dropout", "0", "--positions", "rope", "--precision", "bf16", "--lr", "0.005", "--max-steps", "200", "--eval-every", "100", "--warmup-steps", "10",
                  "--sample-temperatures", "0.5", "--sample-length", "60")
     assert result.returncode == 0, result.stderr
     return cmd, corpus, root / "model", result
@@ -32,6 +32,7 @@ def test_gpt_learns_the_pattern_and_samples(gpt_model):
     cmd, corpus, model, result = gpt_model
     config = json.loads((model / "config.json").read_text())
     assert config["model"]["arch"] == "gpt" and config["model"]["context"] == 32
+    assert config["model"]["positions"] == "rope" and config["train"]["precision"] == "bf16"
     assert "GPT 2x32" in result.stderr and "sample at temperature 0.5" in result.stdout
     evaluated = run(cmd, "lm", "evaluate", "--model", str(model), "--corpus", str(corpus), "--split", "test", "--json")
     report = json.loads(evaluated.stdout)

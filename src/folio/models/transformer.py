@@ -42,8 +42,10 @@ def check_shape(config, arch: str) -> None:
             raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.hidden % config.heads:
         raise ConfigError(f"--hidden {config.hidden} must be divisible by --heads {config.heads}")
-    if not 0 <= config.dropout < 1:
-        raise ConfigError(f"dropout must be in [0, 1), got {config.dropout}")
+    for name in ("dropout", "inner_dropout"):
+        value = getattr(config, name, None)
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
 
 @dataclass
@@ -54,14 +56,15 @@ class GPTConfig:
     heads: int = 4
     hidden: int = 192  # the model width (embedding size)
     context: int = 128  # positions the model attends over
-    dropout: float = 0.1
-    positions: str = "learned"  # learned | sinusoidal
+    dropout: float = 0.1  # on the embeddings and each sub-layer's output (GPT-2's embd/resid dropout)
+    inner_dropout: float | None = None  # on attention weights and feed-forward hidden units; None: `dropout`
+    positions: str = "learned"  # learned | sinusoidal (added to the embeddings) | rope (rotary, in attention)
     ff_mult: int = 4
 
     def __post_init__(self):
         check_shape(self, "gpt")
-        if self.positions not in ("learned", "sinusoidal"):
-            raise ConfigError(f"positions {self.positions!r}: choose learned or sinusoidal")
+        if self.positions not in ("learned", "sinusoidal", "rope"):
+            raise ConfigError(f"positions {self.positions!r}: choose learned, sinusoidal or rope")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,10 +90,13 @@ class GPT(nn.Module):
         self.config = config
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.hidden)
-        self.positions = PositionalEncoding(c.hidden, c.context, learned=c.positions == "learned")
+        rope = c.positions == "rope"
+        self.positions = None if rope else PositionalEncoding(c.hidden, c.context, learned=c.positions == "learned")
         self.dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(c.hidden, c.heads, c.ff_mult * c.hidden, c.dropout, norm_first=True) for _ in range(c.layers)
+            TransformerBlock(c.hidden, c.heads, c.ff_mult * c.hidden, c.dropout, norm_first=True,
+                             rotary_len=c.context if rope else 0, inner_dropout=c.inner_dropout)
+            for _ in range(c.layers)
         )
         self.norm = nn.LayerNorm(c.hidden)
         self.head = nn.Linear(c.hidden, c.vocab_size, bias=False)
@@ -100,10 +106,12 @@ class GPT(nn.Module):
             for proj in (block.self_attn.out_proj, block.ff.fc2):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.layers))
 
+    def _add_positions(self, x: Tensor, offset: int = 0) -> Tensor:
+        return x if self.positions is None else self.positions(x, offset)  # rope: in the attention instead
 
     def _run(self, ids: Tensor, state: GPTState | None, need_weights: bool = False) -> tuple[Tensor, GPTState | None, list]:
         offset = 0 if state is None else state.length
-        x = self.dropout(self.positions(self.embedding(ids), offset))  # (B, T, C)
+        x = self.dropout(self._add_positions(self.embedding(ids), offset))  # (B, T, C)
         caches, weights = [], []
         for i, block in enumerate(self.blocks):
             cache = None if state is None else {"self": state.caches[i]}
@@ -138,7 +146,7 @@ class GPT(nn.Module):
         """Token embeddings (B, T ≤ context, C) → the final LayerNorm's output (B, T, C), causally."""
         if embedded.size(1) > self.config.context:
             raise ConfigError(f"{embedded.size(1)} tokens is more than the model's context of {self.config.context}")
-        x = self.dropout(self.positions(embedded))
+        x = self.dropout(self._add_positions(embedded))
         for block in self.blocks:
             x, _ = block(x, causal=True)
         return self.norm(x)
@@ -157,7 +165,7 @@ class GPT(nn.Module):
                 f"({self.config.context}): lower --seq-len or raise --context"
             )
         logits, _ = self(batch.inputs)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1))
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch.targets.reshape(-1))
 
 
 # ---- BERT-style encoder ------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ against the scores (B, heads, T_query, T_key); a key-padding mask (B, S) becomes
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from folio.errors import ConfigError
 from folio.nn.masks import causal_mask, masked_fill_scores
@@ -61,6 +63,32 @@ class PositionalEncoding(nn.Module):
         return x + self.table[offset : offset + steps].to(x.dtype)
 
 
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021, RoFormer; GPT-NeoX's half-split layout): each pair of
+    query/key features (i, i + d/2) is rotated by an angle proportional to the position, so the score of
+    a query and a key depends on their distance alone. Applied to (B, heads, T, head_dim), with `offset`
+    the position of the first of the T rows (the length of a key/value cache).
+    """
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ConfigError(f"rotary positions need an even head size, got {head_dim}")
+        self.max_len = max_len
+        inverse = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (d/2,)
+        angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inverse  # (L, d/2)
+        self.register_buffer("cos", angles.cos().repeat(1, 2).float(), persistent=False)  # (L, d)
+        self.register_buffer("sin", angles.sin().repeat(1, 2).float(), persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        steps = x.size(-2)
+        if offset + steps > self.max_len:
+            raise ConfigError(f"position {offset + steps - 1} is beyond the model's {self.max_len} positions")
+        cos, sin = (t[offset : offset + steps].to(x.dtype) for t in (self.cos, self.sin))
+        first, second = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout: float = 0.0) -> tuple[Tensor, Tensor]:
     """softmax(q kᵀ / √d) v written out: (…, T, d), (…, S, d), (…, S, d) → output (…, T, d), weights (…, T, S)."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (…, T, S)
@@ -85,7 +113,16 @@ def scaled_dot_product_attention(
         causal = False
     if need_weights:
         return reference_attention(q, k, v, mask, dropout)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
+    with _kernel_for(q):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
+
+
+def _kernel_for(q: Tensor):
+    """PyTorch's fused CPU kernel has a slow bf16 backward: bf16 training on CPU takes the unfused path
+    (measured for a whole GPT training step by bench/gpt_train_step.py)."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 class MultiHeadAttention(nn.Module):
@@ -98,12 +135,14 @@ class MultiHeadAttention(nn.Module):
     Projections are named q_proj/k_proj/v_proj/out_proj, so foreign checkpoints map onto them one to one.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, rotary_len: int = 0):
         super().__init__()
         if dim % heads:
             raise ConfigError(f"the model width {dim} must be divisible by the number of heads {heads}")
         self.heads = heads
         self.dropout = dropout
+        # rotary_len > 0: self-attention rotates queries and keys by position (RoPE) over that many positions
+        self.rotary = RotaryEmbedding(dim // heads, rotary_len) if rotary_len else None
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)
         self.v_proj = nn.Linear(dim, dim, bias=bias)
@@ -134,6 +173,9 @@ class MultiHeadAttention(nn.Module):
         else:
             source = x if memory is None else memory
             k, v = self._split(self.k_proj(source)), self._split(self.v_proj(source))
+            if self.rotary is not None and memory is None:
+                offset = 0 if cache is None else cache[0].size(2)  # cached keys are rotated already
+                q, k = self.rotary(q, offset), self.rotary(k, offset)
             if cache is not None:
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, h, S+T, d)
         dropout = self.dropout if self.training else 0.0
@@ -164,15 +206,19 @@ class TransformerBlock(nn.Module):
 
     def __init__(
         self, dim: int, heads: int, ff_dim: int, dropout: float = 0.0, norm_first: bool = True,
-        cross_attention: bool = False, activation: str = "gelu", eps: float = 1e-5,
+        cross_attention: bool = False, activation: str = "gelu", eps: float = 1e-5, rotary_len: int = 0,
+        inner_dropout: float | None = None,
     ):
+        """`dropout` acts on each sub-layer's output before the residual sum; `inner_dropout` (default: the
+        same) on the attention weights and the feed-forward layer's hidden units."""
         super().__init__()
+        inner = dropout if inner_dropout is None else inner_dropout
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(dim, heads, dropout)
+        self.self_attn = MultiHeadAttention(dim, heads, inner, rotary_len=rotary_len)
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.cross_attn = MultiHeadAttention(dim, heads, dropout) if cross_attention else None
+        self.cross_attn = MultiHeadAttention(dim, heads, inner) if cross_attention else None
         self.norm_cross = nn.LayerNorm(dim, eps=eps) if cross_attention else None
-        self.ff = FeedForward(dim, ff_dim, dropout, activation)
+        self.ff = FeedForward(dim, ff_dim, inner, activation)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
@@ -210,6 +256,6 @@ class TransformerBlock(nn.Module):
 
 
 __all__ = [
-    "FeedForward", "KVCache", "MultiHeadAttention", "PositionalEncoding", "TransformerBlock",
+    "FeedForward", "KVCache", "MultiHeadAttention", "PositionalEncoding", "RotaryEmbedding", "TransformerBlock",
     "reference_attention", "scaled_dot_product_attention", "sinusoidal_positions",
 ]

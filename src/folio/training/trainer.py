@@ -1,4 +1,4 @@
-"""The one training loop: AdamW, warm-up + cosine decay, clipping, evaluation, early stopping,
+"""The one training loop: AdamW (or Muon), warm-up + cosine decay, clipping, evaluation, early stopping,
 checkpoints with exact resume, progress, a metrics log, and DistributedDataParallel under torchrun.
 
 A model only has to expose `loss(batch)` (or `loss(batch, state)` returning `(loss, state)` for
@@ -24,6 +24,7 @@ from torch import nn
 from folio.errors import ConfigError
 from folio.runtime import Distributed
 from folio.training.checkpoint import load_trainer_state, load_weights, save_checkpoint, unwrap
+from folio.training.muon import Muon, split_for_muon
 from folio.training.progress import MetricsLog, Progress, format_seconds, plot_curves
 
 LAST = "last"  # sub-directory holding the latest full checkpoint (with trainer state)
@@ -45,7 +46,9 @@ class TrainConfig:
     log_every: int = 50
     save_every: int = 500
     seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    optimizer: str = "adamw"  # adamw | muon (Muon for hidden matrices at muon_lr, AdamW at lr for the rest)
+    muon_lr: float = 0.02
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 (autocast on any device) | fp32
     compile: bool = False
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights (Polyak)
 
@@ -60,12 +63,31 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"--optimizer {self.optimizer!r}: choose adamw or muon")
+        if self.muon_lr <= 0:
+            raise ConfigError(f"--muon-lr must be positive, got {self.muon_lr}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"--precision {self.precision!r}: choose auto, bf16 or fp32")
         if self.schedule not in ("cosine", "inverse_sqrt"):
             raise ConfigError(f"--schedule {self.schedule!r}: choose cosine or inverse_sqrt")
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def make_optimizer(groups: list[dict], model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over `groups`, or Muon for the model's hidden matrices and AdamW for the rest."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    groups = split_for_muon(groups, model)
+    ratio = config.muon_lr / config.lr
+    for group in groups:
+        if group["muon"]:  # the schedule scales every group alike; decay per step stays lr × weight_decay
+            group["lr_scale"] *= ratio
+            group["weight_decay"] = group.get("weight_decay", config.weight_decay) / ratio
+    return Muon(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
 class _LossModule(nn.Module):
@@ -149,7 +171,7 @@ class Trainer:
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         for group in groups:
             group.setdefault("lr_scale", 1.0)
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(groups, model, config)
         loss_module = _LossModule(self.model)
         if self.dist.world_size > 1:
             loss_module = nn.parallel.DistributedDataParallel(
@@ -273,8 +295,9 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def _autocast(self):
-        if self.config.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        precision = self.config.precision
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def run_evaluation(self) -> float:
