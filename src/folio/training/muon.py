@@ -97,7 +97,7 @@ class Muon(torch.optim.Optimizer):
             flat = torch.cat([u.flatten() for u in updates])
             dist.all_reduce(flat)
             updates = flat.split([p.numel() for p in params])
-        for p, update in zip(params, updates):
+        for p, update in zip(params, updates, strict=True):
             update = update.view_as(p)
             p.mul_(1 - lr * group["weight_decay"])
             p.add_(update, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
