@@ -40,6 +40,11 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
     return table.float()
 
 
+def _check_positions(offset: int, steps: int, max_len: int) -> None:
+    if offset + steps > max_len:
+        raise ConfigError(f"position {offset + steps - 1} is beyond the model's {max_len} positions")
+
+
 class PositionalEncoding(nn.Module):
     """Adds position information to (B, T, C) embeddings: the fixed sinusoidal table or learned vectors.
 
@@ -58,8 +63,7 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         steps = x.size(1)
-        if offset + steps > self.max_len:
-            raise ConfigError(f"position {offset + steps - 1} is beyond the model's {self.max_len} positions")
+        _check_positions(offset, steps, self.max_len)
         return x + self.table[offset : offset + steps].to(x.dtype)
 
 
@@ -82,8 +86,7 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         steps = x.size(-2)
-        if offset + steps > self.max_len:
-            raise ConfigError(f"position {offset + steps - 1} is beyond the model's {self.max_len} positions")
+        _check_positions(offset, steps, self.max_len)
         cos, sin = (t[offset : offset + steps].to(x.dtype) for t in (self.cos, self.sin))
         first, second = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-second, first], dim=-1) * sin
