@@ -19,7 +19,7 @@ python=${PYTHON:-$([ -x "$here/.venv/bin/python" ] && echo "$here/.venv/bin/pyth
 if folio translate --help >/dev/null 2>&1; then
   translate=(folio translate)
 else  # until the CLI registers the task, the same parser through the module
-  translate=("$python" -m folio.tasks.translate)
+  translate=("$python" -m folio.cli translate)
 fi
 mkdir -p "$out"
 

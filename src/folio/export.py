@@ -429,3 +429,19 @@ def _quantize(path: Path, inputs, checks, references, example) -> dict:
     return {"path": str(quantized), "max_abs_diff_vs_pytorch": drift, "bytes": quantized.stat().st_size,
             "float32_bytes": path.stat().st_size, "ms_per_batch_8x32": {k: round(1000 * v, 2) for k, v in timings.items()},
             "speedup": round(timings["float32"] / timings["int8"], 2)}
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+def _cli_export(args) -> int:
+    print(json.dumps(export(args.model, args.format, args.out, args.quantize)))
+    return 0
+
+
+def add_cli(e) -> None:
+    """`folio export --model DIR [--format onnx|torchscript]`."""
+    e.add_argument("--model", required=True, help="model directory")
+    e.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    e.add_argument("--out", default=None, help="default: model.onnx / model.torchscript.pt in the model directory (a translation model: a folder "
+                        "for encoder.* and decoder_step.*)")
+    e.add_argument("--quantize", action="store_true", help="also write a dynamic int8 ONNX model, with its speed and drift")
+    e.set_defaults(func=_cli_export)

@@ -1,1 +1,57 @@
-"""User-facing recipes: each wires data, model, trainer and decoding for one job."""
+"""User-facing tasks, each a package of the same files, and the registry that `folio`'s CLI, `serve` and
+`export` read (no code outside a task's package names that task).
+
+A task package holds:
+
+    options.py     the options dataclass of `folio NAME train` (extends `folio.training.run.RunOptions`)
+    recipe.py      data → model → `Prepared` run, trained by `folio.training.run.run_training`
+    inference.py   the Python API class (`from_pretrained`, predict/generate/...)
+    metrics.py     the task's figures
+    cli.py         `add_cli(parser)`: the task's verbs
+    serve.py       `add_routes(app, pick)`: its HTTP routes (where it is served)
+    export.py      `graphs(directory, config, fmt)`: its export graphs (where it is exported)
+
+Adding a task means writing such a package and one `Task(...)` line below.
+"""
+
+from __future__ import annotations
+
+from folio.errors import CheckpointError
+from folio.tasks.registry import Command, Task, read_task_name
+
+TASKS: dict[str, Task] = {task.name: task for task in [
+    Task("lm", "language models: Char-RNN, GPT, masked-LM pretraining", "folio.tasks.lm.cli:add_cli",
+         inference="folio.tasks.lm.inference:LanguageModel", build_model="folio.tasks.lm.recipe:build_model",
+         routes="folio.tasks.lm.serve:add_routes", export="folio.tasks.lm.export:graphs"),
+    Task("classify", "text classification (IMDb sentiment by default)", "folio.tasks.classify.cli:add_cli",
+         inference="folio.tasks.classify.inference:TextClassifier", build_model="folio.tasks.classify.recipe:build_model",
+         routes="folio.tasks.classify.serve:add_routes", export="folio.tasks.classify.export:graphs"),
+    Task("translate", "encoder–decoder translation with attention and beam search", "folio.tasks.translate.cli:add_cli",
+         inference="folio.tasks.translate.inference:Translator", build_model="folio.tasks.translate.recipe:build_model",
+         routes="folio.tasks.translate.serve:add_routes", export="folio.tasks.translate.export:graphs"),
+    Task("caption", "image captioning with visual attention", "folio.tasks.caption.cli:add_cli",
+         inference="folio.tasks.caption.inference:ImageCaptioner", build_model="folio.tasks.caption.recipe:build_model",
+         routes="folio.tasks.caption.serve:add_routes"),
+]}
+
+# Sub-commands that are not tasks of their own: they read models of any task (or a packaged encoder).
+COMMANDS: dict[str, Command] = {command.name: command for command in [
+    Command("embed", "sentence embeddings (MiniLM)", "folio.tasks.embed.cli:add_cli",
+            description='Print one JSON line per text: {"text", "embedding"}, a unit-length vector.'),
+    Command("serve", "HTTP API and web page for trained models", "folio.serve.cli:add_cli",
+            description="Serve trained models over HTTP (each task's routes), /v1/models, /healthz, /docs, "
+                        "and a web page at /."),
+    Command("export", "a trained model as ONNX or TorchScript", "folio.export:add_cli",
+            description="Export a trained model's graphs; every export is checked against PyTorch."),
+]}
+
+
+def task_of(directory) -> Task:
+    """The registered task a model directory belongs to (its config.json's "task")."""
+    name = read_task_name(directory)
+    if name not in TASKS:
+        raise CheckpointError(f"{directory}/config.json: unknown task {name!r} (Folio has {', '.join(TASKS)})")
+    return TASKS[name]
+
+
+__all__ = ["COMMANDS", "TASKS", "Command", "Task", "task_of"]

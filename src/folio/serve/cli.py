@@ -1,0 +1,27 @@
+"""`folio serve`: parses its flags and runs the server (FastAPI and uvicorn are imported only then)."""
+
+from __future__ import annotations
+
+import argparse
+
+from folio.errors import ConfigError
+from folio.flags import positive_int
+
+
+def _serve(args) -> int:
+    try:
+        from folio.serve.app import serve
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"folio serve needs FastAPI and uvicorn ({err}): pip install 'folio[serve]'") from err
+    serve(args.model, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes)
+    return 0
+
+
+def add_cli(s: argparse.ArgumentParser) -> None:
+    """`folio serve --model DIR ...`."""
+    s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
+                   help="a model directory to serve (repeatable); the name defaults to the directory's")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=positive_int, default=8000)
+    s.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="larger request bodies get 413")
+    s.set_defaults(func=_serve)

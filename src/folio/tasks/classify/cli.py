@@ -1,0 +1,215 @@
+"""`folio classify`: its verbs and flags."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from folio.data.reviews import read_labeled_file
+from folio.errors import ConfigError, DataError
+from folio.flags import Formatter, add_training_flags, positive_float, positive_int, train_config_from, unit_float
+from folio.tasks.classify.recipe import (
+    EMBEDDED,
+    ClassifyTrainOptions,
+    TextClassifier,
+    load_splits,
+    render_ansi,
+    render_html,
+    train,
+    write_atomic,
+)
+
+
+def _labels_arg(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least two comma-separated labels")
+    return names
+
+
+def _cli_train(args) -> int:
+
+    if args.init_from not in (None, "minilm"):  # the language model decides the architecture
+        model = {"pooling": args.pooling, "dropout": args.dropout, "masking": not args.no_mask}
+        model = {k: v for k, v in model.items() if v is not None}
+    elif args.arch == "transformer":
+        model = {"arch": "transformer", "layers": args.layers, "hidden": args.hidden, "heads": args.heads,
+                 "dropout": args.dropout, "pooling": args.pooling or "mean"}
+    else:
+        model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "bidirectional": not args.unidirectional,
+                 "pooling": args.pooling or "max_mean", "dropout": args.dropout, "masking": not args.no_mask,
+                 "freeze_embedding": args.freeze_embeddings}
+        if args.embedding_dim is not None:
+            model["embedding_dim"] = args.embedding_dim
+    options = ClassifyTrainOptions(
+        data=args.data, out=args.out,
+        text={"max_chars": args.max_chars, "lower": not args.no_lower, "level": args.level},
+        tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
+        max_len=args.max_len or None, truncation=args.truncation, embeddings=None if args.embeddings == "none" else args.embeddings,
+        embedding_lr_scale=args.embedding_lr_scale, layer_lr_decay=args.layer_lr_decay, model=model, encoder=args.encoder, init_from=args.init_from,
+        head_hidden=args.head_hidden,
+        encoder_max_length=args.encoder_max_length, batch_size=args.batch_size, labels=args.labels,
+        valid_fraction=args.valid_fraction, split_seed=args.split_seed, reber_size=args.reber_size,
+        train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
+    )
+    summary = train(options)
+    if "valid" in summary:
+        print(json.dumps({"valid": summary["valid"], "steps": summary["steps"], "elapsed": round(summary["elapsed"], 1)}))
+    return 0
+
+
+def _read_inputs(args) -> list[str]:
+    from folio.data.reviews import read_texts_file
+
+    texts = list(args.texts)
+    if args.file:
+        texts += read_texts_file(args.file)
+    if not texts:
+        if sys.stdin.isatty():
+            raise DataError("no text to classify: give texts as arguments, --file PATH, or lines on stdin")
+        try:
+            texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        except UnicodeDecodeError as err:
+            raise DataError(f"stdin is not UTF-8: {err}") from err
+        if not texts:
+            raise DataError("stdin held no text to classify (only empty lines)")
+    return texts
+
+
+def _cli_predict(args) -> int:
+    clf = TextClassifier.from_pretrained(args.model, device=args.device)
+    texts = _read_inputs(args)
+    results = clf.predict(texts, batch_size=args.batch_size)  # everything is scored before anything is printed
+    for text, result in zip(texts, results, strict=True):
+        if args.json:
+            print(json.dumps({"text": text, **result}, ensure_ascii=False))
+        else:
+            snippet = " ".join(text.split())
+            snippet = snippet if len(snippet) <= 70 else snippet[:67] + "..."
+            print(f"{result['label']}\t{result['probability']:.4f}\t{snippet}")
+    return 0
+
+
+def _cli_evaluate(args) -> int:
+    clf = TextClassifier.from_pretrained(args.model, device=args.device)
+    data_spec = args.data or clf.config.get("data", {}).get("data", "imdb")
+    if data_spec in EMBEDDED or Path(data_spec).is_dir():
+        saved = clf.config.get("data", {})
+        splits = load_splits(data_spec, saved.get("split_seed", 0), saved.get("valid_fraction", 0.1))
+        if args.split not in splits:
+            raise DataError(f"--data {data_spec} has no {args.split!r} split (it has {', '.join(splits)})")
+        data, where = splits[args.split], args.split
+    else:
+        data, where = read_labeled_file(data_spec, clf.labels), "all"
+    report = clf.evaluate(data, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        auc = "n/a" if report["roc_auc"] is None else f"{report['roc_auc']:.4f}"
+        print(f"{data_spec} ({where}, {report['n']} texts): accuracy {report['accuracy']:.4f}, precision "
+              f"{report['precision']:.4f}, recall {report['recall']:.4f}, f1 {report['f1']:.4f}, ROC AUC {auc}")
+        print(f"confusion matrix (rows: true {clf.labels}, columns: predicted): {report['confusion_matrix']}")
+    return 0
+
+
+def _cli_explain(args) -> int:
+    clf = TextClassifier.from_pretrained(args.model, device=args.device)
+    if args.target is not None and args.target not in clf.labels:
+        raise ConfigError(f"--target {args.target!r} is not one of the model's labels {clf.labels}")
+    explanation = clf.explain(args.text, steps=args.steps, target=args.target)
+    if args.html:
+        write_atomic(args.html, render_html(explanation))
+    if args.json:
+        print(json.dumps(explanation))
+    elif not args.html:
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        print(render_ansi(explanation, color=color))
+    return 0
+
+
+def add_cli(parser) -> None:
+
+
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = verbs.add_parser("train", help="train a recurrent classifier", formatter_class=Formatter,
+                         description="Train embedding → (bi)GRU/LSTM → pooling → dense head on labelled texts.")
+    t.add_argument("--data", default="imdb", help="imdb, rt, reber (embedded), aclimdb (download), an aclImdb directory, "
+                   "or a CSV/JSONL file with text,label")
+    t.add_argument("--out", default="runs/classify", help="model directory")
+    t.add_argument("--labels", type=_labels_arg, default=None, help="comma-separated label names the data must use")
+    t.add_argument("--valid-fraction", type=unit_float, default=0.1)
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the held-out test and validation splits")
+    t.add_argument("--reber-size", type=positive_int, default=10_000, help="generated training strings for --data reber")
+    text = t.add_argument_group("text")
+    text.add_argument("--max-chars", type=positive_int, default=None, help="keep each text's first N characters (the book: 300)")
+    text.add_argument("--no-lower", action="store_true", help="keep case (the book's choice)")
+    text.add_argument("--level", choices=["word", "char"], default="word")
+    text.add_argument("--tokenizer", choices=["word", "subword"], default="word")
+    text.add_argument("--vocab-size", type=positive_int, default=20_000, help="top-V words (the book: 10000) or subword vocabulary size")
+    text.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words")
+    text.add_argument("--max-len", type=int, default=400, help="tokens kept per text; 0 keeps all")
+    text.add_argument("--truncation", choices=["head", "head_tail"], default="head",
+                      help="a longer text keeps its first tokens, or its first quarter and last three quarters")
+    m = t.add_argument_group("model")
+    m.add_argument("--arch", choices=["gru", "lstm", "transformer"], default="gru", help="recurrent, or a BERT-style encoder")
+    m.add_argument("--init-from", default=None, metavar="minilm|LM_DIR",
+                   help="minilm (with --arch transformer): fine-tune the pretrained MiniLM encoder (its own tokenizer); "
+                        "LM_DIR: a word- or BPE-level `folio lm` checkpoint (GRU/LSTM, GPT or BERT) whose tokenizer, "
+                        "embedding and layers start the classifier (ULMFiT); its architecture replaces --arch/--layers/--hidden")
+    m.add_argument("--layers", type=positive_int, default=1)
+    m.add_argument("--hidden", type=positive_int, default=64, help="units per direction (recurrent), width (transformer)")
+    m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
+    m.add_argument("--embedding-dim", type=positive_int, default=None, help="default 128 (50 with GloVe)")
+    m.add_argument("--unidirectional", action="store_true")
+    m.add_argument("--pooling", choices=["last", "mean", "max", "max_mean", "cls"], default=None,
+                   help="default: max_mean (recurrent), mean (transformer)")
+    m.add_argument("--dropout", type=float, default=0.3)
+    m.add_argument("--no-mask", action="store_true", help="ablation: read and pool padding like tokens")
+    m.add_argument("--embeddings", choices=["none", "glove"], default="none", help="pretrained word vectors")
+    m.add_argument("--freeze-embeddings", action="store_true")
+    m.add_argument("--encoder", choices=["minilm"], default=None,
+                   help="instead of the recurrent model: frozen MiniLM sentence vectors under a small trained head")
+    m.add_argument("--head-hidden", type=int, default=0, help="with --encoder: hidden units of the head (0: linear)")
+    m.add_argument("--encoder-max-length", type=positive_int, default=256, help="with --encoder: tokens per text")
+    m.add_argument("--embedding-lr-scale", type=positive_float, default=1.0,
+                   help="lr of the embedding (recurrent) or of the whole encoder (transformer) = lr × this")
+    m.add_argument("--layer-lr-decay", type=positive_float, default=1.0,
+                   help="discriminative learning rates (ULMFiT: 2.6): each layer below the head learns at the lr of the one above / this")
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    add_training_flags(t, lr=3e-3, max_time=600.0)
+    t.set_defaults(func=_cli_train)
+
+    p = verbs.add_parser("predict", help="label and probability for each text", formatter_class=Formatter)
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("texts", nargs="*", help="texts to classify (default: lines of stdin)")
+    p.add_argument("--file", default=None, help="a CSV or JSONL file with a text field")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cli_predict)
+
+    e = verbs.add_parser("evaluate", help="accuracy, precision, recall, f1, ROC AUC, confusion matrix", formatter_class=Formatter)
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", default=None, help="default: the model's training data (its held-out test split)")
+    e.add_argument("--split", choices=["train", "valid", "test"], default="test", help="for embedded data and aclImdb directories")
+    e.add_argument("--batch-size", type=positive_int, default=128)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=_cli_evaluate)
+
+    x = verbs.add_parser("explain", help="per-token contributions (integrated gradients)", formatter_class=Formatter)
+    x.add_argument("--model", required=True)
+    x.add_argument("text")
+    x.add_argument("--target", default=None, help="label to explain (default: the predicted one)")
+    x.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
+    x.add_argument("--html", default=None, metavar="PATH", help="write an HTML page instead of terminal colours")
+    x.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--device", default="cpu")
+    x.set_defaults(func=_cli_explain)
+
+

@@ -1,0 +1,1 @@
+"""`folio embed`: sentence embeddings."""
