@@ -401,7 +401,7 @@ def _noun_positions(words: list[str]) -> list[tuple[tuple[str, str, str], int]]:
 
 
 def show_attention(image: np.ndarray, caption: Caption, path: str | Path) -> None:
-    from folio.plots import attention_overlays
+    from folio.render import attention_overlays
 
     attention = caption.attention
     if attention is None:

@@ -350,7 +350,7 @@ class LanguageModel:
 
     def plot_attention(self, text: str, path: str | Path, layer: int = -1, head: int | None = None) -> None:
         """PNG heatmaps of one layer's attention over `text`: one head, or every head side by side."""
-        from folio.plots import attention_heatmaps
+        from folio.render import attention_heatmaps
 
         layers = self.attention(text)
         if not -len(layers) <= layer < len(layers):

@@ -426,7 +426,7 @@ def plot_attention(translation: Translation, path: str | Path) -> None:
     """Heatmap of target tokens (rows) × source tokens (columns)."""
     if translation.attention is None:
         raise ConfigError("this model has no attention (attention 'none'): there is no map to show")
-    from folio.plots import attention_heatmaps
+    from folio.render import attention_heatmaps
 
     weights = translation.attention.numpy()
     rows, cols = weights.shape
