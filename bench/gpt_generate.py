@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from folio.models.transformer import GPT, GPTConfig
+from folio.models.gpt import GPT, GPTConfig
 from folio.runtime import threads
 from folio.tasks.lm import LanguageModel
 

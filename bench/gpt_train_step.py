@@ -18,7 +18,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import folio.nn.transformer as transformer_layers
-from folio.models.transformer import GPT, GPTConfig
+from folio.models.gpt import GPT, GPTConfig
 from folio.runtime import threads
 from folio.training.trainer import TrainConfig, make_optimizer
 

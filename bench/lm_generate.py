@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from folio.data.vocab import CharVocab
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
 from folio.tasks.lm import LanguageModel
+from folio.tokenizers import CharTokenizer
 
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -38,7 +38,7 @@ def timed(fn, repeats: int = 3) -> float:
 def refeed_generate(lm: LanguageModel, prompt: str, length: int, seed: int = 0) -> str:
     """The book's loop: run the model over the whole text so far for every new character."""
     generator = torch.Generator().manual_seed(seed)
-    ids = lm.vocab.encode(prompt).unsqueeze(0)
+    ids = lm.vocab.encode_tensor(prompt).unsqueeze(0)
     for _ in range(length):
         logits, _ = lm.model(ids)
         probs = logits[0, -1].softmax(-1)
@@ -56,7 +56,7 @@ def main() -> None:
         lm = LanguageModel.from_pretrained(args.model)
     else:
         torch.manual_seed(0)
-        vocab = CharVocab(CHARS)
+        vocab = CharTokenizer(CHARS)
         lm = LanguageModel(RNNLanguageModel(RNNLMConfig(len(vocab), "gru", 2, 128, 0, 0.2)), vocab)
     prompt = "ROMEO:\n"
     results = {"threads": torch.get_num_threads()}

@@ -34,8 +34,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from folio.data.corpora import load_corpus
-from folio.data.vocab import CharVocab
 from folio.data.windows import RandomWindows
+from folio.tokenizers import CharTokenizer
 
 HIDDEN, LAYERS, DROPOUT, BATCH, WINDOW = 128, 2, 0.2, 32, 100
 FOLIO = [sys.executable, "-m", "folio.cli"]
@@ -86,8 +86,8 @@ def main() -> None:
     args = parser.parse_args()
 
     text = load_corpus(args.corpus)[:1_000_000]
-    vocab = CharVocab.fit(text)
-    ids = vocab.encode(text)
+    vocab = CharTokenizer.fit(text)
+    ids = vocab.encode_tensor(text)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text(text, encoding="utf-8")

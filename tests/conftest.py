@@ -1,14 +1,15 @@
+"""Fixtures every test gets or may ask for. What test files share otherwise lives in tests/helpers
+(test files and conftests are never imported by name)."""
+
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import PATTERN, folio_command
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-# A pattern a tiny model can learn in seconds, with speaker lines like the real corpus.
-PATTERN = "ROMEO:\nHow are you? I am well.\n\nJULIET:\nAnd how are you, my lord?\n\n"
 
 
 @pytest.fixture
@@ -16,12 +17,6 @@ def small_corpus(tmp_path) -> Path:
     path = tmp_path / "small.txt"
     path.write_text(PATTERN * 200, encoding="utf-8")
     return path
-
-
-def folio_command() -> list[str]:
-    """The installed console script, to run as a real subprocess."""
-    exe = Path(sys.executable).with_name("folio")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "folio.cli"]
 
 
 @pytest.fixture

@@ -9,45 +9,43 @@ from pathlib import Path
 import pytest
 import torch
 
-from folio.data.pairs import EOS, SOS, fit_tokenizer, pad_batch
-from folio.data.text import TextCleaner, WordVocab
-from folio.data.vocab import CharVocab
+from folio.data.pairs import EOS, SOS, pad_batch
 from folio.decoding.beam import greedy_decode
 from folio.errors import ConfigError
 from folio.export import export
-from folio.models.classifier import ClassifierConfig, RecurrentClassifier
-from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
-from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from folio.models.transformer import (
-    GPT,
-    GPTConfig,
+from folio.models.classifier import (
+    ClassifierConfig,
+    RecurrentClassifier,
     TransformerClassifier,
     TransformerClassifierConfig,
-    TransformerSeq2Seq,
-    TransformerSeq2SeqConfig,
 )
+from folio.models.gpt import GPT, GPTConfig
+from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from folio.models.transformer_seq2seq import TransformerSeq2Seq, TransformerSeq2SeqConfig
 from folio.runtime import threads
 from folio.tasks.translate import DataSpec, TranslateTrainOptions, Translator
 from folio.tasks.translate import train as train_translator
+from folio.tokenizers import CharTokenizer, TextCleaner, WordTokenizer, fit_tokenizer
 from folio.training.checkpoint import save_checkpoint
 from folio.training.trainer import TrainConfig
-from tests.tasks.test_translate_cli import _number_pairs
+from tests.helpers import number_pairs
 
 pytest.importorskip("onnxruntime")
 
 
 def _lm(root, model):
-    vocab = CharVocab("abcdefgh \n")
-    save_checkpoint(root, model, {"task": "lm", "model": model.config.to_dict()}, write_extras=lambda d: vocab.save(d / "vocab.json"))
+    vocab = CharTokenizer("abcdefgh \n")
+    save_checkpoint(root, model, {"task": "lm", "model": model.config.to_dict()}, write_extras=vocab.save_pretrained)
     return root
 
 
 def _classifier(root, model):
     cleaner = TextCleaner()
-    words = WordVocab.fit([["good", "bad", "film"]], 10, 4, cleaner=cleaner)
+    words = WordTokenizer.fit(["good bad film"], 10, 4, cleaner=cleaner)
     config = {"task": "classify", "model": model.config.to_dict(), "labels": ["neg", "pos"],
               "text": {"tokenizer": "word", "max_len": 50, **cleaner.to_dict()}}
-    save_checkpoint(root, model, config, write_extras=words.save)
+    save_checkpoint(root, model, config, write_extras=words.save_pretrained)
     return root
 
 
@@ -101,8 +99,8 @@ def test_quantized_export_and_cli(tmp_path, folio_cmd):
 
 # ---- translation: encoder.onnx + decoder_step.onnx --------------------------------------------------
 def _translation(root, family, model):
-    src = fit_tokenizer("word", ["one two three four five six seven eight nine ten"])
-    tgt = fit_tokenizer("word", ["un deux trois quatre cinq six sept huit neuf dix"])
+    src = fit_tokenizer("word", ["one two three four five six seven eight nine ten"], seq2seq=True)
+    tgt = fit_tokenizer("word", ["un deux trois quatre cinq six sept huit neuf dix"], seq2seq=True)
 
     def tokenizers(directory):
         src.save(directory / "src_tokenizer.json")
@@ -162,7 +160,7 @@ def trained_translators(tmp_path_factory):
     """A recurrent model with Bahdanau attention and input feeding, and a Transformer, on number words."""
     root = tmp_path_factory.mktemp("translate")
     pairs = root / "numbers.txt"
-    pairs.write_text(_number_pairs(2000, 0), encoding="utf-8")
+    pairs.write_text(number_pairs(2000, 0), encoding="utf-8")
 
     def train(name, arch, model, steps, lr, schedule):
         train_translator(TranslateTrainOptions(

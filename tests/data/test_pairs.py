@@ -1,4 +1,4 @@
-"""Pair sources (dates, files, downloads, the Bible), tokenizers and batches for translation."""
+"""Pair sources (dates, files, downloads, the Bible) and batches for translation (tokenizers: tests/tokenizers)."""
 
 import datetime
 import hashlib
@@ -13,14 +13,9 @@ from folio.data.pairs import (
     EOS,
     PAD,
     SOS,
-    UNK,
-    BPETokenizer,
-    CharTokenizer,
     PairBatches,
-    WordTokenizer,
     date_splits,
     download_pairs,
-    load_tokenizer,
     pad_batch,
     random_splits,
     read_pairs,
@@ -92,27 +87,6 @@ def test_download_is_cached_and_checked(tmp_path):
             download_pairs(url, "0" * 64, cache=tmp_path / "other")
     finally:
         server.shutdown()
-
-
-def test_tokenizers_round_trip_with_specials(tmp_path):
-    texts = ["The cat sat.", "The dog, the cat!"]
-    for tok in (CharTokenizer.fit(texts), WordTokenizer.fit(texts), BPETokenizer.fit(texts * 20, vocab_size=60, min_freq=1)):
-        assert tok.encode("The cat sat.") and min(tok.encode("The cat sat.")) > UNK
-        assert tok.decode(tok.encode("The dog, the cat!")) == "The dog, the cat!"
-        assert tok.decode([SOS, *tok.encode("The cat sat."), EOS, PAD]) == "The cat sat."
-        tok.save(tmp_path / f"{tok.kind}.json")
-        again = load_tokenizer(tmp_path / f"{tok.kind}.json")
-        assert again.encode("The dog sat.") == tok.encode("The dog sat.") and len(again) == len(tok)
-    assert CharTokenizer.fit(["abc"]).encode("abz") == [4, 5, UNK]
-    assert WordTokenizer.fit(["a b"]).pieces("a b") == ["\u2581a", "\u2581b"]
-
-
-def test_bpe_is_learned_from_the_training_side_only():
-    train = ["the cat sat on the mat"] * 50
-    tok = BPETokenizer.fit(train, vocab_size=100, min_freq=2)
-    assert "\u2581cat" in tok.tokenizer.get_vocab()
-    assert "\u2581zebra" not in tok.tokenizer.get_vocab()  # a test-side word gets split into pieces
-    assert len(tok.pieces("zebra")) > 1 or tok.encode("zebra") == [UNK]
 
 
 def test_splits_keep_groups_together():

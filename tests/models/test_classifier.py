@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from folio.data.text import ClassificationBatches, pad_sequences
-from folio.models.classifier import ClassifierConfig, RecurrentClassifier, reverse_within_length
+from folio.models.classifier import (
+    ClassifierConfig,
+    RecurrentClassifier,
+    TransformerClassifier,
+    TransformerClassifierConfig,
+    reverse_within_length,
+)
+from folio.models.gpt import GPTConfig
 from folio.training.trainer import TrainConfig, Trainer
 
 
@@ -75,3 +82,18 @@ def test_a_tiny_synthetic_task_is_learned(tmp_path):
     with torch.no_grad():
         accuracy = (model.eval()(ids, mask).argmax(-1) == torch.tensor(test_labels)).float().mean().item()
     assert accuracy > 0.9
+
+
+@pytest.mark.parametrize("trunk, pooling", [("bert", "mean"), ("bert", "cls"), ("gpt", "last"), ("gpt", "mean")])
+def test_a_transformer_classifier_ignores_padding(trunk, pooling):
+    torch.manual_seed(0)
+    if trunk == "bert":
+        config = TransformerClassifierConfig.small(30, 3, layers=1, hidden=16, heads=2, max_len=32, pooling=pooling)
+    else:
+        gpt = GPTConfig(30, layers=1, heads=2, hidden=16, context=32).to_dict()
+        config = TransformerClassifierConfig(None, 3, pooling, gpt=gpt)
+    model = TransformerClassifier(config).eval()
+    ids = torch.randint(1, 30, (2, 6))
+    padded = torch.cat([ids, torch.zeros(2, 10, dtype=torch.long)], 1)  # the default mask: id 0 is padding
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded), model(ids), atol=1e-5, rtol=1e-5)

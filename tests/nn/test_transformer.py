@@ -11,7 +11,9 @@ from folio.nn.masks import causal_mask, lengths_to_mask
 from folio.nn.transformer import (
     MultiHeadAttention,
     PositionalEncoding,
+    RMSNorm,
     RotaryEmbedding,
+    SwiGLU,
     TransformerBlock,
     reference_attention,
     scaled_dot_product_attention,
@@ -126,3 +128,39 @@ def test_cross_attention_respects_the_memory_mask_and_caches_the_memory():
 def test_heads_must_divide_the_width():
     with pytest.raises(ConfigError, match="divisible"):
         MultiHeadAttention(10, 3)
+    with pytest.raises(ConfigError, match="multiple of the key/value heads"):
+        MultiHeadAttention(12, 6, kv_heads=4)
+
+
+def test_grouped_query_attention_is_multi_head_attention_with_shared_keys_and_values():
+    """kv_heads=2 of 6 heads: the same as 6 full heads whose key/value weights repeat each group's; the cache
+    keeps only the 2 key/value heads, and caching step by step changes nothing."""
+    torch.manual_seed(0)
+    rotary = RotaryEmbedding(4, 16, base=500.0)
+    grouped = MultiHeadAttention(24, 6, bias=False, kv_heads=2, rotary=rotary).eval()
+    full = MultiHeadAttention(24, 6, bias=False, rotary=rotary).eval()
+    with torch.no_grad():
+        for name in ("q_proj", "out_proj"):
+            getattr(full, name).weight.copy_(getattr(grouped, name).weight)
+        for name in ("k_proj", "v_proj"):  # (2 heads · 4, 24) → each head's rows three times: (6 · 4, 24)
+            getattr(full, name).weight.copy_(getattr(grouped, name).weight.view(2, 4, 24).repeat_interleave(3, 0).reshape(24, 24))
+    x = torch.randn(2, 7, 24)
+    out, _, (keys, values) = grouped(x, causal=True)
+    torch.testing.assert_close(out, full(x, causal=True)[0], atol=1e-6, rtol=1e-5)
+    assert keys.shape == values.shape == (2, 2, 7, 4)
+    first, _, cache = grouped(x[:, :4], causal=True)
+    last, _, _ = grouped(x[:, 4:], causal=True, cache=cache)
+    torch.testing.assert_close(torch.cat([first, last], 1), out, atol=1e-6, rtol=1e-5)
+
+
+def test_rms_norm_and_swiglu_blocks():
+    x = torch.randn(2, 3, 8) * 5
+    norm = RMSNorm(8, eps=1e-6)
+    torch.testing.assert_close(norm(x), x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt())
+    assert norm.bfloat16()(x.bfloat16()).dtype == torch.bfloat16  # computed in float32 inside
+    block = TransformerBlock(8, 2, 16, norm="rms", activation="swiglu", bias=False, kv_heads=1, rotary_len=8)
+    assert isinstance(block.norm1, RMSNorm) and isinstance(block.ff, SwiGLU)
+    assert all(m.bias is None for m in block.modules() if isinstance(m, torch.nn.Linear))
+    assert block(x, causal=True)[0].shape == (2, 3, 8)
+    with pytest.raises(ConfigError, match="choose layer or rms"):
+        TransformerBlock(8, 2, 16, norm="batch")

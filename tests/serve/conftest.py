@@ -2,15 +2,11 @@
 HTTP API tests and the browser tests of the page."""
 
 import json
-import socket
 import threading
-import time
 
 import pytest
 
-from tests.conftest import PATTERN
-from tests.tasks.test_classify import synthetic_reviews
-from tests.tasks.test_translate_cli import _number_pairs
+from tests.helpers import PATTERN, free_port, number_pairs, synthetic_reviews, wait_until_healthy
 
 
 def _train_models(root):
@@ -38,7 +34,7 @@ def _train_models(root):
                                           max_len=100, model={"hidden": 16, "embedding_dim": 16, "dropout": 0.0},
                                           batch_size=16, train=steps(120, 1e-2), device="cpu", progress=False))
     pairs = root / "numbers.txt"
-    pairs.write_text(_number_pairs(2000, 0), encoding="utf-8")
+    pairs.write_text(number_pairs(2000, 0), encoding="utf-8")
     train_translator(TranslateTrainOptions(data=DataSpec(data=str(pairs)), out=str(root / "numbers"), tokenizer="word",
                                            model={"hidden": 48, "embedding_dim": 24, "attention": "bahdanau", "dropout": 0.0},
                                            batch_size=32, train=steps(200, 1e-2), device="cpu", progress=False))
@@ -54,26 +50,6 @@ def served_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     _train_models(root)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_healthy(base: str, seconds: float) -> bool:
-    """Poll `base`/healthz until it answers 200 (True) or `seconds` pass (False)."""
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/healthz").status_code == 200:
-                return True
-        except httpx.TransportError:
-            time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,10 @@ import pytest
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
+# slow: every test here needs the session's four trained models (tests/serve/conftest.py)
+pytestmark = pytest.mark.slow
+
+
 def _events(response) -> list[tuple[str, dict]]:
     events = []
     for block in response.text.strip().split("\n\n"):

@@ -22,9 +22,10 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from tests.conftest import PATTERN  # noqa: E402
-from tests.tasks.test_classify import FILLER, NEGATIVE, POSITIVE  # noqa: E402
-from tests.tasks.test_translate_cli import NUMBERS  # noqa: E402
+from tests.helpers import FILLER, NEGATIVE, NUMBERS, PATTERN, POSITIVE  # noqa: E402
+
+# slow: every test here needs the session's four trained models (tests/serve/conftest.py)
+pytestmark = pytest.mark.slow
 
 OPERATIONS = [("GET", "/healthz"), ("GET", "/v1/models"), ("GET", "/"), ("POST", "/v1/generate"),
               ("POST", "/v1/classify"), ("POST", "/v1/translate"), ("POST", "/v1/caption")]

@@ -15,6 +15,9 @@ CHROMIUM = Path(os.environ.get("FOLIO_CHROMIUM", "/usr/bin/chromium"))
 REQUIRED = os.environ.get("FOLIO_REQUIRE_BROWSER") == "1"
 TIMEOUT_MS = 20_000  # generous: CI shares 2 cores
 
+# slow: every test here needs the session's four trained models (tests/serve/conftest.py) and a browser
+pytestmark = pytest.mark.slow
+
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # the [dev] extra brings it

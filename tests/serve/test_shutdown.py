@@ -1,4 +1,4 @@
-"""Graceful shutdown of a real `folio serve` process: SIGTERM while a stream is in flight."""
+"""Graceful shutdown of a real `folio serve` process: SIGTERM while streams are in flight, on a loaded machine."""
 
 import json
 import signal
@@ -9,12 +9,15 @@ import time
 
 import pytest
 
-from tests.serve.conftest import free_port, wait_until_healthy
+from tests.helpers import free_port, wait_until_healthy
 
 httpx = pytest.importorskip("httpx")
 
 
+@pytest.mark.slow
 def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
+    # Both cores busy, as on a shared CI machine: the streams must still end within the grace period.
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", str(served_models / "lm"),
@@ -22,18 +25,20 @@ def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
     try:
         if not wait_until_healthy(base, seconds=30):
             pytest.fail("the server did not start: " + process.stderr.read())
-        pieces, ended = [], {}
+        pieces, ends = [], []
 
         def stream():  # long generations, so the signal arrives mid-stream
             try:
                 with httpx.stream("POST", base + "/v1/generate", timeout=30,
                                   json={"prompt": "ROMEO:", "max_new_tokens": 4096, "temperature": 1.0}) as response:
+                    event = "message"
                     for line in response.iter_lines():
-                        if line.startswith("data:"):
-                            pieces.append(json.loads(line[5:]))
-                ended["how"] = "closed"
+                        if line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:"):
+                            (pieces if event == "message" else ends).append((event, json.loads(line[5:])))
             except httpx.HTTPError as err:  # a connection cut at the end of the grace period
-                ended["how"] = type(err).__name__
+                ends.append(("cut", type(err).__name__))
 
         clients = [threading.Thread(target=stream) for _ in range(3)]
         for client in clients:
@@ -51,13 +56,14 @@ def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
             client.join(timeout=10)
             assert not client.is_alive(), "a client is still waiting after the server exited"
         _, err = process.communicate()
-        # uvicorn re-raises the signal once it has shut down, so the exit status is "killed by SIGTERM" (or 0
-        # on older versions); what matters is that it got there through its graceful path, logged below.
-        assert code in (0, -signal.SIGTERM), err
-        assert took < 10  # the streams finish or are cancelled within the grace period (5 s)
+        assert code == 0, err
+        assert took < 5, err  # well within the grace period: nothing had to be cancelled
         assert "Traceback" not in err and "ERROR" not in err, err
         assert "Application shutdown complete" in err and "Finished server process" in err
-        assert ended  # every client saw its stream end, none hung
+        # every client's stream ended with its final event, told why, none was cut or hung
+        assert len(ends) == 3 and all(event == "done" and data["reason"] == "shutdown" for event, data in ends), ends
     finally:
+        for burner in burners:
+            burner.kill()
         if process.poll() is None:
             process.kill()

@@ -24,6 +24,7 @@ def one_shape_model(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_tiny_one_shape_task_is_learned(one_shape_model, capsys):
     assert main(["caption", "evaluate", "--model", str(one_shape_model), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -33,6 +34,7 @@ def test_a_tiny_one_shape_task_is_learned(one_shape_model, capsys):
     assert result["localization"] > 4 * result["localization_uniform"], result
 
 
+@pytest.mark.slow
 def test_describe_writes_attention_panels_and_json(one_shape_model, tmp_path, capsys):
     image = Image.new("RGBA", (100, 80), (255, 255, 255, 255))
     image.paste((255, 0, 0, 255), (30, 20, 60, 50))
@@ -51,6 +53,7 @@ def test_describe_writes_attention_panels_and_json(one_shape_model, tmp_path, ca
     assert out.exists() and out.stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_describe_a_folder_and_refuse_a_corrupt_image(one_shape_model, tmp_path, capsys):
     folder = tmp_path / "images"
     folder.mkdir()
@@ -68,6 +71,7 @@ def test_describe_a_folder_and_refuse_a_corrupt_image(one_shape_model, tmp_path,
     assert "notes.png" in err and "not a readable image" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_python_api_returns_weights(one_shape_model):
     captioner = ImageCaptioner.from_pretrained(one_shape_model)
     image = np.full((48, 48, 3), 255, dtype=np.uint8)

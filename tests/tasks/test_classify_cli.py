@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tasks.test_classify import synthetic_reviews
+from tests.helpers import synthetic_reviews
 
 FOLIO = Path(sys.executable).with_name("folio")
 
@@ -30,6 +30,7 @@ def trained(tmp_path_factory):
     return root, data, root / "model", result
 
 
+@pytest.mark.slow
 def test_train_reports_validation_and_saves_a_complete_checkpoint(trained):
     _, _, model, result = trained
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -38,6 +39,7 @@ def test_train_reports_validation_and_saves_a_complete_checkpoint(trained):
     assert json.loads((model / "config.json").read_text())["task"] == "classify"
 
 
+@pytest.mark.slow
 def test_predict_from_arguments_stdin_and_files(trained):
     root, data, model, _ = trained
     args = ["classify", "predict", "--model", model]
@@ -53,6 +55,7 @@ def test_predict_from_arguments_stdin_and_files(trained):
     assert from_file.returncode == 0 and len(from_file.stdout.splitlines()) == 600
 
 
+@pytest.mark.slow
 def test_evaluate_prints_one_json_object(trained):
     root, data, model, _ = trained
     result = folio("classify", "evaluate", "--model", model, "--data", data, "--json")
@@ -62,6 +65,7 @@ def test_evaluate_prints_one_json_object(trained):
     assert report["n"] == 600 and report["accuracy"] > 0.9 and report["roc_auc"] > 0.9
 
 
+@pytest.mark.slow
 def test_explain_in_the_terminal_and_as_html(trained, tmp_path):
     _, _, model, _ = trained
     text = "the acting was superb"
@@ -89,6 +93,7 @@ def test_bad_training_files_write_nothing(tmp_path, content, message):
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.slow
 def test_bad_inputs_to_a_trained_model(trained, tmp_path):
     _, _, model, _ = trained
     empty = folio("classify", "predict", "--model", model, "")

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.conftest import PATTERN, folio_command
+from tests.helpers import PATTERN, folio_command
 
 
 def run(cmd, *args, timeout=300, stdin=None):
@@ -28,6 +28,7 @@ def gpt_model(tmp_path_factory):
     return cmd, corpus, root / "model", result
 
 
+@pytest.mark.slow
 def test_gpt_learns_the_pattern_and_samples(gpt_model):
     cmd, corpus, model, result = gpt_model
     config = json.loads((model / "config.json").read_text())
@@ -45,6 +46,7 @@ def test_gpt_learns_the_pattern_and_samples(gpt_model):
     assert len(long) == 207 and "And how are you, my lord?" in long
 
 
+@pytest.mark.slow
 def test_attention_maps_are_written_for_any_layer_and_head(gpt_model, tmp_path):
     cmd, _, model, _ = gpt_model
     result = run(cmd, "lm", "attention", "--model", str(model), "--text", "ROMEO:\nHow are you?", "--layer", "0",
@@ -57,6 +59,7 @@ def test_attention_maps_are_written_for_any_layer_and_head(gpt_model, tmp_path):
     assert bad.returncode == 2 and "heads 0..1" in bad.stderr
 
 
+@pytest.mark.slow
 def test_gpt_refuses_stateful_training(gpt_model, tmp_path):
     cmd, corpus, _, _ = gpt_model
     result = run(cmd, "lm", "train", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--arch", "gpt",

@@ -12,7 +12,7 @@ def run(cmd, *args, timeout=300):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.conftest import PATTERN, folio_command
+    from tests.helpers import PATTERN, folio_command
 
     root = tmp_path_factory.mktemp("cli")
     corpus = root / "corpus.txt"
@@ -25,6 +25,7 @@ def trained(tmp_path_factory):
     return cmd, corpus, root / "model", result
 
 
+@pytest.mark.slow
 def test_train_shows_progress_and_prints_three_samples(trained):
     _, _, model, result = trained
     assert "step 250/250" in result.stderr and "tok/s" in result.stderr and "ETA" in result.stderr
@@ -34,6 +35,7 @@ def test_train_shows_progress_and_prints_three_samples(trained):
     assert (model / "last" / "trainer_state.pt").exists()
 
 
+@pytest.mark.slow
 def test_sample_is_seeded_and_streams(trained):
     cmd, _, model, _ = trained
     args = ["lm", "sample", "--model", str(model), "--prompt", "ROMEO:\nHow are", "--length", "60", "--seed", "7"]
@@ -46,6 +48,7 @@ def test_sample_is_seeded_and_streams(trained):
     assert many.stdout.count("---") == 3
 
 
+@pytest.mark.slow
 def test_stop_string_ends_the_sample(trained):
     cmd, _, model, _ = trained
     result = run(cmd, "lm", "sample", "--model", str(model), "--prompt", "JULIET:\n", "--length", "200",
@@ -54,6 +57,7 @@ def test_stop_string_ends_the_sample(trained):
     assert "\n\n" not in result.stdout.rstrip("\n")
 
 
+@pytest.mark.slow
 def test_evaluate_prints_one_json_object(trained):
     cmd, corpus, model, _ = trained
     result = run(cmd, "lm", "evaluate", "--model", str(model), "--corpus", str(corpus), "--split", "test", "--json")
@@ -72,6 +76,7 @@ def _assert_clean_error(result, needle):
     assert len(lines) <= 3, result.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_one_line_errors(trained, tmp_path):
     cmd, corpus, model, _ = trained
     empty = tmp_path / "empty.txt"
@@ -86,6 +91,7 @@ def test_bad_inputs_get_one_line_errors(trained, tmp_path):
     _assert_clean_error(run(cmd, "lm", "train", "--corpus", str(corpus), "--resume", str(tmp_path / "nowhere")), "no checkpoint to resume")
 
 
+@pytest.mark.slow
 def test_wrong_or_corrupt_checkpoints_are_refused(trained, tmp_path):
     cmd, _, model, _ = trained
     import shutil

@@ -12,7 +12,7 @@ from folio.tasks.classify import train as train_classifier
 from folio.tasks.lm import LanguageModel, LMTrainOptions
 from folio.tasks.lm import train as train_lm
 from folio.training.trainer import TrainConfig
-from tests.tasks.test_classify import synthetic_reviews
+from tests.helpers import synthetic_reviews
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def fine_tune(root, labelled, lm_dir, name, **options):
     return train_classifier(ClassifyTrainOptions(**settings))
 
 
+@pytest.mark.slow
 def test_word_level_gru_lm_starts_a_ulmfit_classifier(reviews):
     root, labelled, corpus = reviews
     lm_dir, _ = pretrain(root, corpus, "gru_lm", "word", {"arch": "gru", "layers": 2, "hidden": 32, "embedding_dim": 16,
@@ -73,6 +74,7 @@ def test_word_level_gru_lm_starts_a_ulmfit_classifier(reviews):
     assert [r["label"] for r in clf.predict(["a wonderful brilliant film", "an awful boring film"])] == ["pos", "neg"]
 
 
+@pytest.mark.slow
 def test_bpe_gpt_lm_generates_text_and_starts_a_causal_classifier(reviews):
     root, labelled, corpus = reviews
     lm_dir, _ = pretrain(root, corpus, "gpt_lm", "bpe", {"arch": "gpt", "layers": 2, "hidden": 32, "heads": 2,
@@ -85,7 +87,7 @@ def test_bpe_gpt_lm_generates_text_and_starts_a_causal_classifier(reviews):
     from folio.tasks.classify import _from_language_model
 
     model, _, _ = _from_language_model(ClassifyTrainOptions(init_from=str(lm_dir), model={"dropout": 0.0}, max_len=32), 2)
-    ids = torch.tensor([lm.vocab.encode_text("A brilliant and moving film!")])
+    ids = torch.tensor([lm.vocab.encode("A brilliant and moving film!")])
     with torch.no_grad():
         hidden = model.eval().gpt.hidden_states(model.embedding(ids))
         torch.testing.assert_close(lm.model.head(hidden), lm.model(ids)[0])  # the same trunk, the LM head aside
@@ -102,6 +104,7 @@ def test_bpe_gpt_lm_generates_text_and_starts_a_causal_classifier(reviews):
     assert clf.tokenizer.kind == "bpe" and clf.model.config.gpt is not None
 
 
+@pytest.mark.slow
 def test_masked_lm_pretraining_then_fine_tuning(reviews):
     root, labelled, corpus = reviews
     model = {"arch": "bert", "layers": 2, "hidden": 32, "heads": 2, "context": 24, "dropout": 0.0, "mask_prob": 0.15}
@@ -154,10 +157,11 @@ def _classifier(root, labelled):
     return out
 
 
+@pytest.mark.slow
 def test_the_cli_pretrains_and_fine_tunes(reviews, tmp_path):
     import subprocess
 
-    from tests.conftest import folio_command
+    from tests.helpers import folio_command
 
     root, labelled, corpus = reviews
     cmd = folio_command()

@@ -1,7 +1,6 @@
 """`folio translate` end to end through a real subprocess, and every bad input the issue lists."""
 
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -9,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-NUMBERS = {"one": "un", "two": "deux", "three": "trois", "four": "quatre", "five": "cinq", "six": "six",
-           "seven": "sept", "eight": "huit", "nine": "neuf", "ten": "dix"}
+from tests.helpers import number_pairs
 
 
 def _translate_cmd() -> list[str]:
@@ -23,21 +21,11 @@ def run(cmd, *args, input=None, timeout=300):
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, input=input)
 
 
-def _number_pairs(n, seed):
-    rng = random.Random(seed)
-    words = list(NUMBERS)
-    lines = []
-    for _ in range(n):
-        chosen = [rng.choice(words) for _ in range(rng.randint(1, 5))]
-        lines.append(" ".join(chosen) + "\t" + " ".join(NUMBERS[w] for w in chosen) + "\tCC-BY 2.0 attribution")
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("translate")
     pairs = root / "numbers.txt"
-    pairs.write_text(_number_pairs(3000, 0), encoding="utf-8")
+    pairs.write_text(number_pairs(3000, 0), encoding="utf-8")
     cmd = _translate_cmd()
     result = run(cmd, "train", "--data", str(pairs), "--out", str(root / "model"), "--tokenizer", "word",
                  "--hidden", "48", "--embedding-dim", "24", "--attention", "bahdanau", "--batch-size", "32",
@@ -46,6 +34,7 @@ def trained(tmp_path_factory):
     return cmd, pairs, root / "model", result
 
 
+@pytest.mark.slow
 def test_train_writes_a_checkpoint(trained):
     _, _, model, result = trained
     assert "step 250/250" in result.stderr and "bahdanau" in result.stderr
@@ -54,6 +43,7 @@ def test_train_writes_a_checkpoint(trained):
     assert json.loads((model / "config.json").read_text())["task"] == "translate"
 
 
+@pytest.mark.slow
 def test_evaluate_json_is_one_object_with_sacrebleu_signature(trained, tmp_path):
     cmd, _, model, _ = trained
     result = run(cmd, "evaluate", "--model", str(model), "--json", "--by-length", str(tmp_path / "len.png"))
@@ -72,6 +62,7 @@ def test_evaluate_json_is_one_object_with_sacrebleu_signature(trained, tmp_path)
     assert "signature: nrefs:1" in table.stdout
 
 
+@pytest.mark.slow
 def test_run_from_arguments_stdin_and_file_with_attention_and_n_best(trained, tmp_path):
     cmd, _, model, _ = trained
     result = run(cmd, "run", "--model", str(model), "three one four", "two", "--show-attention", str(tmp_path / "a.png"))
@@ -90,6 +81,7 @@ def test_run_from_arguments_stdin_and_file_with_attention_and_n_best(trained, tm
     assert float(blocks[0][0].split("\t")[0]) >= float(blocks[0][1].split("\t")[0])
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
     cmd, pairs, model, _ = trained
     work = tmp_path / "model"
@@ -100,6 +92,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
     assert "resuming at step 250" in result.stderr and "step 260/260" in result.stderr
 
 
+@pytest.mark.slow
 def test_python_api_returns_attention_weights(trained):
     from folio.tasks.translate import Translator
 
@@ -118,6 +111,7 @@ def _assert_clean_error(result, needle):
     assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 3, result.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_clear_errors(trained, tmp_path):
     cmd, _, model, _ = trained
     _assert_clean_error(run(cmd, "run", "--model", str(model), "one", ""), "argument 2 is empty")
@@ -140,9 +134,10 @@ def test_bad_inputs_get_clear_errors(trained, tmp_path):
     _assert_clean_error(run(cmd, "train", "--data", "https://example.org/fra-eng.zip", "--out", str(tmp_path / "o")), "--sha256")
 
 
+@pytest.mark.slow
 def test_transformer_arch_trains_translates_and_shows_attention(tmp_path):
     pairs = tmp_path / "numbers.txt"
-    pairs.write_text(_number_pairs(3000, 0), encoding="utf-8")
+    pairs.write_text(number_pairs(3000, 0), encoding="utf-8")
     cmd = _translate_cmd()
     result = run(cmd, "train", "--data", str(pairs), "--out", str(tmp_path / "model"), "--tokenizer", "word",
                  "--arch", "transformer", "--layers", "1", "--hidden", "64", "--heads", "2", "--batch-size", "32",

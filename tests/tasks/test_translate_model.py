@@ -107,6 +107,7 @@ def _greedy_and_beam(model, sources, beam_size=3):
     return greedy, beams
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention,cell", [("bahdanau", "gru"), ("luong_general", "lstm")])
 def test_reversal_is_learned_to_100_percent(tmp_path, attention, cell):
     torch.manual_seed(0)
@@ -128,16 +129,16 @@ def test_reversal_is_learned_to_100_percent(tmp_path, attention, cell):
 
 
 def test_source_reversal_feeds_tokens_backwards_before_eos():
-    from folio.data.pairs import CharTokenizer
     from folio.tasks.translate import SourceEncoder
+    from folio.tokenizers import fit_tokenizer
 
-    tok = CharTokenizer.fit(["abc"])
+    tok = fit_tokenizer("char", ["abc"], seq2seq=True)
     assert SourceEncoder(tok, reverse=False, max_len=10)("abc") == [4, 5, 6, EOS]
     assert SourceEncoder(tok, reverse=True, max_len=10)("abc") == [6, 5, 4, EOS]
 
 
 def test_transformer_decode_steps_equal_the_parallel_decoder():
-    from folio.models.transformer import TransformerSeq2Seq, TransformerSeq2SeqConfig
+    from folio.models.transformer_seq2seq import TransformerSeq2Seq, TransformerSeq2SeqConfig
 
     torch.manual_seed(0)
     model = TransformerSeq2Seq(TransformerSeq2SeqConfig(src_vocab_size=11, tgt_vocab_size=9, layers=2, heads=2,
@@ -156,8 +157,9 @@ def test_transformer_decode_steps_equal_the_parallel_decoder():
     assert model.loss(batch).item() > 0
 
 
+@pytest.mark.slow
 def test_transformer_learns_reversal_through_greedy_and_beam_search(tmp_path):
-    from folio.models.transformer import TransformerSeq2Seq, TransformerSeq2SeqConfig
+    from folio.models.transformer_seq2seq import TransformerSeq2Seq, TransformerSeq2SeqConfig
 
     torch.manual_seed(0)
     model = TransformerSeq2Seq(TransformerSeq2SeqConfig(src_vocab_size=12, tgt_vocab_size=12, layers=2, heads=4, hidden=64,

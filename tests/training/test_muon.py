@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from folio.models.transformer import GPT, GPTConfig
+from folio.models.gpt import GPT, GPTConfig
 from folio.training.muon import Muon, orthogonalize, split_for_muon
 
 
@@ -64,6 +64,7 @@ def test_its_adamw_half_matches_torch_adamw():
     torch.testing.assert_close(a.detach(), b.detach())
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_orthogonalisation_and_agree_with_one(tmp_path):
     """Under torchrun each process orthogonalises every other matrix; after the all-reduce both hold the
     weights a single process computes."""

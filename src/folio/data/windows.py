@@ -11,7 +11,8 @@ Two layouts:
   consecutive, non-overlapping window of every stream, so row j of batch i+1 continues row j of batch i
   and a recurrent model may carry its hidden state across batches.
 
-Under torchrun each rank takes its own rows of the same global batch.
+Under torchrun each rank takes its own rows of the same global batch. Both layouts are the trainer's
+`folio.training.batches.TrainBatches`, and their batches its `Batch`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from folio.errors import DataError
 
 @dataclass
 class Batch:
+    """Windows of ids and their next ids (a `folio.training.batches.Batch`)."""
+
     inputs: torch.Tensor  # (B, n)
     targets: torch.Tensor  # (B, n)
     reset_state: bool = False  # True where a stateful model must start from a zero state
@@ -40,7 +43,7 @@ class Batch:
 class RandomWindows:
     """All windows of `seq_len + 1` ids at shift 1, in a fresh random order each epoch."""
 
-    stateful = False
+    stateful: bool = False  # windows overlap and come shuffled: no state carries over
 
     def __init__(self, ids: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if len(ids) < seq_len + 1:
@@ -75,7 +78,7 @@ class RandomWindows:
 class StatefulStreams:
     """`batch_size` contiguous streams; consecutive batches continue each row."""
 
-    stateful = True
+    stateful: bool = True  # a recurrent model carries its state from batch i to batch i+1
 
     def __init__(self, ids: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         streams = batch_size * world_size
@@ -100,4 +103,5 @@ class StatefulStreams:
 
 
 def make_batches(ids: torch.Tensor, seq_len: int, batch_size: int, stateful: bool, **kwargs) -> RandomWindows | StatefulStreams:
+    """Stateful streams or random windows of `ids` (T,); `kwargs`: seed, rank, world_size."""
     return (StatefulStreams if stateful else RandomWindows)(ids, seq_len, batch_size, **kwargs)

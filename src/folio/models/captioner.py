@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.models import check_fractions, check_sizes
 from folio.nn.attention import AdditiveAttention
 
 ENCODERS = ("cnn", "efficientnet_lite0")
@@ -62,11 +63,8 @@ class CaptionerConfig:
         self.channels = tuple(self.channels)
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder {self.encoder!r}: choose one of {', '.join(ENCODERS)}")
-        for name in ("vocab_size", "image_size", "feature_dim", "embedding_dim", "hidden", "attention_dim", "max_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_sizes(self, "vocab_size", "image_size", "feature_dim", "embedding_dim", "hidden", "attention_dim", "max_len")
+        check_fractions(self, "dropout")
         if self.doubly_stochastic < 0:
             raise ConfigError(f"doubly_stochastic must be >= 0, got {self.doubly_stochastic}")
         if self.encoder == "cnn":
@@ -123,6 +121,7 @@ class CaptionBatch:
     images: Tensor  # (B, 3, H, W) float in [0, 1]
     tgt_in: Tensor | None = None  # (B, T)
     tgt_out: Tensor | None = None  # (B, T), pad_id where there is no word
+    reset_state = False  # a class attribute, not a field: no state is carried across these batches
 
     def to(self, device: torch.device) -> CaptionBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

@@ -1,4 +1,8 @@
-"""A recurrent sequence classifier: embedding → stacked (bi)GRU/LSTM → pooling → dense head.
+"""Sequence classifiers: token ids (B, T) and a mask → logits (B, C).
+
+`RecurrentClassifier`: embedding → stacked (bi)GRU/LSTM → pooling → dense head.
+`TransformerClassifier`: a BERT encoder (bert.py, from scratch or MiniLM) or a causal GPT trunk (gpt.py,
+pretrained by `folio lm`) → pooling over real tokens → dense head.
 
 Masks are `True` for real tokens ("keep"). With `masking=True` padding never changes a result:
 
@@ -24,9 +28,18 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.models import check_fractions, check_sizes, mean_pool
+from folio.models.bert import BertConfig, BertEncoder
+from folio.models.gpt import GPT, GPTConfig
 from folio.nn.gru import FastGRU
 
 POOLINGS = ("last", "mean", "max", "max_mean")
+
+
+def check_classes(num_classes: int) -> None:
+    """Both classifier configs: a softmax over one class learns nothing."""
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
 
 
 @dataclass
@@ -48,13 +61,9 @@ class ClassifierConfig:
             raise ConfigError(f"--arch {self.arch!r}: choose gru or lstm")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"--pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
-        for name in ("vocab_size", "layers", "hidden", "embedding_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_classes < 2:
-            raise ConfigError(f"a classifier needs at least 2 classes, got {self.num_classes}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_sizes(self, "vocab_size", "layers", "hidden", "embedding_dim")
+        check_classes(self.num_classes)
+        check_fractions(self, "dropout")
 
     def describe(self) -> str:
         return f"{'bi' if self.bidirectional else ''}{self.arch.upper()} {self.layers}x{self.hidden}"
@@ -116,15 +125,14 @@ class RecurrentClassifier(nn.Module):
             x = torch.cat(outputs, dim=-1)  # (B, T, D*H)
             if layer < cfg.layers - 1:
                 x = self.dropout(x)
-        keep = mask.unsqueeze(-1)  # (B, T, 1)
         if cfg.pooling == "last":
             # forward direction: its state after the last real token; backward: after reading all of it
             hidden = cfg.hidden
             last = x.gather(1, (lengths - 1).view(batch, 1, 1).expand(batch, 1, x.size(-1))).squeeze(1)
             pooled = last if not cfg.bidirectional else torch.cat([last[:, :hidden], x[:, 0, hidden:]], dim=-1)
         else:
-            mean = (x * keep).sum(1) / lengths.unsqueeze(1).to(x.dtype)
-            maximum = x.masked_fill(~keep, float("-inf")).amax(1)
+            mean = mean_pool(x, mask)
+            maximum = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)  # padding never wins
             pooled = {"mean": mean, "max": maximum}.get(cfg.pooling)
             if pooled is None:
                 pooled = torch.cat([maximum, mean], dim=-1)
@@ -142,3 +150,96 @@ class RecurrentClassifier(nn.Module):
 
     def loss(self, batch) -> Tensor:
         return F.cross_entropy(self(batch.ids, batch.mask), batch.labels)
+
+
+# ---- Transformer classifier ---------------------------------------------------------------------------
+@dataclass
+class TransformerClassifierConfig:
+    """A Transformer with a pooled linear head: a BERT encoder (its BertConfig fields in `bert`), or a
+    causal GPT trunk (its GPTConfig fields in `gpt`: a causal LM pretrained with `folio lm`)."""
+
+    bert: dict | None = None
+    num_classes: int = 2
+    pooling: str = "mean"  # mean over real tokens | cls (the first token; BERT) | last (the last real token; GPT)
+    dropout: float = 0.1  # before the head
+    init_from: str | None = None  # where the encoder's weights came from (minilm, a directory), for the record
+    type: str = "transformer_classifier"
+    gpt: dict | None = None
+
+    def __post_init__(self):
+        if (self.bert is None) == (self.gpt is None):
+            raise ConfigError("a Transformer classifier has either a BERT encoder or a GPT trunk")
+        poolings = ("mean", "cls") if self.gpt is None else ("mean", "last")
+        if self.pooling not in poolings:
+            kind = "BERT encoder" if self.gpt is None else "causal (GPT)"
+            raise ConfigError(f"--pooling {self.pooling!r}: a {kind} classifier pools by {' or '.join(poolings)}")
+        check_classes(self.num_classes)
+        BertConfig(**self.bert) if self.gpt is None else GPTConfig(**self.gpt)  # fails early on a bad field
+
+    @classmethod
+    def small(cls, vocab_size: int, num_classes: int, layers: int = 4, hidden: int = 256, heads: int = 4,
+              max_len: int = 512, dropout: float = 0.1, pooling: str = "mean") -> TransformerClassifierConfig:
+        """A BERT of the given size, trained from scratch."""
+        bert = BertConfig.sized(vocab_size, layers, heads, hidden, context=max_len, dropout=dropout)
+        return cls(bert.to_dict(), num_classes, pooling, dropout)
+
+    def describe(self) -> str:
+        origin = f" from {self.init_from}" if self.init_from else ""
+        if self.gpt is not None:
+            g = GPTConfig(**self.gpt)
+            return f"causal Transformer (GPT){origin}, {g.layers} blocks, width {g.hidden}, {g.heads} heads"
+        b = BertConfig(**self.bert)
+        return f"Transformer encoder{origin}, {b.num_hidden_layers} blocks, width {b.hidden_size}, {b.num_attention_heads} heads"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TransformerClassifier(nn.Module):
+    """Token ids (B, T) and mask (True = real token) → logits (B, C): a BERT encoder or a causal GPT trunk,
+    pooling over real tokens, a linear head. A causal trunk needs no padding mask: right padding comes
+    after every real token, which never attends to it."""
+
+    def __init__(self, config: TransformerClassifierConfig):
+        super().__init__()
+        self.config = config
+        if config.gpt is not None:
+            self.gpt = GPT(GPTConfig(**config.gpt))
+            width = self.gpt.config.hidden
+        else:
+            self.bert = BertEncoder(BertConfig(**config.bert))
+            width = self.bert.config.hidden_size
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(width, config.num_classes)
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.gpt.embedding if self.config.gpt is not None else self.bert.embedding
+
+    def forward_embedded(self, embedded: Tensor, mask: Tensor) -> Tensor:
+        """Logits (B, C) from embedded tokens (B, T, C): the entry point for gradient-based explanations."""
+        if self.config.gpt is not None:
+            hidden = self.gpt.hidden_states(embedded)  # (B, T, C)
+        else:
+            hidden = self.bert.forward_embedded(embedded, mask)
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.config.pooling == "last":
+            last = (mask.sum(1) - 1).clamp(min=0)  # (B,)
+            pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+        else:
+            pooled = mean_pool(hidden, mask)
+        return self.head(self.dropout(pooled))
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+        """ids (B, T), mask (B, T) bool (default: ids != 0) → logits (B, C)."""
+        return self.forward_embedded(self.embedding(ids), ids != 0 if mask is None else mask)
+
+    def loss(self, batch) -> Tensor:
+        return F.cross_entropy(self(batch.ids, batch.mask), batch.labels)
+
+
+__all__ = [
+    "ClassifierConfig", "POOLINGS", "RecurrentClassifier", "TransformerClassifier", "TransformerClassifierConfig",
+    "reverse_within_length",
+]

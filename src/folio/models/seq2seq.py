@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from folio.errors import ConfigError
+from folio.models import check_fractions, check_sizes
 from folio.nn.attention import ATTENTION_TYPES, make_attention
 from folio.nn.gru import FastGRU
 from folio.nn.masks import lengths_to_mask
@@ -65,15 +66,10 @@ class Seq2SeqConfig:
             raise ConfigError(f"cell {self.cell!r}: choose gru or lstm")
         if self.attention not in ATTENTION_TYPES:
             raise ConfigError(f"attention {self.attention!r}: choose one of {', '.join(ATTENTION_TYPES)}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "layers", "embedding_dim", "hidden", "max_src_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_sizes(self, "src_vocab_size", "tgt_vocab_size", "layers", "embedding_dim", "hidden", "max_src_len")
+        check_fractions(self, "dropout", "label_smoothing")
         if not 0 <= self.scheduled_sampling <= 1:
             raise ConfigError(f"scheduled_sampling must be in [0, 1], got {self.scheduled_sampling}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ConfigError(
                 "share_embeddings needs one vocabulary for both sides "
@@ -107,6 +103,7 @@ class Seq2SeqBatch:
     src_lengths: Tensor  # (B,) on CPU (packing needs them there)
     tgt_in: Tensor | None = None  # (B, T); None when only translating
     tgt_out: Tensor | None = None  # (B, T), pad_id where there is no target
+    reset_state = False  # a class attribute, not a field: no state is carried across these batches
 
     def to(self, device: torch.device) -> Seq2SeqBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

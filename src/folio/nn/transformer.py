@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from folio.errors import ConfigError
 from folio.nn.masks import causal_mask, masked_fill_scores
 
-KVCache = tuple[Tensor, Tensor]  # keys, values: (B, heads, S, head_dim)
+KVCache = tuple[Tensor, Tensor]  # keys, values: (B, kv_heads, S, head_dim), kv_heads = heads unless grouped
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -136,24 +136,34 @@ class MultiHeadAttention(nn.Module):
         out, _, cache = mha(x_new, causal=True, cache=cache)      # one more step of a decoder
 
     Projections are named q_proj/k_proj/v_proj/out_proj, so foreign checkpoints map onto them one to one.
+
+    `kv_heads` < `heads` is grouped-query attention (Ainslie et al. 2023; Llama 2/3, SmolLM2): `kv_heads`
+    key/value heads, each read by heads/kv_heads query heads, so the cache holds only `kv_heads` heads.
+    Rotary positions: `rotary_len` > 0 builds this layer's own table over that many positions; `rotary` passes
+    a `RotaryEmbedding` that every layer shares (one table for a long context, and its own base).
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, rotary_len: int = 0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, rotary_len: int = 0,
+                 kv_heads: int | None = None, rotary: RotaryEmbedding | None = None):
         super().__init__()
+        kv_heads = kv_heads or heads
         if dim % heads:
             raise ConfigError(f"the model width {dim} must be divisible by the number of heads {heads}")
-        self.heads = heads
+        if heads % kv_heads:
+            raise ConfigError(f"the number of heads {heads} must be a multiple of the key/value heads {kv_heads}")
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
         self.dropout = dropout
-        # rotary_len > 0: self-attention rotates queries and keys by position (RoPE) over that many positions
-        self.rotary = RotaryEmbedding(dim // heads, rotary_len) if rotary_len else None
+        if rotary is None and rotary_len:
+            rotary = RotaryEmbedding(self.head_dim, rotary_len)
+        self.rotary = rotary
         self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(dim, dim, bias=bias)
-        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def _split(self, x: Tensor) -> Tensor:
-        batch, steps, dim = x.shape
-        return x.view(batch, steps, self.heads, dim // self.heads).transpose(1, 2)  # (B, h, T, d)
+        batch, steps, _ = x.shape
+        return x.view(batch, steps, -1, self.head_dim).transpose(1, 2)  # (B, h or kv_heads, T, d)
 
     def forward(
         self,
@@ -180,20 +190,22 @@ class MultiHeadAttention(nn.Module):
                 offset = 0 if cache is None else cache[0].size(2)  # cached keys are rotated already
                 q, k = self.rotary(q, offset), self.rotary(k, offset)
             if cache is not None:
-                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, h, S+T, d)
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, kv_heads, S+T, d)
         dropout = self.dropout if self.training else 0.0
-        out, weights = scaled_dot_product_attention(q, k, v, mask, causal, dropout, need_weights)
-        batch, steps, dim = x.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, dim)), weights, (k, v)
+        group = self.heads // self.kv_heads  # query heads per key/value head: head i reads kv head i // group
+        shared_k, shared_v = (k, v) if group == 1 else (k.repeat_interleave(group, 1), v.repeat_interleave(group, 1))
+        out, weights = scaled_dot_product_attention(q, shared_k, shared_v, mask, causal, dropout, need_weights)
+        batch, steps, _ = x.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, (k, v)  # (B, T, C)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, ff_dim: int, dropout: float = 0.0, activation: str = "gelu"):
+    def __init__(self, dim: int, ff_dim: int, dropout: float = 0.0, activation: str = "gelu", bias: bool = True):
         super().__init__()
         if activation not in ("gelu", "relu"):
-            raise ConfigError(f"activation {activation!r}: choose gelu or relu")
-        self.fc1 = nn.Linear(dim, ff_dim)
-        self.fc2 = nn.Linear(ff_dim, dim)
+            raise ConfigError(f"activation {activation!r}: choose gelu, relu or swiglu")
+        self.fc1 = nn.Linear(dim, ff_dim, bias=bias)
+        self.fc2 = nn.Linear(ff_dim, dim, bias=bias)
         self.activation = F.gelu if activation == "gelu" else F.relu
         self.dropout = nn.Dropout(dropout)
 
@@ -201,31 +213,69 @@ class FeedForward(nn.Module):
         return self.fc2(self.dropout(self.activation(self.fc1(x))))
 
 
+class SwiGLU(nn.Module):
+    """The gated feed-forward layer of Llama (Shazeer 2020, "GLU variants"): down(silu(gate(x)) ⊙ up(x))."""
+
+    def __init__(self, dim: int, ff_dim: int, dropout: float = 0.0, bias: bool = False):
+        super().__init__()
+        self.gate = nn.Linear(dim, ff_dim, bias=bias)
+        self.up = nn.Linear(dim, ff_dim, bias=bias)
+        self.down = nn.Linear(ff_dim, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.dropout(F.silu(self.gate(x)) * self.up(x)))  # (B, T, ff_dim) inside
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation (Zhang & Sennrich 2019; Llama): x / rms(x) · weight, with no centring
+    and no bias. Computed in float32 whatever the input's dtype, then cast back, as Llama's reference does."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        wide = x.float()
+        return self.weight * (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
 class TransformerBlock(nn.Module):
     """Self-attention, optional cross-attention over a memory, and a feed-forward layer, each with a
     residual connection and LayerNorm: before the sub-layer (`norm_first`, pre-LN, as GPT-2) or after
-    the residual sum (post-LN, as the original Transformer and BERT).
+    the residual sum (post-LN, as the original Transformer and BERT). Llama's block is the pre-LN one with
+    `norm="rms"`, `activation="swiglu"`, `bias=False`, grouped-query `kv_heads` and a shared `rotary`.
     """
 
     def __init__(
         self, dim: int, heads: int, ff_dim: int, dropout: float = 0.0, norm_first: bool = True,
         cross_attention: bool = False, activation: str = "gelu", eps: float = 1e-5, rotary_len: int = 0,
-        inner_dropout: float | None = None,
+        inner_dropout: float | None = None, norm: str = "layer", bias: bool = True, kv_heads: int | None = None,
+        rotary: RotaryEmbedding | None = None,
     ):
         """`dropout` acts on each sub-layer's output before the residual sum; `inner_dropout` (default: the
-        same) on the attention weights and the feed-forward layer's hidden units."""
+        same) on the attention weights and the feed-forward layer's hidden units. `norm`: layer | rms;
+        `bias`: whether the attention and feed-forward projections have biases."""
         super().__init__()
+        if norm not in ("layer", "rms"):
+            raise ConfigError(f"norm {norm!r}: choose layer or rms")
         inner = dropout if inner_dropout is None else inner_dropout
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(dim, heads, inner, rotary_len=rotary_len)
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.cross_attn = MultiHeadAttention(dim, heads, inner) if cross_attention else None
-        self.norm_cross = nn.LayerNorm(dim, eps=eps) if cross_attention else None
-        self.ff = FeedForward(dim, ff_dim, inner, activation)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.self_attn = MultiHeadAttention(dim, heads, inner, bias, rotary_len, kv_heads, rotary)
+        self.norm1 = self._norm(norm, dim, eps)
+        self.cross_attn = MultiHeadAttention(dim, heads, inner, bias, kv_heads=kv_heads) if cross_attention else None
+        self.norm_cross = self._norm(norm, dim, eps) if cross_attention else None
+        self.ff = (SwiGLU(dim, ff_dim, inner, bias) if activation == "swiglu"
+                   else FeedForward(dim, ff_dim, inner, activation, bias))
+        self.norm2 = self._norm(norm, dim, eps)
         self.dropout = nn.Dropout(dropout)
 
-    def _sublayer(self, x: Tensor, norm: nn.LayerNorm, fn) -> tuple[Tensor, tuple]:
+    @staticmethod
+    def _norm(norm: str, dim: int, eps: float) -> nn.Module:
+        return RMSNorm(dim, eps) if norm == "rms" else nn.LayerNorm(dim, eps=eps)
+
+    def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, tuple]:
         out, *rest = fn(norm(x) if self.norm_first else x)
         x = x + self.dropout(out)
         return (x if self.norm_first else norm(x)), rest
@@ -259,6 +309,7 @@ class TransformerBlock(nn.Module):
 
 
 __all__ = [
-    "FeedForward", "KVCache", "MultiHeadAttention", "PositionalEncoding", "RotaryEmbedding", "TransformerBlock",
+    "FeedForward", "KVCache", "MultiHeadAttention", "PositionalEncoding", "RMSNorm", "RotaryEmbedding", "SwiGLU",
+    "TransformerBlock",
     "reference_attention", "scaled_dot_product_attention", "sinusoidal_positions",
 ]

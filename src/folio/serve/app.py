@@ -2,12 +2,10 @@
 
     folio serve --model runs/lm --model runs/imdb --model runs/bible --port 8000
 
-Endpoints: `POST /v1/generate` (server-sent events, or one JSON object with `"stream": false`),
-`POST /v1/classify` (optionally with per-token contributions), `POST /v1/translate` (beam search,
-n-best, attention weights), `POST /v1/caption` (image files uploaded as a multipart form, or base64 in JSON; per-word attention over
-the image grid),
-`GET /v1/models`, `GET /healthz`, the OpenAPI schema at `/openapi.json`
-and the page at `/`.
+Each registered task (`folio.tasks.TASKS`) adds its own routes from its `serve.py`: `POST /v1/generate`
+(lm: server-sent events), `POST /v1/classify`, `POST /v1/translate`, `POST /v1/caption`. Here: the models,
+`GET /v1/models`, `GET /healthz`, the OpenAPI schema at `/openapi.json`, the page at `/`, and what the task
+routes share (`ServedModel`, `pick`, `ERRORS`, `Batcher`, the body limit).
 
 Model work runs in worker threads, never on the event loop. Classification requests that arrive
 together are merged into one batch (`Batcher`); each model runs one batch at a time, and waiting
@@ -17,29 +15,23 @@ requests are served in arrival order (asyncio locks are FIFO).
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import json
+import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from folio.errors import CheckpointError, FolioError
 from folio.serve.page import PAGE
-from folio.serve.schemas import (
-    GENERATE_EVENT_SCHEMA,
-    MAX_IMAGES,
-    CaptionRequest,
-    ClassifyRequest,
-    ErrorResponse,
-    GenerateRequest,
-    TranslateRequest,
-)
+from folio.serve.schemas import ErrorResponse
+from folio.tasks import TASKS, task_of
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
 
@@ -56,9 +48,9 @@ ERRORS: dict = {status: {"model": ErrorResponse, "description": why} for status,
 @dataclass
 class ServedModel:
     name: str
-    task: str  # lm | classify | translate | caption
+    task: str  # a registered task's name (folio.tasks.TASKS)
     directory: str
-    model: object  # LanguageModel | TextClassifier | Translator | ImageCaptioner
+    model: object  # the task's inference object (LanguageModel, TextClassifier, ...)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: Batcher | None = None
 
@@ -69,27 +61,18 @@ class ServedModel:
 
 
 def load_model(spec: str) -> ServedModel:
-    """`DIR` or `NAME=DIR` → the model, by the task its config.json names."""
+    """`DIR` or `NAME=DIR` → the model, loaded by the task its config.json names."""
     name, _, directory = spec.rpartition("=") if "=" in spec else ("", "", spec)
     path = Path(directory)
-    config_path = path / "config.json"
-    if not config_path.exists():
-        raise CheckpointError(f"--model {directory}: no config.json there (is it a model directory?)")
-    try:
-        task = json.loads(config_path.read_text())["task"]
-    except (ValueError, KeyError) as err:
-        raise CheckpointError(f"{config_path}: not a Folio model config ({err})") from err
-    if task == "lm":
-        from folio.tasks.lm import LanguageModel as loader
-    elif task == "classify":
-        from folio.tasks.classify import TextClassifier as loader
-    elif task == "translate":
-        from folio.tasks.translate import Translator as loader
-    elif task == "caption":
-        from folio.tasks.caption import ImageCaptioner as loader
-    else:
-        raise CheckpointError(f"{config_path}: task {task!r} cannot be served")
-    return ServedModel(name or path.resolve().name, task, str(path), loader.from_pretrained(path))
+    task = task_of(path)
+    if task.routes is None:
+        raise CheckpointError(f"{path}/config.json: task {task.name!r} cannot be served")
+    return ServedModel(name or path.resolve().name, task.name, str(path), task.load(path))
+
+
+# A task route's way to its model: pick(name) → the served model of that name (which must be of the task), or
+# the first served model of the task when name is None; an HTTPException (404/422) otherwise.
+Pick = Callable[[str | None], ServedModel]
 
 
 class Batcher:
@@ -191,8 +174,11 @@ async def _send_json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
-    """The FastAPI application serving the models in `specs` (`DIR` or `NAME=DIR` each)."""
+def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown: threading.Event | None = None):
+    """The FastAPI application serving the models in `specs` (`DIR` or `NAME=DIR` each).
+
+    `shutdown`, once set, tells long work in flight (generation streams) to end at its next step.
+    """
     from folio import __version__
 
     models: dict[str, ServedModel] = {}
@@ -235,161 +221,45 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES):
     async def page() -> str:
         return PAGE
 
-    @app.post("/v1/generate", responses={**ERRORS, 200: {"description": "Server-sent events, or one JSON object",
-                                                         "content": {"text/event-stream": {
-                                                             "itemSchema": GENERATE_EVENT_SCHEMA}}}})
-    async def generate(body: GenerateRequest, request: Request):
-        served = pick(body.model, "lm")
-        options = dict(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_k=body.top_k,
-                       top_p=body.top_p, seed=body.seed, stop=body.stop)
-        lm = served.model
-        from folio.tasks.lm import encode
-
-        encode(lm.vocab, body.prompt)  # unknown characters fail here, as a 422, before the stream starts
-        if not body.stream:
-            async with served.lock:
-                text = await asyncio.to_thread(lambda: lm.generate(body.prompt, **options))
-            return {"model": served.name, "text": text[len(body.prompt):]}
-        return StreamingResponse(_event_stream(served, body.prompt, options, request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    @app.post("/v1/classify", responses=ERRORS)
-    async def classify(body: ClassifyRequest):
-        served = pick(body.model, "classify")
-        clf = served.model
-        if body.explain:
-            async with served.lock:
-                explained = await asyncio.to_thread(lambda: [clf.explain(t) for t in body.texts])
-            return {"model": served.name, "results": explained}
-        clf.encode(body.texts)  # empty or letter-less texts fail here, as a 422
-        if served.batcher is None:
-            served.batcher = Batcher(lambda texts: clf.predict(texts, batch_size=128))
-        return {"model": served.name, "results": await served.batcher.submit(body.texts)}
-
-    @app.post("/v1/translate", responses=ERRORS)
-    async def translate(body: TranslateRequest):
-        served = pick(body.model, "translate")
-        if body.n_best > body.beam_size:
-            raise HTTPException(422, f"n_best ({body.n_best}) cannot exceed beam_size ({body.beam_size})")
-        async with served.lock:
-            translations = await asyncio.to_thread(
-                lambda: served.model.translate(body.texts, beam_size=body.beam_size, length_penalty=body.length_penalty,
-                                               num_return=body.n_best, return_attention=body.attention,
-                                               truncate=body.truncate))
-        results = []
-        for t in translations:
-            item = {"source": t.source, "translation": t.text, "score": t.score}
-            if body.n_best > 1:
-                item["n_best"] = [{"translation": h.text, "score": h.score} for h in t.n_best]
-            if body.attention and t.attention is not None:
-                item.update(attention=[[round(w, 4) for w in row] for row in t.attention.tolist()],
-                            source_tokens=t.source_pieces, target_tokens=t.target_pieces)
-            results.append(item)
-        return {"model": served.name, "results": results}
-
-    @app.post("/v1/caption", openapi_extra=_caption_request_body(), responses=ERRORS)
-    async def caption(request: Request):
-        body = await _caption_request(request)
-        served = pick(body.model, "caption")
-        captioner = served.model
-        images = [captioner.decode_image(data, f"images[{i}]") for i, data in enumerate(body.images)]  # bad ones: 422
-        async with served.lock:
-            captions = await asyncio.to_thread(
-                lambda: captioner.describe(images, beam_size=body.beam_size, length_penalty=body.length_penalty,
-                                           return_attention=body.attention))
-        results = []
-        for c in captions:
-            item = {"caption": c.text, "score": c.score, "words": c.words}
-            if body.attention and c.attention is not None:
-                item["attention"] = [[[round(w, 4) for w in row] for row in grid] for grid in c.attention.tolist()]
-            results.append(item)
-        return {"model": served.name, "grid": captioner.model.config.grid_size, "results": results}
+    for task in TASKS.values():  # every task's routes, whether or not a model of it is served (then: 404)
+        if task.routes is not None:
+            task.hook("routes")(app, lambda name, task=task.name: pick(name, task))
 
     app.state.models = models
+    app.state.shutdown = shutdown or threading.Event()
     return BodyLimit(app, max_body_bytes) if max_body_bytes else app
 
 
-def _caption_request_body() -> dict:
-    """/v1/caption takes JSON (images as base64 text) or a multipart form upload (image files, the same fields)."""
-    schema = CaptionRequest.model_json_schema()
-    # additionalProperties: as in the JSON body, an unknown field is refused (422), so the schema must not allow it
-    form = {"type": "object", "required": ["images"], "additionalProperties": False, "properties": {
-        **{k: v for k, v in schema["properties"].items() if k != "images"},
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
-                   "maxItems": MAX_IMAGES},
-    }}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema},
-                                                          "multipart/form-data": {"schema": form}}}}
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, telling the app when a stop signal arrives (`shutdown`), and exiting 0 after a
+    graceful stop (uvicorn itself re-raises the signal once shut down, so the process would end killed by it)."""
 
+    def __init__(self, config: uvicorn.Config, shutdown: threading.Event):
+        super().__init__(config)
+        self.shutdown_event = shutdown
 
-async def _caption_request(request: Request) -> CaptionRequest:
-    """The request's fields, validated by CaptionRequest whichever way they came (a bad one: 422 naming it)."""
-    kind = request.headers.get("content-type", "")
-    try:
-        if kind.startswith("multipart/form-data"):
-            form = await request.form()
-            fields: dict = {}
-            for key, value in form.multi_items():
-                data = await value.read() if hasattr(value, "read") else str(value).encode()  # a file or a text field
-                if key == "images":
-                    fields.setdefault("images", []).append(base64.b64encode(data).decode())
-                else:
-                    fields[key] = data.decode(errors="replace")
-            return CaptionRequest.model_validate(fields)
-        try:  # as text: a json_invalid error holding raw bytes would fail to encode (a 500, not a 422)
-            text = (await request.body()).decode()
-        except UnicodeDecodeError:
-            raise HTTPException(400, "the body is not UTF-8 text: send JSON, or the images as a multipart form") from None
-        return CaptionRequest.model_validate_json(text)
-    except ValidationError as err:
-        raise RequestValidationError(err.errors(include_url=False, include_context=False)) from None
+    def handle_exit(self, sig: int, frame) -> None:
+        self.shutdown_event.set()  # generation threads read it before their next step
+        super().handle_exit(sig, frame)
 
-
-async def _event_stream(served: ServedModel, prompt: str, options: dict, request):
-    """Server-sent events: `data: {"text": ...}` per generated piece, then `event: done`.
-
-    The model runs in a worker thread that hands pieces over through a queue; when the client goes
-    away (or the server shuts down) the thread is told to stop after its current step.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    stop = threading.Event()
-    end = object()
-
-    def produce():
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for pieces in served.model.stream(prompt, **options):
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, pieces[0])
-        except Exception as err:  # noqa: BLE001 (reported to the client as an error event)
-            loop.call_soon_threadsafe(queue.put_nowait, err)
+            yield
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, end)
-
-    async with served.lock:
-        worker = asyncio.create_task(asyncio.to_thread(produce))
-        produced = 0
-        try:
-            while True:
-                item = await queue.get()
-                if item is end:
-                    yield f"event: done\ndata: {json.dumps({'characters': produced})}\n\n"
-                    break
-                if isinstance(item, Exception):
-                    yield f"event: error\ndata: {json.dumps({'detail': str(item)})}\n\n"
-                    break
-                if item:
-                    produced += len(item)
-                    yield f"data: {json.dumps({'text': item})}\n\n"
-        finally:
-            stop.set()  # a disconnect closes this generator: the thread stops at its next step
-            await worker
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def serve(specs: list[str], host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-    """Run the server until Ctrl-C / SIGTERM; in-flight requests get a few seconds to finish."""
-    import uvicorn
-
-    app = create_app(specs, max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    """Run the server until Ctrl-C / SIGTERM, then stop gracefully: no new connections, every generation in
+    flight ends at its next step with a final `done` event (`"reason": "shutdown"`), other requests finish,
+    and the process exits 0, well within uvicorn's grace period (5 s)."""
+    shutdown = threading.Event()
+    config = uvicorn.Config(create_app(specs, max_body_bytes, shutdown), host=host, port=port, log_level="info",
+                            timeout_graceful_shutdown=5)
+    GracefulServer(config, shutdown).run()

@@ -21,16 +21,16 @@ from folio.tasks.registry import Command, Task, read_task_name
 
 TASKS: dict[str, Task] = {task.name: task for task in [
     Task("lm", "language models: Char-RNN, GPT, masked-LM pretraining", "folio.tasks.lm.cli:add_cli",
-         inference="folio.tasks.lm.inference:LanguageModel", build_model="folio.tasks.lm.recipe:build_model",
+         inference="folio.tasks.lm:LanguageModel", build_model="folio.tasks.lm.recipe:build_model",
          routes="folio.tasks.lm.serve:add_routes", export="folio.tasks.lm.export:graphs"),
     Task("classify", "text classification (IMDb sentiment by default)", "folio.tasks.classify.cli:add_cli",
-         inference="folio.tasks.classify.inference:TextClassifier", build_model="folio.tasks.classify.recipe:build_model",
+         inference="folio.tasks.classify:TextClassifier", build_model="folio.tasks.classify.recipe:build_model",
          routes="folio.tasks.classify.serve:add_routes", export="folio.tasks.classify.export:graphs"),
     Task("translate", "encoder–decoder translation with attention and beam search", "folio.tasks.translate.cli:add_cli",
-         inference="folio.tasks.translate.inference:Translator", build_model="folio.tasks.translate.recipe:build_model",
+         inference="folio.tasks.translate:Translator", build_model="folio.tasks.translate.recipe:build_model",
          routes="folio.tasks.translate.serve:add_routes", export="folio.tasks.translate.export:graphs"),
     Task("caption", "image captioning with visual attention", "folio.tasks.caption.cli:add_cli",
-         inference="folio.tasks.caption.inference:ImageCaptioner", build_model="folio.tasks.caption.recipe:build_model",
+         inference="folio.tasks.caption:ImageCaptioner", build_model="folio.tasks.caption.recipe:build_model",
          routes="folio.tasks.caption.serve:add_routes"),
 ]}
 

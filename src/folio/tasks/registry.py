@@ -64,8 +64,6 @@ class Task(Command):
 def read_task_name(directory: str | Path) -> str:
     """The `"task"` a model directory's config.json names (a clear error where there is none)."""
     config_path = Path(directory) / "config.json"
-    if not Path(directory).is_dir():
-        raise CheckpointError(f"{directory} is not a directory (give a model directory)")
     if not config_path.is_file():
         raise CheckpointError(f"{directory}: no config.json there (is it a model directory?)")
     try:

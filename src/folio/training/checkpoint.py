@@ -100,6 +100,24 @@ def save_checkpoint(
     return directory
 
 
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` through a temporary file renamed into place: readers see the old file
+    or the whole new one, and a failure leaves no partial file behind.
+
+        write_atomic("runs/imdb/explain.html", page)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def read_config(directory: str | Path, task: str) -> dict:
     """The checkpoint's config, checked to belong to `task`."""
     directory = Path(directory)

@@ -23,6 +23,7 @@ from torch import nn
 
 from folio.errors import ConfigError
 from folio.runtime import Distributed
+from folio.training.batches import TrainBatches
 from folio.training.checkpoint import load_trainer_state, load_weights, save_checkpoint, unwrap
 from folio.training.muon import Muon, split_for_muon
 from folio.training.progress import MetricsLog, Progress, format_seconds, plot_curves
@@ -133,7 +134,7 @@ def _to_device(state, device):
 
 
 class Trainer:
-    """Train `model` on `train_data` (an object with `len()`, `batch(epoch, index)` and `stateful`).
+    """Train `model` on `train_data` (`TrainBatches`: `len()`, `batch(epoch, index)` and `stateful`).
 
     evaluate(model) -> validation loss; saved_config: the task's config.json content;
     write_extras(dir): writes vocabulary or tokenizer files beside the weights.
@@ -144,7 +145,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        train_data,
+        train_data: TrainBatches,
         config: TrainConfig,
         out_dir: str | Path,
         evaluate: Callable[[nn.Module], float],
@@ -324,7 +325,7 @@ class Trainer:
         """Run until max_steps / max_time / early stopping; returns a summary."""
         cfg = self.config
         self.model.train()
-        stateful = getattr(self.train_data, "stateful", False)
+        stateful = self.train_data.stateful
         batches_per_epoch = len(self.train_data)
         window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
         start = time.perf_counter() - self.elapsed
@@ -334,7 +335,7 @@ class Trainer:
                 if self.index >= batches_per_epoch:
                     self.epoch, self.index, self.carry = self.epoch + 1, 0, None
                 batch = self.train_data.batch(self.epoch, self.index).to(self.device)
-                if getattr(batch, "reset_state", False):
+                if batch.reset_state:
                     self.carry = None
                 lr = self.lr_at()
                 for group in self.optimizer.param_groups:
@@ -353,7 +354,7 @@ class Trainer:
                 self.index += 1
                 self.elapsed = time.perf_counter() - start
                 window_loss += loss.item()
-                window_tokens += getattr(batch, "num_tokens", 0) * self.dist.world_size
+                window_tokens += batch.num_tokens * self.dist.world_size
                 window_steps += 1
                 if self.on_step is not None:
                     self.on_step(self.step)

@@ -8,16 +8,19 @@ from pathlib import Path
 
 from folio.errors import DataError
 from folio.flags import Formatter, add_training_flags, positive_int, train_config_from
-from folio.tasks.caption.recipe import CaptionTrainOptions, DataSpec, ImageCaptioner, _note, show_attention, train
+from folio.render import plot_caption_attention
+from folio.tasks.caption.data import CaptionData, note
+from folio.tasks.caption.inference import ImageCaptioner
+from folio.tasks.caption.options import CaptionTrainOptions
+from folio.tasks.caption.recipe import train
 
 
-def _data_spec(args) -> DataSpec:
-    return DataSpec(data=args.data, image_size=args.image_size, scenes_train=args.scenes_train,
-                    scenes_test=args.scenes_test, scenes_objects=tuple(args.objects), split_seed=args.split_seed)
+def _data_spec(args) -> CaptionData:
+    return CaptionData(data=args.data, image_size=args.image_size, scenes_train=args.scenes_train,
+                       scenes_test=args.scenes_test, scenes_objects=tuple(args.objects), split_seed=args.split_seed)
 
 
 def _train(args) -> int:
-
     model = {"encoder": args.encoder, "channels": tuple(args.channels), "encoder_stage": args.encoder_stage,
              "freeze_encoder": not args.fine_tune, "feature_dim": args.feature_dim, "positions": args.positions,
              "embedding_dim": args.embedding_dim, "hidden": args.hidden, "attention_dim": args.attention_dim,
@@ -33,7 +36,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     captioner = ImageCaptioner.from_pretrained(args.model, device=args.device)
     saved = captioner.config.get("data_spec", {})
-    spec = DataSpec(**{**saved, **({"data": args.data} if args.data else {})})
+    spec = CaptionData.from_dict({**saved, **({"data": args.data} if args.data else {})})
     examples = spec.load(only=args.split)[args.split]
     if args.limit:
         examples = examples[: args.limit]
@@ -71,8 +74,8 @@ def _describe(args) -> int:
             target = Path(args.show_attention)
             if len(paths) > 1:
                 target = target.with_name(f"{target.stem}_{path.stem}{target.suffix or '.png'}")
-            show_attention(array, caption, target)
-            _note(f"attention for {path} written to {target}")
+            plot_caption_attention(array, caption, target)
+            note(f"attention for {path} written to {target}")
         if args.json:
             print(json.dumps({"image": caption.name, "caption": caption.text, "score": round(caption.score, 4),
                               "words": caption.words, "attention": caption.attention.tolist()}))
@@ -85,7 +88,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def _add_data_flags(parser, default: str | None) -> None:
-
     d = parser.add_argument_group("data")
     d.add_argument("--data", default=default, help="scenes (generated), easyvqa, or a folder with images and a "
                    "COCO-captions / Karpathy Flickr8k JSON file" + ("" if default else " (default: the model's)"))
@@ -98,8 +100,7 @@ def _add_data_flags(parser, default: str | None) -> None:
 
 
 def add_cli(parser) -> None:
-
-
+    """`folio caption train | describe | evaluate`."""
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     t = verbs.add_parser("train", help="train a captioning model", formatter_class=Formatter,

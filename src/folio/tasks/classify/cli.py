@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
-from folio.data.reviews import read_labeled_file
+from folio.data.reviews import read_labeled_file, read_texts_file
 from folio.errors import ConfigError, DataError
 from folio.flags import Formatter, add_training_flags, positive_float, positive_int, train_config_from, unit_float
-from folio.tasks.classify.recipe import (
-    EMBEDDED,
-    ClassifyTrainOptions,
-    TextClassifier,
-    load_splits,
-    render_ansi,
-    render_html,
-    train,
-    write_atomic,
-)
+from folio.render import explanation_ansi, explanation_html
+from folio.tasks.classify.data import EMBEDDED, load_splits
+from folio.tasks.classify.inference import TextClassifier
+from folio.tasks.classify.options import ClassifyTrainOptions
+from folio.tasks.classify.recipe import train
+from folio.training.checkpoint import write_atomic
 
 
 def _labels_arg(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if len(names) < 2:
-        import argparse
-
         raise argparse.ArgumentTypeError(f"{text!r}: give at least two comma-separated labels")
     return names
 
 
 def _cli_train(args) -> int:
-
     if args.init_from not in (None, "minilm"):  # the language model decides the architecture
         model = {"pooling": args.pooling, "dropout": args.dropout, "masking": not args.no_mask}
         model = {k: v for k, v in model.items() if v is not None}
@@ -62,8 +56,6 @@ def _cli_train(args) -> int:
 
 
 def _read_inputs(args) -> list[str]:
-    from folio.data.reviews import read_texts_file
-
     texts = list(args.texts)
     if args.file:
         texts += read_texts_file(args.file)
@@ -121,18 +113,17 @@ def _cli_explain(args) -> int:
         raise ConfigError(f"--target {args.target!r} is not one of the model's labels {clf.labels}")
     explanation = clf.explain(args.text, steps=args.steps, target=args.target)
     if args.html:
-        write_atomic(args.html, render_html(explanation))
+        write_atomic(args.html, explanation_html(explanation))
     if args.json:
         print(json.dumps(explanation))
     elif not args.html:
         color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-        print(render_ansi(explanation, color=color))
+        print(explanation_ansi(explanation, color=color))
     return 0
 
 
-def add_cli(parser) -> None:
-
-
+def add_cli(parser: argparse.ArgumentParser) -> None:
+    """`folio classify train|predict|evaluate|explain`, added to the `folio classify` parser."""
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     t = verbs.add_parser("train", help="train a recurrent classifier", formatter_class=Formatter,

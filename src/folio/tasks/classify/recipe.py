@@ -1,213 +1,185 @@
-"""`folio classify`: sequence classification (IMDb sentiment by default), end to end.
+"""`folio classify train`: labelled texts → tokenizer → model, trained by `run_training`.
 
-    >>> from folio.tasks.classify import TextClassifier
-    >>> clf = TextClassifier.from_pretrained("runs/imdb")                 # doctest: +SKIP
-    >>> clf.predict(["A wonderful, moving film.", "Dull and far too long."])  # doctest: +SKIP
-    [{'label': 'pos', 'probability': 0.97, ...}, {'label': 'neg', 'probability': 0.94, ...}]
+Three kinds of model, by the options:
+- a recurrent classifier (the default), or a Transformer (`model={"arch": "transformer"}`), from scratch or
+  with pretrained parts: GloVe word vectors, MiniLM's encoder (`init_from="minilm"`), or a `folio lm`
+  checkpoint's tokenizer, embedding and layers (`init_from=LM_DIR`, ULMFiT);
+- a small head over frozen MiniLM sentence vectors (`encoder="minilm"`), computed once before training.
 
-A checkpoint directory holds everything a raw string needs: `config.json` (cleaning, truncation,
-labels, model shape), `vocab.json` (and `tokenizer.json` for subwords) and `model.safetensors`.
+    >>> from folio.tasks.classify import ClassifyTrainOptions, train
+    >>> summary = train(ClassifyTrainOptions(data="imdb", out="runs/imdb"))  # doctest: +SKIP
+    >>> summary["valid"]["accuracy"]                                           # doctest: +SKIP
+    0.88
 """
 
 from __future__ import annotations
 
-import html
-import os
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+import re
+from collections.abc import Callable
 
-import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from folio.data.reviews import (
-    LabeledTexts,
-    download_aclimdb,
-    imdb_splits,
-    load_aclimdb,
-    read_labeled_file,
-    reber_dataset,
-    stratified_split,
+from folio.data.embeddings import glove_matrix
+from folio.data.reviews import LabeledTexts
+from folio.data.text import ClassificationBatches, FeatureBatches
+from folio.errors import CheckpointError, ConfigError
+from folio.models.bert import load_bert, minilm_directory
+from folio.models.classifier import (
+    ClassifierConfig,
+    RecurrentClassifier,
+    TransformerClassifier,
+    TransformerClassifierConfig,
 )
-from folio.data.text import (
-    ClassificationBatches,
-    SubwordTokenizer,
-    TextCleaner,
-    WordVocab,
-    load_tokenizer,
-    pad_sequences,
-    truncate,
-)
-from folio.errors import CheckpointError, ConfigError, DataError
-from folio.models.classifier import ClassifierConfig, RecurrentClassifier
-from folio.models.transformer import TransformerClassifier, TransformerClassifierConfig
-from folio.runtime import init_distributed, seed_everything, select_device, shutdown_distributed
-from folio.training.checkpoint import load_weights, read_config, resume_directory
+from folio.models.sentence_encoder import SentenceEncoder, SentenceHead, SentenceHeadConfig
+from folio.tasks.classify.data import NoTokenizer, build_tokenizer, encode_texts, load_splits
+from folio.tasks.classify.metrics import classification_metrics, score_features, score_sequences
+from folio.tasks.classify.options import ClassifyTrainOptions
+from folio.tasks.lm import LanguageModel
+from folio.tokenizers import load_tokenizer
+from folio.training.checkpoint import load_weights
 from folio.training.progress import Progress
-from folio.training.trainer import TrainConfig, Trainer
+from folio.training.run import Prepared, RunContext, run_training, trained_parameters
+from folio.training.trainer import Trainer
 
 TASK = "classify"
-EMBEDDED = ("imdb", "rt", "reber", "aclimdb")
+
+Classifier = RecurrentClassifier | TransformerClassifier | SentenceHead
 
 
-@dataclass
-class ClassifyTrainOptions:
-    """Everything `folio classify train` accepts, with the defaults of the CLI."""
-
-    data: str = "imdb"  # imdb | rt | reber | aclimdb (download) | an aclImdb directory | a CSV/JSONL file
-    out: str = "runs/classify"
-    text: dict = field(default_factory=dict)  # TextCleaner fields: max_chars, lower, level
-    tokenizer: str = "word"  # word | subword
-    vocab_size: int = 20_000  # top-V words (or the subword vocabulary size); the book: 10,000
-    oov_buckets: int = 1000
-    max_len: int | None = 400  # tokens kept per text; None keeps all
-    truncation: str = "head"  # which tokens a longer text keeps: head | head_tail
-    embeddings: str | None = None  # None | "glove"
-    encoder: str | None = None  # None: the recurrent model; "minilm": frozen MiniLM features + a small head
-    init_from: str | None = None  # "minilm" (with arch transformer), or a `folio lm` checkpoint directory (ULMFiT)
-    head_hidden: int = 0  # the sentence head's hidden layer (0: linear)
-    encoder_max_length: int = 256  # MiniLM tokens per text
-    embedding_lr_scale: float = 1.0  # discriminative learning rate for the embedding
-    layer_lr_decay: float = 1.0  # ULMFiT's discriminative rates: each layer down from the head learns at lr / this
-    model: dict = field(default_factory=dict)  # ClassifierConfig fields except vocab_size, num_classes; or
-    # {"arch": "transformer", "layers", "hidden", "heads", "dropout", "pooling"}
-    batch_size: int = 64
-    labels: list[str] | None = None  # fix the label set (file data); None: read from the data
-    valid_fraction: float = 0.1
-    split_seed: int = 0  # the held-out test split depends on this alone
-    reber_size: int = 10_000
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_time=600))
-    device: str = "auto"
-    resume: str | None = None
-    eval_batch_size: int = 128
-    progress: bool = True
+def build_model(config: dict) -> Classifier:
+    """The classifier a `config.json` "model" section describes, by its "type": a Transformer classifier,
+    a sentence head (over frozen MiniLM vectors), or else a recurrent classifier."""
+    if config.get("type") == "transformer_classifier":
+        return TransformerClassifier(TransformerClassifierConfig(**config))
+    if config.get("type") == "sentence_head":
+        return SentenceHead(SentenceHeadConfig(**config))
+    return RecurrentClassifier(ClassifierConfig(**config))
 
 
-# ---- data --------------------------------------------------------------------------------------
-def load_splits(data: str, split_seed: int = 0, valid_fraction: float = 0.1, reber_size: int = 10_000,
-                labels: list[str] | None = None) -> dict[str, LabeledTexts]:
-    """train / valid (/ test where the data has one) for a `--data` value."""
-    if data in ("imdb", "rt"):
-        return imdb_splits(data, valid_fraction=valid_fraction, seed=split_seed)
-    if data == "reber":
-        return {"train": reber_dataset(reber_size, split_seed), "valid": reber_dataset(max(reber_size // 10, 200), split_seed + 1),
-                "test": reber_dataset(max(reber_size // 10, 200), split_seed + 2)}
-    if data == "aclimdb":
-        data = str(download_aclimdb())
-    path = Path(data)
-    if path.is_dir():
-        full = load_aclimdb(path, "train")
-        test = load_aclimdb(path, "test") if (path / "test").is_dir() else None
-    elif path.is_file():
-        full, test = read_labeled_file(path, labels), None
-    else:
-        raise DataError(f"--data {data!r}: not one of {', '.join(EMBEDDED)}, an aclImdb directory or a CSV/JSONL file")
-    if labels is not None and full.label_names != labels:
-        raise DataError(f"{data}: labels {full.label_names} do not match --labels {labels}")
-    rest, valid = stratified_split(full.labels, valid_fraction, split_seed + 1)
-    splits = {"train": full.subset(rest), "valid": full.subset(valid)}
-    if test is not None:
-        splits["test"] = test
-    return splits
+class ClassifyRecipe:
+    """A classifier's run: the splits of `--data`, a tokenizer and model (new, pretrained, or the resumed
+    checkpoint's), shuffled batches of the training split, and the loss on the validation split; after
+    training, the best model's validation metrics (`summary["valid"]`)."""
+
+    task = TASK
+
+    def prepare(self, options: ClassifyTrainOptions, context: RunContext) -> Prepared:
+        """Build what `run_training` trains from `options` (or from the checkpoint being resumed)."""
+        options.validate()
+        splits = load_splits(options.data, options.split_seed, options.valid_fraction, options.reber_size, options.labels)
+        if options.encoder is not None:
+            return _prepare_sentence_head(options, context, splits)
+        label_names = splits["train"].label_names
+        if context.resuming:
+            tokenizer = load_tokenizer(context.resume_dir)
+            model, note = build_model(context.saved["model"]), ""
+        elif options.init_from not in (None, "minilm"):
+            model, tokenizer, note = _from_language_model(options, len(label_names))
+        else:
+            tokenizer = build_tokenizer(options, splits["train"].texts)
+            model, note = _new_model(options, tokenizer, len(label_names))
+        train_ids = encode_texts(tokenizer, splits["train"].texts, options.max_len, "training text", options.truncation)
+        valid_ids = encode_texts(tokenizer, splits["valid"].texts, options.max_len, "validation text", options.truncation)
+        batches = ClassificationBatches(train_ids, splits["train"].labels, options.batch_size, seed=options.train.seed,
+                                        rank=context.dist.rank, world_size=context.dist.world_size)
+        valid_labels = torch.tensor(splits["valid"].labels)
+
+        def evaluate(m: nn.Module) -> float:
+            probs = score_sequences(m, valid_ids, options.eval_batch_size)
+            return F.nll_loss(probs.clamp_min(1e-12).log(), valid_labels).item()
+
+        model_config = model.config.to_dict()
+        mean_len = sum(map(len, train_ids)) / len(train_ids)
+        return Prepared(
+            model=model,
+            batches=batches,
+            evaluate=evaluate,
+            saved_config={
+                "model": model_config,
+                "labels": label_names,
+                "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len, "truncation": options.truncation,
+                         **(tokenizer.cleaner.to_dict() if tokenizer.cleaner else {})},
+                "data": {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
+                         "vocab_size": options.vocab_size, "oov_buckets": options.oov_buckets,
+                         "embeddings": options.embeddings, "batch_size": options.batch_size},
+            },
+            describe=f"{model.config.describe()}, {trained_parameters(model):,} trained parameters, "
+                     f"{len(tokenizer):,} embedding rows, {len(train_ids):,} training texts "
+                     f"({mean_len:.0f} tokens on average), labels {label_names}" + (f", {note}" if note else ""),
+            write_extras=tokenizer.save_pretrained,
+            param_groups=discriminative_groups(model, options.embedding_lr_scale, options.layer_lr_decay),
+            finish=_report_validation(context, model_config, splits["valid"],
+                                      lambda best: score_sequences(best, valid_ids, options.eval_batch_size)),
+        )
 
 
-def encode_texts(tokenizer, texts: list[str], max_len: int | None, what: str = "text", truncation: str = "head") -> list[list[int]]:
-    """Raw strings → id lists cut to `max_len` (see `truncate`); an empty text, or one with nothing left
-    after cleaning, is an error."""
-    out = []
-    for number, text in enumerate(texts, 1):
-        if not text or not text.strip():
-            raise DataError(f"{what} {number} is empty; give some text to classify")
-        ids = tokenizer.encode_text(text)
-        if not ids:
-            raise DataError(f"{what} {number} ({text[:40]!r}) has no letters left after cleaning; nothing to classify")
-        out.append(truncate(ids, max_len, truncation))
-    return out
+def train(options: ClassifyTrainOptions) -> dict:
+    """Train a classifier; returns the trainer's summary plus validation metrics of the best model."""
+    return run_training(ClassifyRecipe(), options)
 
 
-@torch.no_grad()
-def score_sequences(model: RecurrentClassifier, sequences: list[list[int]], batch_size: int = 128) -> torch.Tensor:
-    """Class probabilities (N, C), computed in length-sorted batches (little padding) and put back in order."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    probs = torch.empty(len(sequences), model.config.num_classes)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        ids, mask = pad_sequences([sequences[i] for i in rows])
-        logits = model(ids.to(device), mask.to(device))
-        probs[rows] = logits.float().softmax(-1).cpu()
-    model.train(was_training)
-    return probs
+def _report_validation(context: RunContext, model_config: dict, valid: LabeledTexts,
+                       score: Callable[[nn.Module], torch.Tensor]) -> Callable[[dict, Trainer], dict]:
+    """`Prepared.finish`: the best checkpoint (as saved, read back) scored on the validation split, its
+    metrics added to the summary as "valid" and its accuracy logged."""
+
+    def finish(summary: dict, trainer: Trainer) -> dict:
+        if context.dist.is_main:
+            best = load_weights(build_model(model_config), context.out).to(context.device)
+            summary["valid"] = classification_metrics(valid.labels, score(best))
+            trainer.progress.message(f"validation accuracy {summary['valid']['accuracy']:.4f} on {summary['valid']['n']} texts")
+        return summary
+
+    return finish
 
 
-def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """ROC AUC as the Mann-Whitney statistic (ties count one half)."""
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):  # average ranks over ties
-        end = start
-        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _prepare_sentence_head(options: ClassifyTrainOptions, context: RunContext, splits: dict[str, LabeledTexts]) -> Prepared:
+    """Frozen MiniLM sentence vectors, computed once, under a small head trained by the shared loop."""
+    for name in ("train", "valid"):
+        encode_texts(NoTokenizer, splits[name].texts, None, f"{name} text")  # empty texts fail before the slow part
+    encoder = SentenceEncoder.from_package(options.encoder_max_length).to(context.device)
+    label_names = splits["train"].label_names
+    progress = Progress(enabled=options.progress and context.dist.is_main)
+    progress.message(f"encoding {len(splits['train']) + len(splits['valid']):,} texts with frozen MiniLM "
+                     f"(up to {options.encoder_max_length} tokens each)")
+    features = {name: encoder.encode(splits[name].texts, batch_size=options.eval_batch_size // 2 or 1)
+                for name in ("train", "valid")}  # (N, D) each
+    config = SentenceHeadConfig(dim=encoder.dim, num_classes=len(label_names), hidden=options.head_hidden,
+                                dropout=options.model.get("dropout", 0.1), max_length=options.encoder_max_length)
+    head = SentenceHead(config)
+    batches = FeatureBatches(features["train"], splits["train"].labels, options.batch_size, seed=options.train.seed,
+                             rank=context.dist.rank, world_size=context.dist.world_size)
+    valid_features, valid_labels = features["valid"].to(context.device), torch.tensor(splits["valid"].labels).to(context.device)
 
+    def evaluate(m: nn.Module) -> float:
+        return F.cross_entropy(m(valid_features).float(), valid_labels).item()
 
-def classification_metrics(labels: list[int] | torch.Tensor, probs: torch.Tensor) -> dict:
-    """accuracy, precision, recall, f1, roc_auc, confusion_matrix (rows: true, columns: predicted), n.
-
-    Binary: precision/recall/f1 of class 1 and the AUC of its probability. More classes: macro averages
-    and the macro one-vs-rest AUC.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    probs_np = probs.float().numpy()
-    classes = probs_np.shape[1]
-    predicted = probs_np.argmax(1)
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    per_class = []
-    for c in range(classes):
-        tp = confusion[c, c]
-        precision = tp / confusion[:, c].sum() if confusion[:, c].sum() else 0.0
-        recall = tp / confusion[c].sum() if confusion[c].sum() else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        auc = _rank_auc(probs_np[:, c], labels == c)
-        per_class.append((precision, recall, f1, auc))
-    if classes == 2:
-        precision, recall, f1, auc = per_class[1]
-    else:
-        precision, recall, f1 = (float(np.mean([p[i] for p in per_class])) for i in range(3))
-        aucs = [p[3] for p in per_class if p[3] is not None]
-        auc = float(np.mean(aucs)) if aucs else None
-    return {
-        "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
-        "precision": float(precision), "recall": float(recall), "f1": float(f1),
-        "roc_auc": auc, "confusion_matrix": confusion.tolist(), "n": int(len(labels)),
-    }
-
-
-# ---- training ----------------------------------------------------------------------------------
-def build_classifier(model: dict) -> RecurrentClassifier | TransformerClassifier:
-    """The classifier a `config.json` "model" section describes."""
-    if model.get("type") == "transformer_classifier":
-        return TransformerClassifier(TransformerClassifierConfig(**model))
-    return RecurrentClassifier(ClassifierConfig(**model))
+    shape = f"{config.hidden} hidden units" if config.hidden else "linear"
+    return Prepared(
+        model=head,
+        batches=batches,
+        evaluate=evaluate,
+        saved_config={
+            "model": config.to_dict(),
+            "labels": label_names,
+            "text": {"tokenizer": NoTokenizer.kind, "max_len": None},
+            "data": {"data": options.data, "split_seed": options.split_seed,
+                     "valid_fraction": options.valid_fraction, "batch_size": options.batch_size},
+        },
+        describe=f"sentence head ({shape}) over frozen MiniLM vectors of {encoder.dim} dimensions, "
+                 f"{trained_parameters(head):,} trained parameters, {len(splits['train']):,} training texts, "
+                 f"labels {label_names}",
+        finish=_report_validation(context, config.to_dict(), splits["valid"],
+                                  lambda best: score_features(best, features["valid"])),
+    )
 
 
 def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, object, str]:
     """ULMFiT-style: a classifier whose tokenizer, embedding and recurrent (or Transformer) layers are a
     `folio lm` checkpoint's (read once), and a note for the log. The architecture is the checkpoint's;
     pooling, dropout and masking are this run's."""
-    from folio.tasks.lm import LanguageModel
-
     lm = LanguageModel.from_pretrained(options.init_from)
     if lm.vocab.kind == "char":
         raise ConfigError(f"--init-from {options.init_from}: a character-level language model has no padding id; "
@@ -258,11 +230,9 @@ def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tup
 def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
     """A fresh classifier for `tokenizer`, pretrained parts loaded; and a note on them for the log."""
     model_dict = dict(options.model)
-    if model_dict.get("arch") == "transformer":
+    if options.transformer:
         dropout, pooling = model_dict.get("dropout", 0.1), model_dict.get("pooling", "mean")
         if options.init_from == "minilm":
-            from folio.models.sentence_encoder import load_bert, minilm_directory
-
             bert = load_bert(minilm_directory(), dropout)
             config = TransformerClassifierConfig(bert.config.to_dict(), num_classes, pooling, dropout, init_from="minilm")
             model = TransformerClassifier(config)
@@ -281,108 +251,9 @@ def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tu
     model = RecurrentClassifier(ClassifierConfig(vocab_size=len(tokenizer), num_classes=num_classes, **model_dict))
     if options.embeddings != "glove":
         return model, ""
-    from folio.data.embeddings import glove_matrix
-
-    matrix, found = glove_matrix(tokenizer.words, len(tokenizer), seed=options.train.seed)
+    matrix, found = glove_matrix(tokenizer.symbols, len(tokenizer), seed=options.train.seed)
     model.load_embeddings(matrix)
-    return model, f"GloVe vectors for {found:,} of {len(tokenizer.words):,} words"
-
-
-def _build_tokenizer(options: ClassifyTrainOptions, texts: list[str]):
-    if options.init_from == "minilm":
-        from folio.data.text import PretrainedTokenizer
-        from folio.models.sentence_encoder import minilm_directory
-
-        return PretrainedTokenizer.from_file(minilm_directory() / "tokenizer.json", options.max_len, options.truncation)
-    cleaner = TextCleaner(**options.text)
-    if options.tokenizer == "word":
-        return WordVocab.fit((cleaner.tokens(t) for t in texts), options.vocab_size, options.oov_buckets, cleaner=cleaner)
-    if options.tokenizer == "subword":
-        return SubwordTokenizer.fit(texts, options.vocab_size, cleaner)
-    raise ConfigError(f"--tokenizer {options.tokenizer!r}: choose word or subword")
-
-
-def train(options: ClassifyTrainOptions) -> dict:
-    """Train a classifier; returns the trainer's summary plus validation metrics of the best model."""
-    if options.embeddings not in (None, "glove"):
-        raise ConfigError(f"--embeddings {options.embeddings!r}: choose none or glove")
-    if options.max_len is not None and options.max_len < 1:
-        raise ConfigError(f"--max-len must be at least 1, got {options.max_len}")
-    transformer = options.model.get("arch") == "transformer"
-    if transformer and (options.max_len is None or options.max_len > 512):
-        raise ConfigError("a Transformer classifier reads at most 512 tokens: give --max-len 512 or less")
-    if options.init_from == "minilm" and not transformer:
-        raise ConfigError("--init-from minilm fine-tunes a Transformer: add --arch transformer")
-    if options.init_from not in (None, "minilm") and options.embeddings is not None:
-        raise ConfigError("--init-from a language model brings its own embeddings: drop --embeddings")
-    if options.layer_lr_decay < 1:
-        raise ConfigError(f"--layer-lr-decay must be at least 1 (lower layers learn slower), got {options.layer_lr_decay}")
-    device = select_device(options.device)
-    dist_info = init_distributed(device)
-    try:
-        seed_everything(options.train.seed + dist_info.rank)
-        out = Path(options.out)
-        splits = load_splits(options.data, options.split_seed, options.valid_fraction, options.reber_size, options.labels)
-        label_names = splits["train"].label_names
-        if options.encoder is not None:
-            return _train_sentence_head(options, splits, device, dist_info)
-        resume_dir, saved = resume_directory(options.resume, out, TASK)
-        if resume_dir is not None:
-            tokenizer = load_tokenizer(resume_dir)
-            model, note = build_classifier(saved["model"]), ""
-        elif options.init_from not in (None, "minilm"):
-            model, tokenizer, note = _from_language_model(options, len(label_names))
-        else:
-            tokenizer = _build_tokenizer(options, splits["train"].texts)
-            model, note = _new_model(options, tokenizer, len(label_names))
-        model_config = model.config
-        train_ids = encode_texts(tokenizer, splits["train"].texts, options.max_len, "training text", options.truncation)
-        valid_ids = encode_texts(tokenizer, splits["valid"].texts, options.max_len, "validation text", options.truncation)
-        batches = ClassificationBatches(train_ids, splits["train"].labels, options.batch_size, seed=options.train.seed,
-                                        rank=dist_info.rank, world_size=dist_info.world_size)
-        groups = discriminative_groups(model, options.embedding_lr_scale, options.layer_lr_decay)
-        saved_config = {
-            "task": TASK,
-            "model": model_config.to_dict(),
-            "labels": label_names,
-            "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len, "truncation": options.truncation,
-                     **(tokenizer.cleaner.to_dict() if tokenizer.cleaner else {})},
-            "data": {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
-                     "vocab_size": options.vocab_size, "oov_buckets": options.oov_buckets,
-                     "embeddings": options.embeddings, "batch_size": options.batch_size},
-            "train": options.train.to_dict(),
-        }
-        valid_labels = torch.tensor(splits["valid"].labels)
-
-        def evaluate(m):
-            probs = score_sequences(m, valid_ids, options.eval_batch_size)
-            return F.nll_loss(probs.clamp_min(1e-12).log(), valid_labels).item()
-
-        trainer = Trainer(
-            model, batches, options.train, out, evaluate=evaluate, saved_config=saved_config,
-            write_extras=tokenizer.save, device=device, dist_info=dist_info, progress=options.progress,
-            param_groups=groups,
-        )
-        if resume_dir is not None:
-            trainer.resume(resume_dir)
-        if dist_info.is_main:
-            params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            mean_len = sum(map(len, train_ids)) / len(train_ids)
-            trainer.progress.message(
-                f"{model_config.describe()}, "
-                f"{params:,} trained parameters, {len(tokenizer):,} embedding rows, {len(train_ids):,} training texts "
-                f"({mean_len:.0f} tokens on average), labels {label_names}, device {device}"
-                + (f", {note}" if note else "")
-                + (f", resuming at step {trainer.step}" if resume_dir is not None else "")
-            )
-        summary = trainer.train()
-        if dist_info.is_main:
-            best = TextClassifier.from_pretrained(out, device=str(device))
-            summary["valid"] = classification_metrics(splits["valid"].labels, score_sequences(best.model, valid_ids, options.eval_batch_size))
-            trainer.progress.message(f"validation accuracy {summary['valid']['accuracy']:.4f} on {summary['valid']['n']} texts")
-        return summary
-    finally:
-        shutdown_distributed()
+    return model, f"GloVe vectors for {found:,} of {len(tokenizer.symbols):,} words"
 
 
 def discriminative_groups(model: RecurrentClassifier | TransformerClassifier, pretrained_scale: float = 1.0,
@@ -393,9 +264,11 @@ def discriminative_groups(model: RecurrentClassifier | TransformerClassifier, pr
     at lr × `pretrained_scale`; and with ULMFiT's `layer_decay` every layer below the head learns
     `layer_decay` times slower than the one above it: the head at lr, the top recurrent layer or block
     at lr / decay, …, the embedding at lr / decay^(layers + 1).
-    """
-    import re
 
+    >>> model = RecurrentClassifier(ClassifierConfig(vocab_size=20, layers=1, hidden=8, bidirectional=False))
+    >>> [g["lr_scale"] for g in discriminative_groups(model, layer_decay=2.0)]  # head, GRU, embedding
+    [1.0, 0.5, 0.25]
+    """
     transformer = isinstance(model, TransformerClassifier)
     pretrained = ("bert.", "gpt.") if transformer else ("embedding.",)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -409,216 +282,3 @@ def discriminative_groups(model: RecurrentClassifier | TransformerClassifier, pr
         scale = layer_decay ** -(top - depth[name]) * (pretrained_scale if name.startswith(pretrained) else 1.0)
         groups.setdefault(scale, []).append(param)
     return [{"params": params, "lr_scale": scale} for scale, params in sorted(groups.items(), reverse=True)]
-
-
-def _train_sentence_head(options: ClassifyTrainOptions, splits: dict, device, dist_info) -> dict:
-    """Frozen MiniLM sentence vectors, computed once, under a small head trained by the shared loop."""
-    from folio.data.text import FeatureBatches
-    from folio.models.sentence_encoder import SentenceEncoder, SentenceHead, SentenceHeadConfig
-
-    if options.encoder != "minilm":
-        raise ConfigError(f"--encoder {options.encoder!r}: the only sentence encoder is minilm")
-    if options.resume is not None:
-        raise ConfigError("--resume is not supported with --encoder (the head trains in seconds; train again)")
-    for name in ("train", "valid"):
-        encode_texts(_NoTokenizer, splits[name].texts, None, f"{name} text")  # empty texts fail before the slow part
-    encoder = SentenceEncoder.from_package(options.encoder_max_length).to(device)
-    label_names = splits["train"].label_names
-    progress = Progress(enabled=options.progress and dist_info.is_main)
-    progress.message(f"encoding {len(splits['train']) + len(splits['valid']):,} texts with frozen MiniLM "
-                     f"(up to {options.encoder_max_length} tokens each)")
-    features = {name: encoder.encode(splits[name].texts, batch_size=options.eval_batch_size // 2 or 1)
-                for name in ("train", "valid")}
-    config = SentenceHeadConfig(dim=encoder.dim, num_classes=len(label_names), hidden=options.head_hidden,
-                                dropout=options.model.get("dropout", 0.1), max_length=options.encoder_max_length)
-    head = SentenceHead(config)
-    batches = FeatureBatches(features["train"], splits["train"].labels, options.batch_size, seed=options.train.seed,
-                             rank=dist_info.rank, world_size=dist_info.world_size)
-    valid_labels = torch.tensor(splits["valid"].labels)
-
-    def evaluate(m):
-        return F.cross_entropy(m(features["valid"].to(device)).float(), valid_labels.to(device)).item()
-
-    saved_config = {"task": TASK, "model": config.to_dict(), "labels": label_names,
-                    "text": {"tokenizer": "minilm", "max_len": None},
-                    "data": {"data": options.data, "split_seed": options.split_seed,
-                             "valid_fraction": options.valid_fraction, "batch_size": options.batch_size},
-                    "train": options.train.to_dict()}
-    trainer = Trainer(head, batches, options.train, options.out, evaluate=evaluate, saved_config=saved_config,
-                      device=device, dist_info=dist_info, progress=options.progress)
-    summary = trainer.train()
-    if dist_info.is_main:
-        load_weights(head, options.out)
-        with torch.no_grad():
-            probs = head.eval()(features["valid"].to(device)).float().softmax(-1).cpu()
-        summary["valid"] = classification_metrics(splits["valid"].labels, probs)
-        trainer.progress.message(f"validation accuracy {summary['valid']['accuracy']:.4f} on {summary['valid']['n']} texts")
-    return summary
-
-
-class _NoTokenizer:
-    """Stands in for a vocabulary where only emptiness is checked (MiniLM tokenizes on its own)."""
-
-    @staticmethod
-    def encode_text(text: str) -> list[int]:
-        return [1]
-
-
-# ---- using a model -----------------------------------------------------------------------------
-class TextClassifier:
-    """A trained classifier with its cleaning, vocabulary and labels: raw strings in, labels out.
-
-    >>> clf = TextClassifier.from_pretrained("runs/imdb")            # doctest: +SKIP
-    >>> clf.predict(["What a waste of two hours."])[0]["label"]      # doctest: +SKIP
-    'neg'
-    """
-
-    def __init__(self, model: RecurrentClassifier, tokenizer, config: dict):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.config = config
-        self.labels: list[str] = config["labels"]
-        self.max_len: int | None = config.get("text", {}).get("max_len")
-        self.truncation: str = config.get("text", {}).get("truncation", "head")
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> TextClassifier:
-        config = read_config(directory, TASK)
-        if isinstance(config.get("model"), dict) and config["model"].get("type") == "sentence_head":
-            return cls._sentence_head(directory, config, device)
-        try:
-            model = build_classifier(config["model"])
-            labels = config["labels"]
-        except (KeyError, TypeError, ConfigError) as err:
-            raise CheckpointError(f"{directory}/config.json has no valid 'model'/'labels' section: {err}") from err
-        if len(labels) != model.config.num_classes:
-            raise CheckpointError(f"{directory}/config.json: {len(labels)} labels for {model.config.num_classes} classes")
-        load_weights(model, directory)
-        return cls(model.to(select_device(device)), load_tokenizer(directory), config)
-
-    @classmethod
-    def _sentence_head(cls, directory, config: dict, device: str) -> TextClassifier:
-        from folio.models.sentence_encoder import SentenceEncoder, SentenceHead, SentenceHeadConfig
-
-        try:
-            head_config = SentenceHeadConfig(**config["model"])
-        except TypeError as err:
-            raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
-        head = SentenceHead(head_config)
-        load_weights(head, directory)
-        encoder = SentenceEncoder.from_package(head_config.max_length)
-        target = select_device(device)
-        clf = cls(head.to(target), _NoTokenizer, config)
-        clf.encoder = encoder.to(target)
-        return clf
-
-    encoder = None  # a frozen sentence encoder, for sentence-head models
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def _probabilities(self, texts: list[str], batch_size: int, what: str) -> torch.Tensor:
-        sequences = self.encode(texts, what)
-        if self.encoder is None:
-            return score_sequences(self.model, sequences, batch_size)
-        with torch.no_grad():
-            features = self.encoder.encode(texts, batch_size=batch_size)
-            return self.model.eval()(features.to(self.device)).float().softmax(-1).cpu()
-
-    def encode(self, texts: list[str], what: str = "input") -> list[list[int]]:
-        return encode_texts(self.tokenizer, texts, self.max_len, what, self.truncation)
-
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """(N, C) class probabilities."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self._probabilities(texts, batch_size, "input")
-
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
-        """Per text: its label, that label's probability and every label's probability."""
-        probs = self.predict_proba(texts, batch_size)
-        out = []
-        for row in probs.tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            out.append({"label": self.labels[best], "probability": row[best],
-                        "probabilities": dict(zip(self.labels, row, strict=True))})
-        return out
-
-    def evaluate(self, data: LabeledTexts, batch_size: int = 128) -> dict:
-        if data.label_names != self.labels:
-            raise DataError(f"the data's labels {data.label_names} are not the model's {self.labels}")
-        return classification_metrics(data.labels, self._probabilities(data.texts, batch_size, "text"))
-
-    def explain(self, text: str, steps: int = 50, target: str | None = None) -> dict:
-        """Per-token integrated gradients of log p(target | text) (default: the predicted label).
-
-        The baseline is the all-padding input (zero embeddings, same mask); the contributions add up to
-        log p(target | text) − log p(target | baseline), up to the Riemann-sum error of `steps`.
-        """
-        if self.encoder is not None:
-            raise ConfigError("explain works with recurrent models; this one is a head over frozen MiniLM vectors")
-        tokens, ids = self.tokenizer.tokenize(text) if text and text.strip() else ([], [])
-        if not ids:
-            raise DataError("the text to explain is empty (or has no letters left after cleaning)")
-        tokens, ids = truncate(tokens, self.max_len, self.truncation), truncate(ids, self.max_len, self.truncation)
-        ids_t = torch.tensor([ids], device=self.device)
-        mask = torch.ones_like(ids_t, dtype=torch.bool)
-        with torch.no_grad():
-            embedded = self.model.embedding(ids_t)  # (1, T, E)
-            probs = self.model.forward_embedded(embedded, mask).float().softmax(-1)[0]
-        index = int(probs.argmax()) if target is None else self.labels.index(target)
-        alphas = torch.arange(1, steps + 1, device=self.device, dtype=embedded.dtype).view(-1, 1, 1) / steps  # (S, 1, 1)
-        scaled = (alphas * embedded).detach().requires_grad_(True)  # (S, T, E)
-        with torch.enable_grad():
-            log_probs = self.model.forward_embedded(scaled, mask.expand(steps, -1)).float().log_softmax(-1)
-            (grads,) = torch.autograd.grad(log_probs[:, index].sum(), scaled)
-        scores = (grads.mean(0) * embedded[0]).sum(-1)  # (T,)
-        return {"label": self.labels[index], "probability": float(probs[index]),
-                "tokens": tokens, "scores": scores.tolist()}
-
-
-def render_ansi(explanation: dict, color: bool = True) -> str:
-    """Tokens coloured green (for the label) or red (against), brighter for larger contributions."""
-    scores = explanation["scores"]
-    scale = max((abs(s) for s in scores), default=1.0) or 1.0
-    pieces = []
-    for token, score in zip(explanation["tokens"], scores, strict=True):
-        if not color:
-            pieces.append(f"{token}({score:+.3f})")
-            continue
-        level = min(5, int(abs(score) / scale * 5.999))
-        # 256-colour cube: green (0, g, 0) or red (r, 0, 0) backgrounds, darkest for the weakest
-        code = 16 + (36 * level if score < 0 else 6 * level)
-        pieces.append(f"\033[48;5;{code}m\033[97m{token}\033[0m" if level else token)
-    head = f"{explanation['label']} ({explanation['probability']:.3f})"
-    return head + "\n" + " ".join(pieces)
-
-
-def render_html(explanation: dict) -> str:
-    scores = explanation["scores"]
-    scale = max((abs(s) for s in scores), default=1.0) or 1.0
-    spans = []
-    for token, score in zip(explanation["tokens"], scores, strict=True):
-        alpha = abs(score) / scale
-        rgb = "0,160,0" if score >= 0 else "220,0,0"
-        spans.append(f'<span title="{score:+.4f}" style="background: rgba({rgb},{alpha:.3f}); padding: 1px 2px">'
-                     f"{html.escape(token)}</span>")
-    label = html.escape(f"{explanation['label']} ({explanation['probability']:.3f})")
-    return ("<!doctype html>\n<meta charset=\"utf-8\">\n<title>folio classify explain</title>\n"
-            f"<p><b>{label}</b>: green supports the label, red opposes it (integrated gradients)</p>\n"
-            f"<p style=\"line-height: 1.8; font-family: sans-serif\">{' '.join(spans)}</p>\n")
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-

@@ -1,5 +1,8 @@
 """`folio lm`: language models (Char-RNN, GPT, masked-LM pretraining). See `folio.tasks` for the files."""
 
-from folio.tasks.lm.recipe import LanguageModel, LMTrainOptions, encode, train
+from folio.tasks.lm.data import encode
+from folio.tasks.lm.inference import LanguageModel
+from folio.tasks.lm.options import LMTrainOptions
+from folio.tasks.lm.recipe import train
 
 __all__ = ["LMTrainOptions", "LanguageModel", "encode", "train"]

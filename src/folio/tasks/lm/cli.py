@@ -16,7 +16,9 @@ from folio.flags import (
     train_config_from,
     unit_float,
 )
-from folio.tasks.lm.recipe import LanguageModel, LMTrainOptions, train
+from folio.tasks.lm.inference import LanguageModel
+from folio.tasks.lm.options import LMTrainOptions
+from folio.tasks.lm.recipe import train
 
 
 def _lm_train(args) -> int:

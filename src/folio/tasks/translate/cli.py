@@ -10,27 +10,22 @@ from pathlib import Path
 from folio.errors import ConfigError, DataError
 from folio.flags import Formatter, add_training_flags, positive_int, train_config_from
 from folio.models.seq2seq import Seq2Seq
-from folio.tasks.translate.recipe import (
-    MODEL_FAMILIES,
-    DataSpec,
-    TranslateTrainOptions,
-    Translator,
-    plot_attention,
-    plot_bleu_by_length,
-    train,
-)
+from folio.render import plot_bleu_by_length, plot_translation_attention
+from folio.tasks.translate.data import TranslateData
+from folio.tasks.translate.inference import Translator
+from folio.tasks.translate.options import TranslateTrainOptions
+from folio.tasks.translate.recipe import MODEL_FAMILIES, train
 
 
-def _data_spec(args) -> DataSpec:
+def _data_spec(args) -> TranslateData:
     data = args.data
     if data not in ("dates", "bible") and not data.startswith(("http://", "https://")):
         data = str(Path(data).resolve())  # so `evaluate` finds the file from any directory
-    return DataSpec(data=data, sha256=args.sha256, bible_source=args.bible_source, bible_target=args.bible_target,
-                    dates_train=args.dates_train, split_seed=args.split_seed)
+    return TranslateData(data=data, sha256=args.sha256, bible_source=args.bible_source,
+                         bible_target=args.bible_target, dates_train=args.dates_train, split_seed=args.split_seed)
 
 
 def _train(args) -> int:
-
     options = TranslateTrainOptions(
         data=_data_spec(args), out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         reverse_source=args.reverse_source, max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len,
@@ -94,7 +89,7 @@ def _run(args) -> int:
         target = Path(args.show_attention)
         for i, result in enumerate(results):
             path = target if i == 0 else target.with_name(f"{target.stem}-{i + 1}{target.suffix}")
-            plot_attention(result, path)
+            plot_translation_attention(result, path)
             print(f"attention map written to {path}", file=sys.stderr)
     return 0
 
@@ -102,7 +97,7 @@ def _run(args) -> int:
 def _evaluate(args) -> int:
     translator = Translator.from_pretrained(args.model, device=args.device)
     saved = translator.config.get("data", {})
-    spec = DataSpec(**{k: v for k, v in saved.items() if k in DataSpec.__dataclass_fields__})
+    spec = TranslateData.from_dict(saved)
     if args.data is not None:
         spec.data = args.data
         spec.sha256 = args.sha256 or spec.sha256
@@ -146,7 +141,6 @@ def _add_data_flags(parser, default: str | None) -> None:
 
 
 def _add_decoding_flags(parser) -> None:
-
     group = parser.add_argument_group("decoding")
     group.add_argument("--beam-size", type=positive_int, default=1, help="1: greedy decoding")
     group.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty alpha (0: none)")
@@ -158,8 +152,7 @@ def _add_decoding_flags(parser) -> None:
 
 
 def add_cli(parser) -> None:
-
-
+    """`folio translate train | run | evaluate`."""
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     t = verbs.add_parser("train", help="train a translation model", formatter_class=Formatter,

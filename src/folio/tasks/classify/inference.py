@@ -1,0 +1,128 @@
+"""`TextClassifier`: a trained classifier as a Python object, raw strings in, labels out.
+
+    >>> from folio.tasks.classify import TextClassifier
+    >>> clf = TextClassifier.from_pretrained("runs/imdb")                 # doctest: +SKIP
+    >>> clf.predict(["A wonderful, moving film.", "Dull and far too long."])  # doctest: +SKIP
+    [{'label': 'pos', 'probability': 0.97, ...}, {'label': 'neg', 'probability': 0.94, ...}]
+
+A checkpoint directory holds everything a raw string needs: `config.json` (cleaning, truncation,
+labels, model shape), `vocab.json` (and `tokenizer.json` for subwords) and `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from folio.data.reviews import LabeledTexts
+from folio.errors import CheckpointError, ConfigError, DataError
+from folio.models.sentence_encoder import SentenceEncoder, SentenceHead
+from folio.runtime import select_device
+from folio.tasks.classify.data import NoTokenizer, encode_texts
+from folio.tasks.classify.metrics import classification_metrics, score_features, score_sequences
+from folio.tasks.classify.recipe import TASK, build_model
+from folio.tokenizers import load_tokenizer, truncate
+from folio.training.checkpoint import load_weights, read_config
+
+
+class TextClassifier:
+    """A trained classifier with its cleaning, vocabulary and labels: raw strings in, labels out.
+
+    >>> clf = TextClassifier.from_pretrained("runs/imdb")            # doctest: +SKIP
+    >>> clf.predict(["What a waste of two hours."])[0]["label"]      # doctest: +SKIP
+    'neg'
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, config: dict, encoder: SentenceEncoder | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.labels: list[str] = config["labels"]
+        self.max_len: int | None = config.get("text", {}).get("max_len")
+        self.truncation: str = config.get("text", {}).get("truncation", "head")
+        self.encoder = encoder  # a frozen sentence encoder, for sentence-head models (raw strings → vectors)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> TextClassifier:
+        """The classifier saved in `directory` (a `folio classify train --out` directory), on `device`."""
+        config = read_config(directory, TASK)
+        try:
+            model = build_model(config["model"])
+            labels = config["labels"]
+        except (KeyError, TypeError, AttributeError, ConfigError) as err:
+            raise CheckpointError(f"{directory}/config.json has no valid 'model'/'labels' section: {err}") from err
+        if len(labels) != model.config.num_classes:
+            raise CheckpointError(f"{directory}/config.json: {len(labels)} labels for {model.config.num_classes} classes")
+        load_weights(model, directory)
+        target = select_device(device)
+        if isinstance(model, SentenceHead):  # MiniLM reads the raw strings; the head, its sentence vectors
+            encoder = SentenceEncoder.from_package(model.config.max_length).to(target)
+            return cls(model.to(target), NoTokenizer, config, encoder)
+        return cls(model.to(target), load_tokenizer(directory), config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _probabilities(self, texts: list[str], batch_size: int, what: str) -> torch.Tensor:
+        sequences = self.encode(texts, what)
+        if self.encoder is None:
+            return score_sequences(self.model, sequences, batch_size)
+        with torch.no_grad():
+            features = self.encoder.encode(texts, batch_size=batch_size)  # (N, D)
+        return score_features(self.model, features)
+
+    def encode(self, texts: list[str], what: str = "input") -> list[list[int]]:
+        """Token ids of each text, cut as in training; a `DataError` names an empty or letter-less text."""
+        return encode_texts(self.tokenizer, texts, self.max_len, what, self.truncation)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(N, C) class probabilities."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self._probabilities(texts, batch_size, "input")
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
+        """Per text: its label, that label's probability and every label's probability."""
+        probs = self.predict_proba(texts, batch_size)
+        out = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append({"label": self.labels[best], "probability": row[best],
+                        "probabilities": dict(zip(self.labels, row, strict=True))})
+        return out
+
+    def evaluate(self, data: LabeledTexts, batch_size: int = 128) -> dict:
+        """`classification_metrics` of this model on labelled texts (their labels must be the model's)."""
+        if data.label_names != self.labels:
+            raise DataError(f"the data's labels {data.label_names} are not the model's {self.labels}")
+        return classification_metrics(data.labels, self._probabilities(data.texts, batch_size, "text"))
+
+    def explain(self, text: str, steps: int = 50, target: str | None = None) -> dict:
+        """Per-token integrated gradients of log p(target | text) (default: the predicted label).
+
+        The baseline is the all-padding input (zero embeddings, same mask); the contributions add up to
+        log p(target | text) − log p(target | baseline), up to the Riemann-sum error of `steps`.
+        """
+        if self.encoder is not None:
+            raise ConfigError("explain works with recurrent models; this one is a head over frozen MiniLM vectors")
+        tokens, ids = self.tokenizer.tokenize(text) if text and text.strip() else ([], [])
+        if not ids:
+            raise DataError("the text to explain is empty (or has no letters left after cleaning)")
+        tokens, ids = truncate(tokens, self.max_len, self.truncation), truncate(ids, self.max_len, self.truncation)
+        ids_t = torch.tensor([ids], device=self.device)
+        mask = torch.ones_like(ids_t, dtype=torch.bool)
+        with torch.no_grad():
+            embedded = self.model.embedding(ids_t)  # (1, T, E)
+            probs = self.model.forward_embedded(embedded, mask).float().softmax(-1)[0]
+        index = int(probs.argmax()) if target is None else self.labels.index(target)
+        alphas = torch.arange(1, steps + 1, device=self.device, dtype=embedded.dtype).view(-1, 1, 1) / steps  # (S, 1, 1)
+        scaled = (alphas * embedded).detach().requires_grad_(True)  # (S, T, E)
+        with torch.enable_grad():
+            log_probs = self.model.forward_embedded(scaled, mask.expand(steps, -1)).float().log_softmax(-1)
+            (grads,) = torch.autograd.grad(log_probs[:, index].sum(), scaled)
+        scores = (grads.mean(0) * embedded[0]).sum(-1)  # (T,)
+        return {"label": self.labels[index], "probability": float(probs[index]),
+                "tokens": tokens, "scores": scores.tolist()}

@@ -1,0 +1,30 @@
+"""The options of `folio translate train`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from folio.tasks.translate.data import TranslateData
+from folio.training.run import RunOptions
+from folio.training.trainer import TrainConfig
+
+
+@dataclass
+class TranslateTrainOptions(RunOptions):
+    """Everything `folio translate train` accepts, with the CLI's defaults (the run's own fields: `RunOptions`).
+
+    >>> options = TranslateTrainOptions(data=TranslateData("dates"), out="runs/dates", arch="transformer")
+    """
+
+    out: str = "runs/translate"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_time=600))
+    data: TranslateData = field(default_factory=TranslateData)
+    tokenizer: str = "auto"  # auto (char for dates, bpe otherwise) | char | word | bpe
+    vocab_size: int = 8000  # word / bpe
+    reverse_source: bool = False
+    max_src_len: int = 0  # 0: the longest training source; longer training pairs are dropped
+    max_tgt_len: int = 0  # 0: no limit on training targets
+    arch: str = "rnn"  # a MODEL_FAMILIES key
+    model: dict = field(default_factory=dict)  # the family's config fields except vocabulary sizes and ids
+    batch_size: int = 64
+    eval_batch_size: int = 256
