@@ -33,6 +33,10 @@ class RunOptions:
     resume: str | None = None  # None: a new run; "": OUT/last; else a checkpoint directory
     progress: bool = True
 
+    def validate(self) -> None:
+        """Refuse option combinations that cannot train (a `ConfigError` naming the fix); a task's options
+        add their own checks. Called before anything else, so a bad option fails before any work."""
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -80,13 +84,14 @@ class Recipe(Protocol):
 
 def run_training(recipe: Recipe, options: RunOptions) -> dict:
     """Train what `recipe` prepares from `options`; returns the trainer's summary (or `finish`'s)."""
+    options.validate()
     device = select_device(options.device)
     dist_info = init_distributed(device)
     try:
         seed_everything(options.train.seed + dist_info.rank)
         out = Path(options.out)
         resume_dir, saved = resume_directory(options.resume, out, recipe.task)
-        context = RunContext(device, dist_info, out, resume_dir, saved)
+        context = RunContext(device, dist_info, out, resume_dir, saved or {})
         run = recipe.prepare(options, context)
         trainer: Trainer | None = None
 

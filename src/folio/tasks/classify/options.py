@@ -50,6 +50,7 @@ class ClassifyTrainOptions(RunOptions):
 
     def validate(self) -> None:
         """Refuse option combinations that cannot train, before any data is read (`ConfigError` names the fix)."""
+        super().validate()
         if self.embeddings not in (None, "glove"):
             raise ConfigError(f"--embeddings {self.embeddings!r}: choose none or glove")
         if self.max_len is not None and self.max_len < 1:

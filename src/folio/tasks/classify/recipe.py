@@ -67,7 +67,6 @@ class ClassifyRecipe:
 
     def prepare(self, options: ClassifyTrainOptions, context: RunContext) -> Prepared:
         """Build what `run_training` trains from `options` (or from the checkpoint being resumed)."""
-        options.validate()
         splits = load_splits(options.data, options.split_seed, options.valid_fraction, options.reber_size, options.labels)
         if options.encoder is not None:
             return _prepare_sentence_head(options, context, splits)
