@@ -90,3 +90,14 @@ def threads(count: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def main_process_first(dist_: Distributed):
+    """Run a block on rank 0 first and on the other ranks after it (e.g. rank 0 builds a cache, the others
+    then read it); alone, just run it."""
+    if dist_.world_size > 1 and not dist_.is_main:
+        dist.barrier()
+    yield
+    if dist_.world_size > 1 and dist_.is_main:
+        dist.barrier()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,3 +107,5 @@ def test_two_process_ddp_run_on_cpu(small_corpus, tmp_path):
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"eval"' in line]) == 2  # rank 0 alone logs
     assert json.loads(lines[-1])["valid_loss"] < 1.5
+    # rank 0 tokenized the corpus once; the other process mapped the same cache
+    assert len(list((Path(os.environ["FOLIO_CACHE"]) / "tokens").glob("*.bin"))) == 1

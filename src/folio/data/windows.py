@@ -13,6 +13,9 @@ Two layouts:
 
 Under torchrun each rank takes its own rows of the same global batch. Both layouts are the trainer's
 `folio.training.batches.TrainBatches`, and their batches its `Batch`.
+
+The ids may be a memory-mapped array of any integer type (`folio.data.token_cache`: uint8/16/32 on
+disk): a batch reads only its own windows and widens them to int64; the corpus is never copied whole.
 """
 
 from __future__ import annotations
@@ -40,10 +43,57 @@ class Batch:
         return self.targets.numel()
 
 
+class IndexPermutation:
+    """A pseudo-random permutation of range(n), computed index by index in O(1) memory: a 4-round
+    Feistel network over the next even power of two, walked until it lands below n (fewer than four
+    steps on average). Same `key`, same permutation, on every machine.
+
+    >>> order = IndexPermutation(10, key=3)
+    >>> sorted(order(torch.arange(10)).tolist()) == list(range(10))
+    True
+    """
+
+    rounds = 4
+
+    def __init__(self, n: int, key: int):
+        self.n = n
+        self.half = max(1, (max(n, 2) - 1).bit_length() + 1) // 2  # 2·half bits cover range(n)
+        self.mask = (1 << self.half) - 1
+        generator = torch.Generator().manual_seed(key)
+        self.keys = torch.randint(0, 1 << 31, (self.rounds,), generator=generator).tolist()
+
+    def _mix(self, right: torch.Tensor, key: int) -> torch.Tensor:
+        # A multiply-xorshift hash; operands stay below 2**32 × 2**27, so int64 never overflows.
+        h = ((right ^ key) * 0x45D9F3B) & 0xFFFFFFFF
+        h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+        return (h ^ (h >> 16)) & self.mask
+
+    def _feistel(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = x >> self.half, x & self.mask
+        for key in self.keys:
+            left, right = right, left ^ self._mix(right, key)
+        return (left << self.half) | right
+
+    def __call__(self, positions: torch.Tensor) -> torch.Tensor:
+        """The permuted index of each position (int64, same shape)."""
+        out = self._feistel(positions.long())
+        outside = out >= self.n
+        while outside.any():  # cycle walking: a bijection of range(2**bits) restricted to range(n)
+            out[outside] = self._feistel(out[outside])
+            outside = out >= self.n
+        return out
+
+
 class RandomWindows:
-    """All windows of `seq_len + 1` ids at shift 1, in a fresh random order each epoch."""
+    """All windows of `seq_len + 1` ids at shift 1, in a fresh random order each epoch.
+
+    Up to `exact_shuffle_limit` windows the order is `torch.randperm`'s (as it always was, so runs on
+    such corpora reproduce earlier ones exactly); beyond it, holding a permutation would cost 8 bytes per
+    window, so the order is an `IndexPermutation`, computed per batch.
+    """
 
     stateful: bool = False  # windows overlap and come shuffled: no state carries over
+    exact_shuffle_limit: int = 1 << 24
 
     def __init__(self, ids: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if len(ids) < seq_len + 1:
@@ -61,17 +111,20 @@ class RandomWindows:
         """Batches per epoch (the last partial batch is dropped)."""
         return self.num_windows // (self.batch_size * self.world_size)
 
-    def _permutation(self, epoch: int) -> torch.Tensor:
+    def _starts(self, epoch: int, first: int) -> torch.Tensor:
+        """The first ids of windows `first .. first + batch_size - 1` in epoch `epoch`'s order."""
+        key = self.seed * 1_000_003 + epoch
+        if self.num_windows > self.exact_shuffle_limit:
+            return IndexPermutation(self.num_windows, key)(torch.arange(first, first + self.batch_size))
         if self._order is None or self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._order = (epoch, torch.randperm(self.num_windows, generator=generator))
-        return self._order[1]
+            self._order = (epoch, torch.randperm(self.num_windows, generator=torch.Generator().manual_seed(key)))
+        return self._order[1][first : first + self.batch_size]
 
     def batch(self, epoch: int, index: int) -> Batch:
         global_batch = self.batch_size * self.world_size
         first = index * global_batch + self.rank * self.batch_size
-        starts = self._permutation(epoch)[first : first + self.batch_size]
-        windows = self.ids[starts[:, None] + self._offsets]  # (B, n+1), one gather
+        starts = self._starts(epoch, first)
+        windows = self.ids[starts[:, None] + self._offsets].long()  # (B, n+1), one gather
         return Batch(windows[:, :-1], windows[:, 1:])
 
 
@@ -99,7 +152,7 @@ class StatefulStreams:
 
     def batch(self, epoch: int, index: int) -> Batch:
         window = slice(index * self.seq_len, (index + 1) * self.seq_len)
-        return Batch(self.inputs[:, window], self.targets[:, window], reset_state=index == 0)
+        return Batch(self.inputs[:, window].long(), self.targets[:, window].long(), reset_state=index == 0)
 
 
 def make_batches(ids: torch.Tensor, seq_len: int, batch_size: int, stateful: bool, **kwargs) -> RandomWindows | StatefulStreams:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -49,16 +48,17 @@ class CharTokenizer(TableTokenizer):
     @classmethod
     def fit(cls, texts: str | Iterable[str], specials: Sequence[str] = (), lower: bool = False,
             unknown: str | None = None, min_count: int = 1) -> CharTokenizer:
-        """Every character seen at least `min_count` times in `texts` (one string, or several)."""
-        texts = [t.lower() if lower else t for t in as_texts(texts)]
-        if min_count <= 1:
-            seen = set().union(*map(set, texts))
-        else:
-            counts = Counter()
-            for text in texts:
-                counts.update(text)
-            seen = {c for c, n in counts.items() if n >= min_count}
-        return cls(sorted(seen), specials, lower, unknown)
+        """Every character seen at least `min_count` times in `texts` (one string, or several: an iterable
+        of pieces is read one piece at a time, so a corpus larger than memory can be fitted)."""
+        counts = np.zeros(0, dtype=np.int64)  # occurrences by code point
+        for text in as_texts(texts):
+            points = np.frombuffer((text.lower() if lower else text).encode("utf-32-le"), dtype=np.uint32)
+            if points.size:
+                found = np.bincount(points)
+                if len(found) > len(counts):
+                    counts = np.pad(counts, (0, len(found) - len(counts)))
+                counts[: len(found)] += found
+        return cls([chr(point) for point in np.flatnonzero(counts >= max(min_count, 1))], specials, lower, unknown)
 
     def _lookup(self, text: str) -> tuple[str, np.ndarray]:
         """(the text as read, after lower-casing; its ids (T,) with -1 for characters not in the table)."""

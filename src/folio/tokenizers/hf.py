@@ -98,6 +98,7 @@ class ByteLevelBPETokenizer(HFTokenizer):
     """
 
     kind = "bpe"
+    block_lines = 64  # `encode` reads a long text this many lines (`str.splitlines`) at a time
 
     @classmethod
     def fit(cls, texts: str | Iterable[str], vocab_size: int = 4000) -> ByteLevelBPETokenizer:
@@ -117,7 +118,8 @@ class ByteLevelBPETokenizer(HFTokenizer):
         lines = text.splitlines(keepends=True)
         if len(lines) <= 1:
             return [i + 1 for i in self.tokenizer.encode(text).ids]
-        blocks = ["".join(lines[i : i + 64]) for i in range(0, len(lines), 64)]
+        size = self.block_lines
+        blocks = ["".join(lines[i : i + size]) for i in range(0, len(lines), size)]
         return [i + 1 for encoding in self.tokenizer.encode_batch(blocks) for i in encoding.ids]
 
     def tokenize(self, text: str) -> tuple[list[str], list[int]]:

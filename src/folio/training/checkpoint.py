@@ -4,10 +4,17 @@ Every file is written to a temporary directory and fsynced first, so a crash nev
 half-written file where a good one was. A directory that holds only the checkpoint (`OUT/last`) is then
 swapped in whole; a model directory that also holds other things (`OUT`, with its metrics and `last/`)
 gets each file renamed into place, weights first and `config.json` last.
+
+A process killed part-way (SIGKILL, power loss) can leave its temporary directory `.NAME.tmp-*` beside
+the checkpoint, or, killed between the two renames of a swap, the previous checkpoint set aside as
+`.NAME.old` and none at NAME: the next save clears the temporary directories, and `--resume` puts a
+set-aside checkpoint back first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import shutil
@@ -70,6 +77,10 @@ def save_checkpoint(
     """Write a complete checkpoint to `directory`, atomically replacing any previous one (see above)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    # One process writes a checkpoint directory at a time (rank 0 under torchrun), so the temporary
+    # directories already there are what killed saves left behind (each as big as a checkpoint).
+    for stale in directory.parent.glob(f".{glob.escape(directory.name)}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
         save_file(_unique_tensors(unwrap(model).state_dict()), str(tmp / WEIGHTS))
@@ -122,7 +133,8 @@ def read_config(directory: str | Path, task: str) -> dict:
     """The checkpoint's config, checked to belong to `task`."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"model directory {directory} does not exist")
+        raise CheckpointError(f"model directory {directory} does not exist" if not directory.exists()
+                              else f"{directory} is a file, not a model directory (one with {CONFIG} and {WEIGHTS})")
     path = directory / CONFIG
     if not path.exists():
         raise CheckpointError(f"{directory} is not a Folio checkpoint: it has no {CONFIG}")
@@ -161,6 +173,12 @@ def resume_directory(resume: str | None, out_dir: str | Path, task: str) -> tupl
     if resume is None:
         return None, None
     directory = Path(resume) if resume else Path(out_dir) / "last"
+    set_aside = directory.with_name(f".{directory.name}.old")
+    if not directory.exists() and (set_aside / TRAINER_STATE).exists():
+        # a save was killed between its two renames (see above); under torchrun another process may
+        # have put it back already
+        with contextlib.suppress(OSError):
+            os.replace(set_aside, directory)
     if not (directory / TRAINER_STATE).exists():
         raise CheckpointError(f"--resume: no checkpoint to resume at {directory} (expected {directory}/{TRAINER_STATE})")
     return directory, read_config(directory, task)

@@ -62,6 +62,13 @@ class TrainConfig:
             raise ConfigError(f"--max-time must be positive seconds, got {self.max_time}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for flag, value in (("--weight-decay", self.weight_decay), ("--grad-clip", self.grad_clip), ("--patience", self.patience)):
+            if value < 0:
+                raise ConfigError(f"{flag} must be 0 (off) or more, got {value}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.optimizer not in ("adamw", "muon"):

@@ -1,33 +1,70 @@
-"""The vocabulary of a language model: characters, words with hashed OOV buckets, or byte-level BPE."""
+"""The vocabulary of a language model (characters, words with hashed OOV buckets, or byte-level BPE) and
+the corpus as ids: tokenized once into the token cache (`folio.data.token_cache`) and memory-mapped."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from folio.data.corpora import open_corpus
+from folio.data.token_cache import CorpusTokens, TokenizerFit, corpus_tokens, fit_corpus_tokens
 from folio.errors import ConfigError
+from folio.runtime import Distributed, main_process_first
 from folio.tokenizers import TextCleaner, Tokenizer, fit_tokenizer
 
 TOKENIZERS = ("char", "word", "bpe")
 Vocabulary = Tokenizer
 
 
+def vocab_fit(kind: str, vocab_size: int = 8000, oov_buckets: int = 1000, lower: bool = False) -> TokenizerFit:
+    """How to fit a vocabulary of characters, words or byte-level BPE tokens on a corpus read in pieces.
+
+    Characters read the whole corpus (the model must read any character of it); words and BPE the
+    training split alone.
+
+    >>> vocab_fit("char").fit(["abca"]).kind
+    'char'
+    """
+    if kind == "char":
+        return TokenizerFit({"kind": "char", "lower": lower}, lambda pieces: fit_tokenizer("char", pieces, lower=lower),
+                            whole_text=True)
+    if kind == "word":
+        return TokenizerFit({"kind": "word", "vocab_size": vocab_size, "oov_buckets": oov_buckets, "lower": lower},
+                            lambda pieces: fit_tokenizer("word", pieces, vocab_size, oov_buckets=oov_buckets,
+                                                         cleaner=TextCleaner(lower=lower)))
+    if kind == "bpe":
+        if lower:
+            raise ConfigError("--lower does not apply to --tokenizer bpe: byte-level BPE keeps the text as it is")
+        return TokenizerFit({"kind": "bpe", "vocab_size": vocab_size},
+                            lambda pieces: fit_tokenizer("bpe", _lines(pieces), vocab_size))
+    raise ConfigError(f"--tokenizer {kind!r}: choose one of {', '.join(TOKENIZERS)}")
+
+
+def _lines(pieces: Iterable[str]) -> Iterable[str]:
+    for piece in pieces:
+        yield from piece.splitlines(keepends=True)
+
+
 def fit_vocab(kind: str, text: str, vocab_size: int = 8000, oov_buckets: int = 1000, lower: bool = False) -> Vocabulary:
-    """A vocabulary of characters, words or byte-level BPE tokens fitted on `text`.
+    """A vocabulary fitted on one text (see `vocab_fit`).
 
     >>> fit_vocab("char", "abca").kind
     'char'
     """
-    if kind == "char":
-        return fit_tokenizer("char", text, lower=lower)
-    if kind == "word":
-        return fit_tokenizer("word", text, vocab_size, oov_buckets=oov_buckets, cleaner=TextCleaner(lower=lower))
-    if kind == "bpe":
-        if lower:
-            raise ConfigError("--lower does not apply to --tokenizer bpe: byte-level BPE keeps the text as it is")
-        return fit_tokenizer("bpe", text.splitlines(keepends=True), vocab_size)
-    raise ConfigError(f"--tokenizer {kind!r}: choose one of {', '.join(TOKENIZERS)}")
+    return vocab_fit(kind, vocab_size, oov_buckets, lower).fit([text])
+
+
+def corpus_ids(corpus: str, split: tuple[float, float, float], vocab: Vocabulary | TokenizerFit,
+               dist: Distributed = Distributed()) -> CorpusTokens:
+    """`corpus` (a name or a file) as ids of `vocab`, or of a vocabulary fitted as `vocab` says, from the
+    token cache. Under torchrun rank 0 builds the cache and the other processes then map it."""
+    source = open_corpus(corpus)
+    with main_process_first(dist):
+        if isinstance(vocab, TokenizerFit):
+            return fit_corpus_tokens(source, vocab, split)
+        return corpus_tokens(source, vocab, split)
 
 
 def encode(vocab: Vocabulary, text: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ def masked_lm_loss(model: MaskedLanguageModel, ids: torch.Tensor, batch_size: in
     model.eval()
     total, count = 0.0, 0
     for start in range(0, windows.size(0), batch_size):
-        batch = windows[start : start + batch_size].to(device)
+        batch = windows[start : start + batch_size].long().to(device)
         loss, picked = model.masked_loss(batch, torch.ones_like(batch, dtype=torch.bool), generator, reduction="sum")
         total, count = total + loss.item(), count + picked
     model.train(was_training)
@@ -41,15 +41,16 @@ def stream_loss(model: RNNLanguageModel | GPT, ids: torch.Tensor, seq_len: int =
     device = next(model.parameters()).device
     streams = max(1, min(streams, (len(ids) - 1) // 2))
     stream_len = (len(ids) - 1) // streams
-    inputs = ids[: stream_len * streams].view(streams, stream_len).to(device)  # (S, L)
-    targets = ids[1 : stream_len * streams + 1].view(streams, stream_len).to(device)
+    inputs = ids[: stream_len * streams].view(streams, stream_len)  # (S, L), of any integer type (a memory map)
+    targets = ids[1 : stream_len * streams + 1].view(streams, stream_len)
     total, state = 0.0, None
     was_training = model.training
     model.eval()
     for start in range(0, stream_len, seq_len):  # the last window may be shorter: no token is dropped
-        logits, state = model(inputs[:, start : start + seq_len], state)
+        window = slice(start, start + seq_len)
+        logits, state = model(inputs[:, window].long().to(device), state)
         total += torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), targets[:, start : start + seq_len].reshape(-1), reduction="sum"
+            logits.float().reshape(-1, logits.size(-1)), targets[:, window].long().reshape(-1).to(device), reduction="sum"
         ).item()
     model.train(was_training)
     return total / targets.numel(), targets.numel()

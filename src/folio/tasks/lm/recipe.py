@@ -11,13 +11,13 @@ subword-level checkpoint of any of them starts a classifier: `folio classify tra
 
 from __future__ import annotations
 
-from folio.data.corpora import load_corpus, split_text
 from folio.data.windows import make_batches
 from folio.errors import ConfigError, DataError
 from folio.models.bert import MaskedLanguageModel, MaskedLMConfig
 from folio.models.gpt import GPT, GPTConfig
+from folio.models.llama import Llama, LlamaConfig
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
-from folio.tasks.lm.data import encode, fit_vocab, save_vocab
+from folio.tasks.lm.data import corpus_ids, save_vocab, vocab_fit
 from folio.tasks.lm.metrics import evaluate_ids
 from folio.tasks.lm.options import LMTrainOptions
 from folio.tokenizers import load_tokenizer
@@ -27,9 +27,12 @@ TASK = "lm"
 
 
 def build_model(config: dict) -> RNNLanguageModel | GPT | MaskedLanguageModel:
-    """The model a `config.json` "model" section describes: arch gru/lstm → RNN, gpt → GPT, bert → masked LM."""
+    """The model a `config.json` "model" section describes: arch gru/lstm → RNN, gpt → GPT, llama → Llama (a
+    fine-tuned pretrained model), bert → masked LM."""
     if config.get("arch") == "gpt":
         return GPT(GPTConfig(**config))
+    if config.get("arch") == "llama":
+        return Llama(LlamaConfig(**config))
     if config.get("arch") == "bert":
         return MaskedLanguageModel(MaskedLMConfig(**config))
     return RNNLanguageModel(RNNLMConfig(**config))
@@ -43,25 +46,23 @@ class LMRecipe:
 
     def prepare(self, options: LMTrainOptions, context: RunContext) -> Prepared:
         """Build what `run_training` trains from `options` (or from the checkpoint being resumed)."""
-        text = load_corpus(options.corpus)
-        splits = split_text(text, options.split)
         if context.resume_dir is not None:
-            vocab = load_tokenizer(context.resume_dir)
+            tokens = corpus_ids(options.corpus, options.split, load_tokenizer(context.resume_dir), context.dist)
             model_config = context.saved["model"]
         else:
-            # characters: every one in the corpus (the model must read any of them); words and BPE: the
-            # training split alone
-            vocab = fit_vocab(options.tokenizer, text if options.tokenizer == "char" else splits["train"],
-                              options.vocab_size, options.oov_buckets, options.lower)
-            model_config = {"vocab_size": len(vocab), **options.model}
+            fit = vocab_fit(options.tokenizer, options.vocab_size, options.oov_buckets, options.lower)
+            tokens = corpus_ids(options.corpus, options.split, fit, context.dist)
+            model_config = {"vocab_size": len(tokens.tokenizer), **options.model}
+        vocab = tokens.tokenizer
         model = build_model(model_config)
         if not isinstance(model, RNNLanguageModel) and options.stateful:
             raise ConfigError("--stateful carries a recurrent state; a Transformer sees its context in every window")
         for name in ("train", "valid"):
-            if len(splits[name]) < 2:
-                raise DataError(f"corpus {options.corpus!r} is too short: its {name} split has {len(splits[name])} characters")
-        train_ids = encode(vocab, splits["train"])  # (T,)
-        valid_ids = encode(vocab, splits["valid"])
+            if tokens.chars[name] < 2 or len(tokens.split(name)) < 2:
+                raise DataError(f"corpus {options.corpus!r} is too short: its {name} split has {tokens.chars[name]} "
+                                f"characters, {len(tokens.split(name))} tokens")
+        train_ids = tokens.split("train")  # (T,) memory-mapped, uint8/16/32
+        valid_ids = tokens.split("valid")
         batches = make_batches(
             train_ids, options.seq_len, options.batch_size, options.stateful,
             seed=options.train.seed, rank=context.dist.rank, world_size=context.dist.world_size,
@@ -77,7 +78,9 @@ class LMRecipe:
                          "batch_size": options.batch_size, "stateful": options.stateful, "tokenizer": vocab.kind},
             },
             describe=f"{config.arch.upper()} {config.layers}x{config.hidden}, {trained_parameters(model):,} parameters, "
-                     f"{len(vocab):,} {vocab.kind} tokens in the vocabulary, {len(train_ids):,} training tokens",
+                     f"{len(vocab):,} {vocab.kind} tokens in the vocabulary, {len(train_ids):,} training tokens "
+                     + (f"(tokenized in {tokens.built_seconds:.1f} s, {tokens.throughput:.1f} MB/s)"
+                        if tokens.built_seconds else "(from the token cache)"),
             write_extras=lambda directory: save_vocab(vocab, directory),
         )
 
