@@ -92,7 +92,7 @@ def test_quantized_export_and_cli(tmp_path, folio_cmd):
     assert report["int8"]["max_abs_diff_vs_pytorch"] < 0.1  # int8 weights: close, not equal
     assert set(report["int8"]["ms_per_batch_8x32"]) == {"float32", "int8"}
     bad = subprocess.run([*folio_cmd, "export", "--model", str(tmp_path / "nothing")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "no config.json" in bad.stderr
+    assert bad.returncode == 2 and "nothing does not exist" in bad.stderr
     with pytest.raises(ConfigError, match="--quantize applies to ONNX"):
         export(directory, "torchscript", quantize=True)
 

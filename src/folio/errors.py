@@ -19,3 +19,13 @@ class CheckpointError(FolioError):
 
 class ConfigError(FolioError):
     """An option has a value that cannot work."""
+
+
+def decode_utf8(data: bytes, name: str, first_line: int = 1, first_byte: int = 0) -> str:
+    """`data` as UTF-8 text; where it is not, a `DataError` that names `name` and the line and byte of the
+    first bad byte (`first_line`/`first_byte`: where `data` starts in a longer file)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + data[: err.start].count(b"\n")
+        raise DataError(f"{name} is not UTF-8 (line {line}, byte {first_byte + err.start}); re-save it as UTF-8") from None

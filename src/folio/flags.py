@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
+import sys
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -28,14 +30,21 @@ def positive_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _int_at_least(minimum: int, wording: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {wording}")
+        return value
+
+    return parse
+
+
+positive_int = _int_at_least(1, "at least 1")
+non_negative_int = _int_at_least(0, "0 or more")
 
 
 def unit_float(text: str) -> float:
@@ -43,6 +52,16 @@ def unit_float(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
     return value
+
+
+def read_stdin_lines() -> list[str]:
+    """The lines of standard input, decoded as UTF-8 whatever the locale (a `DataError` names the first
+    line that is not UTF-8, where Python would otherwise smuggle the bytes through as surrogates)."""
+    from folio.errors import decode_utf8
+
+    stream = getattr(sys.stdin, "buffer", None)
+    text = sys.stdin.read() if stream is None else decode_utf8(stream.read(), "standard input")  # None: tests' text stream
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None)]  # split as a text file is read
 
 
 def add_training_flags(parser: argparse.ArgumentParser, lr: float, max_time: float | None) -> None:

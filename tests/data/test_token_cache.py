@@ -135,3 +135,18 @@ def test_windows_over_a_large_corpus_use_the_computed_permutation(monkeypatch):
     assert batch.inputs.dtype == torch.int64 and torch.equal(batch.targets[:, :-1], batch.inputs[:, 1:])
     assert len(set(starts.tolist())) == len(starts)  # no window twice in an epoch
     assert not torch.equal(exact.inputs, large.batch(0, 0).inputs)
+
+
+@pytest.mark.slow  # loads SmolLM2 (its tokenizer comes with the weights)
+def test_a_pretrained_tokenizer_reads_the_corpus_in_pieces_as_whole(tmp_path, small_pieces):
+    pytest.importorskip("gguf")
+    from folio.models.llama_weights import load_pretrained
+
+    _, tokenizer = load_pretrained("smollm2")
+    # blank lines, indented lines and runs of spaces: where whitespace merges into one token
+    text = "".join(f"Line {i}:\n\n   indented {i}  \n\t\n{'x' * (i % 5)}  \n" for i in range(400)) + TEXT[:5000]
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    tokens = corpus_tokens(open_corpus(str(path)), tokenizer, cache=tmp_path / "cache")
+    for name, part in split_text(text).items():
+        assert tokens.split(name).long().tolist() == tokenizer.encode(part), name

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from folio.decoding.sampling import StopStrings, filter_logits, generate_tokens, sample_next
+from folio.decoding.sampling import (
+    StopStrings,
+    filter_logits,
+    generate_tokens,
+    greedy_tokens_with_lookup,
+    lookup_draft,
+    sample_next,
+)
 from folio.errors import ConfigError
 
 
@@ -51,3 +58,42 @@ def test_stop_strings_cut_and_hold_back():
     assert shown[:4] == ["", "a", "b", "\n"]  # each character waits one step: it may start "\n\n"
     plain = StopStrings(None)
     assert "".join(plain.feed(c) for c in "abc") + plain.flush() == "abc"
+
+
+def test_lookup_draft_copies_what_followed_the_latest_repeat_of_the_tail():
+    assert lookup_draft([5, 6, 7, 8, 5, 6], 2) == [7, 8]
+    assert lookup_draft([1, 2, 3, 9, 2, 3, 4, 2, 3], 3) == [4, 2, 3]  # the latest occurrence, not the first
+    assert lookup_draft([1, 2, 3, 4], 5) == []  # nothing repeats
+    assert lookup_draft([4, 1, 2, 3, 1], 2) == [2, 3]  # a one-token n-gram when no longer one repeats
+
+
+@pytest.mark.parametrize("prompt", [[3, 4, 5, 3, 4, 5, 3, 4], [7, 1, 9, 2]])
+def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_passes(prompt):
+    """A GPT that has learned nothing (its tokens are whatever it likes): prompt lookup yields exactly the greedy
+    tokens, and on a looping continuation it runs the model fewer times than tokens."""
+    from folio.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=12, layers=2, heads=2, hidden=16, context=64, positions="rope")).eval()
+    ids = torch.tensor([prompt])
+
+    def step(tokens, state):
+        logits, state = model(tokens[:, None], state)
+        return logits[:, -1], state
+
+    calls = []
+
+    def verify(tokens, state):
+        calls.append(tokens.size(1))
+        return model(tokens, state)
+
+    with torch.no_grad():
+        logits, state = model(ids)
+        greedy = torch.cat(list(generate_tokens(step, logits[:, -1], state, 30, top_k=1))).tolist()
+        logits, state = model(ids)
+        looked = torch.cat(list(greedy_tokens_with_lookup(verify, model.rewind, logits[:, -1], state, prompt, 30,
+                                                          lookahead=6))).tolist()
+    assert looked == greedy
+    assert len(calls) <= 29 and sum(calls) >= len(calls)
+    if len(set(greedy[10:])) <= 4:  # a loop: guesses come true
+        assert len(calls) < 20

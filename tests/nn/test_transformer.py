@@ -9,12 +9,14 @@ import torch
 from folio.errors import ConfigError
 from folio.nn.masks import causal_mask, lengths_to_mask
 from folio.nn.transformer import (
+    KVCache,
     MultiHeadAttention,
     PositionalEncoding,
     RMSNorm,
     RotaryEmbedding,
     SwiGLU,
     TransformerBlock,
+    fuse_projections,
     reference_attention,
     scaled_dot_product_attention,
     sinusoidal_positions,
@@ -164,3 +166,59 @@ def test_rms_norm_and_swiglu_blocks():
     assert block(x, causal=True)[0].shape == (2, 3, 8)
     with pytest.raises(ConfigError, match="choose layer or rms"):
         TransformerBlock(8, 2, 16, norm="batch")
+
+
+def test_a_growing_cache_appends_in_place_doubles_when_full_and_rewinds():
+    keys, values = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    cache = KVCache.growing((keys, values), room=1, limit=100)
+    assert cache._keys.size(2) == 64 and cache.length == 5 and len(cache) == 2
+    new = [torch.randn(2, 3, 1, 4) for _ in range(70)]  # past the first 64 positions: a larger buffer
+    grown = cache
+    for step in new:
+        grown = grown.extend(step, step * 2)
+    k, v = grown
+    assert k.shape == (2, 3, 75, 4) and grown._keys.size(2) == 100  # doubling stops at the limit
+    torch.testing.assert_close(k, torch.cat([keys, *new], 2), rtol=0, atol=0)
+    torch.testing.assert_close(v, torch.cat([values, *(2 * t for t in new)], 2), rtol=0, atol=0)
+    assert torch.equal(cache.keys, keys)  # the views handed out earlier keep their positions
+    rewound = grown.truncate(7)
+    assert rewound.keys.shape[2] == 7 and torch.equal(rewound[1], v[:, :, :7])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_projections_give_the_same_outputs_keep_names_and_train_the_same_parameters(bias, tmp_path):
+    """One product for q/k/v and for gate/up: the outputs and the cache of the plain layers, the parameters still
+    under their names (views of the fused matrices, so loading new weights reaches the fused ones), gradients
+    still on the plain path, and a state dict safetensors writes."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    rotary = RotaryEmbedding(4, 32, base=500.0)
+    block = TransformerBlock(24, 6, 40, norm="rms", activation="swiglu", bias=bias, kv_heads=2, rotary=rotary).eval()
+    x = torch.randn(2, 9, 24)
+    with torch.no_grad():
+        plain, extras = block(x, causal=True)
+        step, _ = block(x[:, -1:], causal=True, cache={"self": KVCache.growing(block(x[:, :-1], causal=True)[1]["self"])})
+    fuse_projections(block)
+    attention = block.self_attn
+    assert attention.q_proj.weight.data_ptr() == attention.qkv_weight.data_ptr()
+    with torch.no_grad():
+        fused, fused_extras = block(x, causal=True)
+        cache = KVCache.growing(block(x[:, :-1], causal=True)[1]["self"])
+        fused_step, _ = block(x[:, -1:], causal=True, cache={"self": cache})
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fused_extras["self"][0], extras["self"][0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fused_step, step, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fused_step[:, 0], plain[:, -1], atol=1e-5, rtol=1e-5)
+
+    state = block.state_dict()
+    assert {"self_attn.q_proj.weight", "ff.gate.weight", "ff.up.weight"} <= state.keys()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "block.safetensors"))
+    assert torch.equal(load_file(str(tmp_path / "block.safetensors"))["ff.up.weight"], block.ff.up.weight)
+    with torch.no_grad():
+        block.ff.up.weight.zero_()  # the fused matrix is the parameters' memory
+    assert block.ff.gate_up_weight[40:].abs().sum() == 0
+
+    block.train()
+    block(x, causal=True)[0].sum().backward()
+    assert attention.k_proj.weight.grad is not None and block.ff.gate.weight.grad is not None

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from folio.data.download import download
-from folio.errors import DataError
+from folio.errors import DataError, decode_utf8
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -82,11 +82,7 @@ def read_text_file(path: str | os.PathLike) -> str:
     """A UTF-8 text file, with errors that name the file and the problem."""
     path = Path(path)
     _check_file(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(f"corpus file {path} is not UTF-8 (line {line}, byte {err.start})") from err
+    text = decode_utf8(path.read_bytes(), f"corpus file {path}")
     if not text.strip():
         raise DataError(f"corpus file {path} is empty")
     return text
@@ -115,11 +111,7 @@ def iter_text_file(path: str | os.PathLike, block_bytes: int = 1 << 22) -> Itera
             data = pending + block
             # Hold back a character cut by the block's end (a UTF-8 sequence is at most 4 bytes).
             cut = len(data) if not block else _complete_prefix(data)
-            try:
-                text = data[:cut].decode("utf-8")
-            except UnicodeDecodeError as err:
-                line = lines + data[: err.start].count(b"\n") + 1
-                raise DataError(f"corpus file {path} is not UTF-8 (line {line}, byte {offset + err.start})") from err
+            text = decode_utf8(data[:cut], f"corpus file {path}", first_line=lines + 1, first_byte=offset)
             if text:
                 blank = blank and text.isspace()
                 yield text

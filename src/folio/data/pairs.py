@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from folio.data.reviews import read_utf8, require_file
 from folio.errors import ConfigError, DataError
 from folio.tokenizers import SEQ2SEQ_SPECIALS
 
@@ -124,15 +125,10 @@ def parse_pairs(lines: Iterable[str], name: str) -> list[Pair]:
 def read_pairs(path: str | Path) -> list[Pair]:
     """Pairs from a UTF-8 tab-separated file (a third, attribution column is ignored)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"pair file {path} does not exist")
+    require_file(path, "pair file")
     if path.suffix == ".zip":
         return _pairs_from_zip(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_pairs(handle, str(path))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text: {err}") from err
+    return parse_pairs(read_utf8(path, "pair file").split("\n"), str(path))  # newlines only (not splitlines)
 
 
 def _pairs_from_zip(path: Path) -> list[Pair]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from folio.data.download import cache_dir, download
-from folio.errors import DataError
+from folio.errors import DataError, decode_utf8
 
 ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ACLIMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
@@ -106,7 +106,7 @@ def load_aclimdb(directory: str | Path, split: str = "train") -> LabeledTexts:
     for label, name in enumerate(SENTIMENT_LABELS):
         folder = root / name
         if not folder.is_dir():
-            raise DataError(f"{directory} is not in the aclImdb layout: {folder} is missing")
+            raise DataError(f"directory {directory} is not in the aclImdb layout: {folder} is missing")
         for path in sorted(folder.glob("*.txt"), key=lambda p: (len(p.name), p.name)):
             texts.append(read_utf8(path))
             labels.append(label)
@@ -142,14 +142,26 @@ def download_aclimdb(url: str = ACLIMDB_URL, sha256: str = ACLIMDB_SHA256, cache
 
 
 # ---- CSV / JSONL files -------------------------------------------------------------------------
-def read_utf8(path: str | Path) -> str:
+def read_utf8(path: str | Path, what: str = "file") -> str:
+    """The text of a UTF-8 file; a `DataError` names the file (as `what`) if it is missing, a directory, not
+    UTF-8 or holds a NUL byte (with the line)."""
     path = Path(path)
+    require_file(path, what)
     data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{path} is not UTF-8 (line {line}, byte {err.start}); re-save it as UTF-8") from err
+    text = decode_utf8(data, str(path))
+    nul = data.find(b"\0")  # valid UTF-8, but no text file holds one (and the csv module reads it as text)
+    if nul >= 0:
+        line = data[:nul].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: a NUL byte (byte {nul}); is it a damaged or binary file?")
+    return text
+
+
+def require_file(path: Path, what: str) -> None:
+    """A `DataError` unless `path` is a file: '`what` PATH does not exist' or '... is a directory'."""
+    if not path.exists():
+        raise DataError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"{what} {path} is a directory, not a file; give the file itself")
 
 
 def _records(path: Path) -> list[tuple[int, dict]]:
@@ -168,17 +180,24 @@ def _records(path: Path) -> list[tuple[int, dict]]:
                 raise DataError(f"{path}, line {number}: expected a JSON object with \"text\" and \"label\"")
             records.append((number, record))
         return records
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None or "text" not in reader.fieldnames:
-        raise DataError(f"{path}: the CSV header must name a 'text' column (found {reader.fieldnames})")
-    return [(reader.line_num, row) for row in reader]
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)  # strict: a stray quote is an error
+    records = []
+    try:
+        if reader.fieldnames is None or "text" not in reader.fieldnames:
+            raise DataError(f"{path}: the CSV header must name a 'text' column (found {reader.fieldnames})")
+        for row in reader:
+            # a quoted text may span lines: a record is known by its first line
+            spanned = sum(value.count("\n") for value in row.values() if isinstance(value, str))
+            records.append((reader.line_num - spanned, row))
+    except csv.Error as err:  # the record that failed starts on the line after the last one read
+        raise DataError(f"{path}, line {reader.line_num + 1}: not valid CSV ({err}); check the quotes there") from err
+    return records
 
 
 def read_texts_file(path: str | Path) -> list[str]:
     """The `text` field of every record (labels, if present, are ignored): input for prediction."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"input file {path} does not exist")
+    require_file(path, "input file")
     texts = []
     for number, record in _records(path):
         text = record.get("text")
@@ -195,8 +214,7 @@ def read_labeled_file(path: str | Path, label_names: list[str] | None = None) ->
     them or an index into them; without, names are sorted, and integer labels 0..N-1 name themselves.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
+    require_file(path, "data file")
     records = _records(path)
     if not records:
         raise DataError(f"{path} holds no records")

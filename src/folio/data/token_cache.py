@@ -224,10 +224,22 @@ def _line_block_cut(text: str, block: int = ByteLevelBPETokenizer.block_lines) -
     return sum(map(len, lines[:whole]))
 
 
+def _line_start_cut(text: str) -> int:
+    """Just after the last "\\n" that a non-space character follows (0 where there is none): a pretrained
+    byte-level BPE's pre-tokenizer runs whitespace together ("\\n\\n" may be one token), but always ends a
+    pre-token there, and no merge crosses a pre-token."""
+    at = len(text)
+    while (at := text.rfind("\n", 0, at)) >= 0:
+        if at + 1 < len(text) and not text[at + 1].isspace():
+            return at + 1
+    return 0
+
+
 def _cutter(kind: str) -> Callable[[str], int]:
-    """Where a tokenizer of `kind` may have its text cut without changing its ids: byte-level BPE encodes
-    blocks of lines (so pieces hold whole blocks); words and characters, after a line break."""
-    return {"bpe": _line_block_cut, "word": _word_cut}.get(kind, _after_last_line)
+    """Where a tokenizer of `kind` may have its text cut without changing its ids: Folio's byte-level BPE
+    encodes blocks of lines (so pieces hold whole blocks); a pretrained model's, before a line's first
+    non-space character; words and characters, after a line break."""
+    return {"bpe": _line_block_cut, "word": _word_cut, "pretrained_lm": _line_start_cut}.get(kind, _after_last_line)
 
 
 def _pieces(texts: Iterable[str], ends: list[int], cut: Callable[[str], int],

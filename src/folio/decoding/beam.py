@@ -57,9 +57,9 @@ def check_decoding_options(beam_size: int, num_return: int, length_penalty: floa
     if not 1 <= num_return <= beam_size:
         raise ConfigError(f"num_return ({num_return}) must be between 1 and beam_size ({beam_size})")
     if length_penalty < 0:
-        raise ConfigError(f"length_penalty must be >= 0, got {length_penalty}")
+        raise ConfigError(f"--length-penalty must be >= 0, got {length_penalty}")
     if no_repeat_ngram_size < 0:
-        raise ConfigError(f"no_repeat_ngram_size must be >= 0, got {no_repeat_ngram_size}")
+        raise ConfigError(f"--no-repeat-ngram-size must be >= 0, got {no_repeat_ngram_size}")
 
 
 def banned_ngram_tokens(history: Tensor, n: int, vocab_size: int) -> Tensor:

@@ -79,6 +79,86 @@ def generate_tokens(
             logits, state = step(tokens, state)
 
 
+def lookup_draft(tokens: list[int], max_tokens: int, max_ngram: int = 3, window: int = 2048) -> list[int]:
+    """Prompt-lookup decoding's guess at what comes next: the tokens that followed the latest earlier
+    occurrence of the text's last n tokens (n from `max_ngram` down to 1) that is followed by `max_tokens` of
+    them (else the occurrence followed by the most); [] where the text does not repeat itself. Only the last
+    `window` tokens are searched.
+
+    >>> lookup_draft([5, 6, 7, 8, 5, 6], 2)
+    [7, 8]
+    """
+    recent = tokens[-window:]
+    for n in range(min(max_ngram, len(recent) - 1), 0, -1):
+        tail, best = recent[-n:], []
+        for start in range(len(recent) - n - 1, -1, -1):  # the latest occurrence first
+            if recent[start : start + n] == tail:
+                found = recent[start + n : start + n + max_tokens]
+                if len(found) > len(best):
+                    best = found
+                if len(best) == max_tokens:  # (a latest occurrence overlapping the tail has fewer tokens after it)
+                    break
+        if best:
+            return best
+    return []
+
+
+def greedy_tokens_with_lookup(
+    verify: Callable[[Tensor, object], tuple[Tensor, object]],
+    rewind: Callable[[object, int], object],
+    logits: Tensor,
+    state: object,
+    context: list[int],
+    max_new_tokens: int,
+    lookahead: int = 10,
+) -> Iterator[Tensor]:
+    """Greedy tokens (1,) as `generate_tokens(..., top_k=1)` yields them, several per model call where the
+    text repeats itself: prompt-lookup decoding (Saxena 2023; transformers' `prompt_lookup_num_tokens`).
+
+    Each call checks a guess copied from earlier in the text (`lookup_draft`, up to `lookahead` tokens): the
+    model reads the last token and the guess in one pass, which costs about what one token costs while the
+    weights, not the arithmetic, bound a step; the guessed tokens it would have chosen itself are kept, with
+    its own next token after them. So the tokens are the greedy ones (up to the rounding of a pass over
+    several positions instead of one). The guesses grow by two tokens after one is confirmed whole and shrink
+    to what was confirmed (and one more) otherwise, as transformers' assistant does, so that text that does
+    not repeat itself costs little more than plain decoding.
+
+    `verify(ids (1, T), state) -> (logits (1, T, V), state)` runs the model on T more tokens;
+    `rewind(state, length)` keeps the state's first `length` positions; `context` is the prompt's ids; `logits`
+    (1, V) are the prompt's last.
+    """
+    if logits.size(0) != 1:
+        raise ConfigError("prompt-lookup decoding generates one sequence at a time")
+    text = list(context)
+    length = len(text)  # positions in the state
+    token = int(logits[0].argmax())
+    produced, size = 0, lookahead
+    while True:
+        yield torch.tensor([token])
+        text.append(token)
+        produced += 1
+        if produced == max_new_tokens:
+            return
+        guess = lookup_draft(text, min(size, max_new_tokens - produced))
+        logits, state = verify(torch.tensor([[token, *guess]], device=logits.device), state)  # (1, 1 + G, V)
+        chosen = logits[0].argmax(-1).tolist()  # the model's choice after each of the tokens it read
+        kept = 0
+        while kept < len(guess) and chosen[kept] == guess[kept]:
+            kept += 1
+        if guess:
+            size = min(lookahead, size + 2) if kept == len(guess) else kept + 1
+        for right in guess[:kept]:
+            yield torch.tensor([right])
+            text.append(right)
+            produced += 1
+        if produced == max_new_tokens:
+            return
+        length += 1 + kept
+        if kept < len(guess):
+            state = rewind(state, length)  # drop the positions of the wrong guesses
+        token = chosen[kept]
+
+
 class StopStrings:
     """Cuts generated text at the first stop string, holding back what could still become one.
 

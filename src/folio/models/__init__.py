@@ -12,7 +12,8 @@
     sentence_encoder.py     a frozen BERT (MiniLM) as a sentence encoder, and the small head trained on it
 
 The helpers below are what several families share: their config checks (so every config names a bad
-field and its value the same way), BERT/GPT-2 initialisation, and mean pooling over real tokens.
+field, as the flag that sets it, and its value the same way), BERT/GPT-2 initialisation, and mean pooling
+over real tokens.
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ from torch import Tensor, nn
 from folio.errors import ConfigError
 
 
+def _flag(field: str) -> str:
+    """A config field as the flag that sets it (`label_smoothing` → `--label-smoothing`): what a CLI user
+    typed and, dashes for underscores, the field a Python caller set."""
+    return "--" + field.replace("_", "-")
+
+
 def check_sizes(config, *names: str) -> None:
     """Each named field of `config` is at least 1 (a vocabulary, a width, a number of layers)."""
     for name in names:
         if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+            raise ConfigError(f"{_flag(name)} must be at least 1, got {getattr(config, name)}")
 
 
 def check_fractions(config, *names: str) -> None:
@@ -34,7 +41,7 @@ def check_fractions(config, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if value is not None and not 0 <= value < 1:
-            raise ConfigError(f"{name} must be in [0, 1), got {value}")
+            raise ConfigError(f"{_flag(name)} must be in [0, 1), got {value}")
 
 
 def check_heads(hidden: int, heads: int) -> None:

@@ -151,7 +151,11 @@ def load_bert(directory: Path, dropout: float = 0.0) -> BertEncoder:
     for name in ("config.json", "model.safetensors"):
         if not (directory / name).exists():
             raise CheckpointError(f"{directory} is not a BERT checkpoint: {name} is missing")
-    config = BertConfig.from_dict(json.loads((directory / "config.json").read_text()), str(directory))
+    try:
+        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except ValueError as err:  # UnicodeDecodeError too
+        raise CheckpointError(f"{directory / 'config.json'} is corrupt: {err}") from err
+    config = BertConfig.from_dict(data, str(directory))
     config.hidden_dropout_prob = dropout
     bert = BertEncoder(config)
     bert.load_hf_state_dict(load_file(str(directory / "model.safetensors")), str(directory / "model.safetensors"))

@@ -66,13 +66,13 @@ class CaptionerConfig:
         check_sizes(self, "vocab_size", "image_size", "feature_dim", "embedding_dim", "hidden", "attention_dim", "max_len")
         check_fractions(self, "dropout")
         if self.doubly_stochastic < 0:
-            raise ConfigError(f"doubly_stochastic must be >= 0, got {self.doubly_stochastic}")
+            raise ConfigError(f"--doubly-stochastic must be >= 0, got {self.doubly_stochastic}")
         if self.encoder == "cnn":
             if not self.channels or min(self.channels) < 1:
-                raise ConfigError(f"channels must be positive stage widths, got {self.channels}")
+                raise ConfigError(f"--channels must be positive stage widths, got {self.channels}")
             stride = 2 ** (len(self.channels) - 1)
             if self.image_size % stride:
-                raise ConfigError(f"image_size {self.image_size} must be a multiple of {stride} for {len(self.channels)} CNN stages")
+                raise ConfigError(f"--image-size {self.image_size} must be a multiple of {stride} for {len(self.channels)} CNN stages")
         else:
             from folio.models.efficientnet import STAGES
 

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from folio.errors import ConfigError
 from folio.models import check_fractions, check_shape, normal_init
-from folio.nn.transformer import PositionalEncoding, TransformerBlock
+from folio.nn.transformer import KVCache, PositionalEncoding, TransformerBlock
 
 
 @dataclass
@@ -55,7 +55,7 @@ class GPTState:
     """What generation carries between steps: the tokens in the window and each layer's key/value cache."""
 
     tokens: Tensor  # (B, S)
-    caches: list  # per layer: (keys, values), each (B, heads, S, head_dim)
+    caches: list  # per layer: (keys, values), each (B, heads, S, head_dim), or a KVCache that reads as that pair
 
     @property
     def length(self) -> int:
@@ -89,26 +89,31 @@ class GPT(nn.Module):
     def _add_positions(self, x: Tensor, offset: int = 0) -> Tensor:
         return x if self.positions is None else self.positions(x, offset)  # rope: in the attention instead
 
-    def _run(self, ids: Tensor, state: GPTState | None, need_weights: bool = False) -> tuple[Tensor, GPTState | None, list]:
+    def _run(self, ids: Tensor, state: GPTState | None, need_weights: bool = False,
+             last_only: bool = False) -> tuple[Tensor, GPTState | None, list]:
         offset = 0 if state is None else state.length
         x = self.dropout(self._add_positions(self.embedding(ids), offset))  # (B, T, C)
         caches, weights = [], []
         for i, block in enumerate(self.blocks):
-            cache = None if state is None else {"self": state.caches[i]}
+            # a decoding step writes its keys/values into the cache's room (grown once from the prompt's)
+            cache = None if state is None else {"self": KVCache.growing(state.caches[i], ids.size(1), self.config.context)}
             x, extras = block(x, causal=True, cache=cache, need_weights=need_weights)
             caches.append(extras["self"])
             weights.append(extras["self_weights"])
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C): a prompt's other positions need no logits
         logits = self.head(self.norm(x))  # (B, T, V)
         if self.training and not need_weights:
             return logits, None, weights  # training never carries a cache
         tokens = ids if state is None else torch.cat([state.tokens, ids], dim=1)
         return logits, GPTState(tokens, caches), weights
 
-    def forward(self, ids: Tensor, state: GPTState | None = None) -> tuple[Tensor, GPTState | None]:
-        """ids (B, T) → logits (B, T, V) and the cache; any T, with a sliding window past the context."""
+    def forward(self, ids: Tensor, state: GPTState | None = None, last_only: bool = False) -> tuple[Tensor, GPTState | None]:
+        """ids (B, T) → logits (B, T, V) and the cache; any T, with a sliding window past the context.
+        `last_only`: the logits of the last position alone (B, 1, V), what generation needs after a prompt."""
         context = self.config.context
         if state is None and ids.size(1) <= context:
-            logits, state, _ = self._run(ids, None)
+            logits, state, _ = self._run(ids, None, last_only=last_only)
             return logits, state
         keep = context // 2  # tokens of context kept when the window slides
         pieces = []
@@ -118,9 +123,17 @@ class GPT(nn.Module):
                 logits, state, _ = self._run(torch.cat([kept, chunk], dim=1), None)
                 logits = logits[:, kept.size(1) :]
             else:
-                logits, state, _ = self._run(chunk, state)
+                logits, state, _ = self._run(chunk, state, last_only=last_only)
             pieces.append(logits)
-        return torch.cat(pieces, dim=1), state
+        return (pieces[-1][:, -1:] if last_only else torch.cat(pieces, dim=1)), state
+
+    @staticmethod
+    def rewind(state: GPTState, length: int) -> GPTState:
+        """The state of the first `length` positions of `state` (prompt-lookup decoding drops the positions of
+        the guesses the model did not confirm)."""
+        caches = [cache.truncate(length) if isinstance(cache, KVCache) else tuple(t[:, :, :length] for t in cache)
+                  for cache in state.caches]
+        return GPTState(state.tokens[:, :length], caches)
 
     def _check_context(self, steps: int) -> None:
         """The whole-sequence views below have no sliding window: they take at most `context` tokens."""

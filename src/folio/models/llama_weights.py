@@ -22,7 +22,7 @@ import importlib.util
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,34 @@ def pretrained_path(source: str | Path) -> Path:
     return path
 
 
-def load_pretrained(source: str | Path, dtype: torch.dtype = torch.float32,
-                    tokenizer: bool = True) -> tuple[Llama, PretrainedLMTokenizer | None]:
+def is_pretrained_source(source: str | Path) -> bool:
+    """Whether `source` names a model this module reads rather than a Folio checkpoint directory: a name in
+    `PRETRAINED`, a GGUF file (named .gguf, or starting with GGUF's magic bytes), or a directory whose config.json
+    is Hugging Face's (a `model_type`, no Folio `task`). Anything else, including a path that does not exist or
+    another file, is left to the checkpoint reader's errors."""
+    if str(source) in PRETRAINED:
+        return True
+    path = Path(source)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return True
+        try:
+            with path.open("rb") as file:
+                return file.read(4) == GGUF_MAGIC
+        except OSError:
+            return False
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" in config and "task" not in config
+
+
+def load_pretrained(source: str | Path, dtype: torch.dtype = torch.float32, tokenizer: bool = True,
+                    dropout: float = 0.0) -> tuple[Llama, PretrainedLMTokenizer | None]:
     """The pretrained Llama (in eval mode, its weights in `dtype`) and its tokenizer (None when not asked for)
-    from a GGUF file, a Hugging Face directory, or a name in `PRETRAINED`."""
+    from a GGUF file, a Hugging Face directory, or a name in `PRETRAINED`. `dropout`: the model's dropout for
+    fine-tuning (`LlamaConfig.dropout`; a pretrained file has none)."""
     path = pretrained_path(source)
     if path.is_dir():
         config, tensors = _hf_checkpoint(path)
@@ -78,6 +102,7 @@ def load_pretrained(source: str | Path, dtype: torch.dtype = torch.float32,
         metadata, tensors = read_gguf(path)
         tok = PretrainedLMTokenizer.from_gguf_metadata(metadata, path) if tokenizer else None
         config = gguf_config(metadata, set(tensors), path)
+    config = replace(config, dropout=dropout)
     with torch.device("meta"):  # the layers without memory or random initialisation: the file gives every weight
         model = Llama(config)
     model.load_state_dict(_file_state(model, tensors, path, dtype), strict=True, assign=True)
@@ -334,5 +359,5 @@ def _hf_checkpoint(directory: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
     return config, tensors
 
 
-__all__ = ["PRETRAINED", "PackagedModel", "dequantize", "gguf_config", "hf_config", "load_pretrained", "pretrained_path",
-           "read_gguf", "unpermute_rotary"]
+__all__ = ["PRETRAINED", "PackagedModel", "dequantize", "gguf_config", "hf_config", "is_pretrained_source", "load_pretrained",
+           "pretrained_path", "read_gguf", "unpermute_rotary"]

@@ -29,7 +29,7 @@ class RNNLMConfig:
             raise ConfigError(f"--arch {self.arch!r}: choose gru or lstm")
         check_sizes(self, "vocab_size", "layers", "hidden")
         if self.embedding_dim < 0:
-            raise ConfigError(f"embedding_dim must be >= 0 (0 means one-hot), got {self.embedding_dim}")
+            raise ConfigError(f"--embedding-dim must be >= 0 (0 means one-hot), got {self.embedding_dim}")
         check_fractions(self, "dropout", "output_dropout")
 
     def to_dict(self) -> dict:

@@ -49,7 +49,8 @@ class SentenceEncoder(nn.Module):
         except ModuleNotFoundError as err:
             raise DataError("the sentence encoder needs tokenizers: pip install tokenizers") from err
         if not (directory / "tokenizer.json").exists():
-            raise CheckpointError(f"{directory} is not a BERT sentence encoder: tokenizer.json is missing")
+            raise CheckpointError(f"{directory} is not a BERT sentence encoder (config.json, model.safetensors and "
+                                  "tokenizer.json): tokenizer.json is missing")
         bert = load_bert(directory)
         if max_length is None:
             st_config = directory / "sentence_bert_config.json"

@@ -69,7 +69,7 @@ class Seq2SeqConfig:
         check_sizes(self, "src_vocab_size", "tgt_vocab_size", "layers", "embedding_dim", "hidden", "max_src_len")
         check_fractions(self, "dropout", "label_smoothing")
         if not 0 <= self.scheduled_sampling <= 1:
-            raise ConfigError(f"scheduled_sampling must be in [0, 1], got {self.scheduled_sampling}")
+            raise ConfigError(f"--scheduled-sampling must be in [0, 1], got {self.scheduled_sampling}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ConfigError(
                 "share_embeddings needs one vocabulary for both sides "

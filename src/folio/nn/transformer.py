@@ -22,7 +22,79 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from folio.errors import ConfigError
 from folio.nn.masks import causal_mask, masked_fill_scores
 
-KVCache = tuple[Tensor, Tensor]  # keys, values: (B, kv_heads, S, head_dim), kv_heads = heads unless grouped
+_TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+_SDPA_GQA = _TORCH >= (2, 5)  # scaled_dot_product_attention(enable_gqa=...): grouped heads without copies
+_FUSED_RMS_NORM = _TORCH >= (2, 4)  # F.rms_norm
+
+
+class KVCache:
+    """A self-attention key/value cache that grows in place, for step-by-step decoding.
+
+    Keys and values live in buffers (B, kv_heads, capacity, head_dim) with room for later positions, so a
+    step writes its new positions into the room instead of copying the whole cache (`torch.cat`: O(S) per
+    step, O(S²) over a text); the capacity doubles when it runs out. It reads as the (keys, values) pair of
+    (B, kv_heads, S, head_dim) views it stands for:
+
+        >>> cache = KVCache.growing((torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)))
+        >>> keys, values = cache.extend(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+        >>> keys.shape, keys[0, 0, -1, 0].item()
+        (torch.Size([1, 2, 6, 4]), 1.0)
+
+    Extending writes past this cache's length in the shared buffers, so of two continuations of one cache
+    only the last extended stays valid: decoding and evaluation never branch a cache (beam search reorders
+    plain (keys, values) pairs with `index_select`, which copies).
+    """
+
+    __slots__ = ("_keys", "_values", "length", "limit")
+
+    def __init__(self, keys: Tensor, values: Tensor, length: int, limit: int | None = None):
+        self._keys, self._values, self.length = keys, values, length  # buffers (B, kv_heads, capacity, d)
+        self.limit = limit
+
+    @classmethod
+    def growing(cls, cache: KVCache | tuple[Tensor, Tensor], room: int = 1, limit: int | None = None) -> KVCache:
+        """`cache` as a growing cache with room for at least `room` more positions (itself if it is one);
+        `limit`: the most positions it will ever hold (a model's context), so the doubling stops there."""
+        if isinstance(cache, KVCache):
+            return cache
+        keys, values = cache
+        length = keys.size(2)
+        capacity = max(min(max(2 * length, 64), limit or 1 << 62), length + room)
+        buffers = [t.new_empty(*t.shape[:2], capacity, t.size(3)) for t in (keys, values)]
+        for buffer, t in zip(buffers, (keys, values), strict=True):
+            buffer[:, :, :length] = t
+        return cls(*buffers, length, limit)
+
+    def extend(self, keys: Tensor, values: Tensor) -> KVCache:
+        """The cache with `keys`/`values` (B, kv_heads, T, d) appended after this one's positions."""
+        end = self.length + keys.size(2)
+        if end > self._keys.size(2):  # out of room: double (the views handed out keep the old buffers)
+            grown = KVCache.growing((self.keys, self.values), room=keys.size(2), limit=self.limit)
+            return grown.extend(keys, values)
+        self._keys[:, :, self.length : end] = keys
+        self._values[:, :, self.length : end] = values
+        return KVCache(self._keys, self._values, end, self.limit)
+
+    def truncate(self, length: int) -> KVCache:
+        """The cache of the first `length` positions (the later ones are overwritten by the next `extend`)."""
+        return KVCache(self._keys, self._values, min(length, self.length), self.limit)
+
+    @property
+    def keys(self) -> Tensor:
+        return self._keys[:, :, : self.length]  # (B, kv_heads, S, d)
+
+    @property
+    def values(self) -> Tensor:
+        return self._values[:, :, : self.length]
+
+    def __iter__(self):
+        return iter((self.keys, self.values))
+
+    def __getitem__(self, index: int) -> Tensor:
+        return (self.keys, self.values)[index]
+
+    def __len__(self) -> int:
+        return 2
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -81,15 +153,71 @@ class RotaryEmbedding(nn.Module):
         self.max_len = max_len
         inverse = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (d/2,)
         angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inverse  # (L, d/2)
+        self.half = head_dim // 2
         self.register_buffer("cos", angles.cos().repeat(1, 2).float(), persistent=False)  # (L, d)
-        self.register_buffer("sin", angles.sin().repeat(1, 2).float(), persistent=False)
+        # (-sin, sin): x rotated is x·cos + (-x₂, x₁)·sin = x·cos + roll(x, d/2)·(-sin, sin), bit for bit, in
+        # four operations where the chunk/negate/concatenate form takes six
+        sin = angles.sin()
+        self.register_buffer("signed_sin", torch.cat([-sin, sin], dim=1).float(), persistent=False)  # (L, d)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         steps = x.size(-2)
         _check_positions(offset, steps, self.max_len)
-        cos, sin = (t[offset : offset + steps].to(x.dtype) for t in (self.cos, self.sin))
-        first, second = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([-second, first], dim=-1) * sin
+        cos, sin = self.cos[offset : offset + steps], self.signed_sin[offset : offset + steps]  # (T, d)
+        if cos.dtype != x.dtype:
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        return x * cos + x.roll(self.half, dims=-1) * sin
+
+
+def fuse_linears(owner: nn.Module, names: tuple[str, ...]) -> tuple[Tensor, Tensor | None]:
+    """One weight (sum of the outputs, inputs) and bias holding the weights and biases of `owner`'s linear
+    layers `names` end to end, so that one matrix product does the work of several (for inference: see
+    `fuse_projections`).
+
+    Each layer's parameters become views of the fused tensors (their `.data`): memory is not doubled, and
+    loading or training the layers keeps the fused copy current. A state-dict hook hands out copies of the views,
+    so a checkpoint of a fused model is written as usual (safetensors refuses tensors that share memory).
+    """
+    linears = [getattr(owner, name) for name in names]
+    weight = torch.cat([linear.weight.detach() for linear in linears])  # (Σ out, in)
+    bias = None if linears[0].bias is None else torch.cat([linear.bias.detach() for linear in linears])
+    start = 0
+    for linear in linears:
+        rows = linear.weight.size(0)
+        linear.weight.data = weight[start : start + rows]
+        if bias is not None:
+            linear.bias.data = bias[start : start + rows]
+        start += rows
+
+    def copy_views(module, state, prefix, _metadata):
+        for name in names:
+            for kind in ("weight", "bias"):
+                key = f"{prefix}{name}.{kind}"
+                if key in state:
+                    state[key] = state[key].clone()
+
+    owner.register_state_dict_post_hook(copy_views)
+    return weight, bias
+
+
+def _fused_path(fused: Tensor | None, weight: Tensor) -> bool:
+    """Whether a layer runs its fused matrix: it has one and no gradient is wanted for its parameters."""
+    return fused is not None and not (weight.requires_grad and torch.is_grad_enabled())
+
+
+def fuse_projections(model: nn.Module) -> nn.Module:
+    """Fuse, in every attention layer of `model`, the query/key/value projections into one matrix product, and
+    in every SwiGLU layer the gate and up projections: fewer, larger products per decoding step, where a step of
+    a pretrained model is a long chain of small operations. The parameters keep their names and values (they
+    become views of the fused matrices); the fused path runs where no gradient is wanted for them. Returns
+    `model`.
+
+        >>> lm_model = fuse_projections(Llama.from_pretrained("smollm2"))     # doctest: +SKIP
+    """
+    for module in model.modules():
+        if isinstance(module, (MultiHeadAttention, SwiGLU)):
+            module.fuse()
+    return model
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -106,7 +234,15 @@ def scaled_dot_product_attention(
     """Attention through `torch.nn.functional.scaled_dot_product_attention` (fused kernels), or through
     the plain reference path when the weights are wanted. `causal` aligns the last query with the last key,
     so it also holds when the keys include cached earlier positions (S >= T).
+
+    Grouped-query attention: `k` and `v` may have fewer heads than `q` (B, kv_heads, S, d), each read by
+    heads/kv_heads consecutive query heads; they are not copied out to every query head where PyTorch's
+    kernels take them as they are.
     """
+    group = q.size(1) // k.size(1) if q.dim() == 4 and k.size(1) != q.size(1) else 1  # (B, heads, T, d) only
+    if group > 1 and (need_weights or not _SDPA_GQA):
+        k, v = k.repeat_interleave(group, -3), v.repeat_interleave(group, -3)  # (B, heads, S, d)
+        group = 1
     steps, keys = q.size(-2), k.size(-2)
     if causal and steps == 1:
         causal = False  # the newest query may see every key
@@ -116,6 +252,10 @@ def scaled_dot_product_attention(
         causal = False
     if need_weights:
         return reference_attention(q, k, v, mask, dropout)
+    if group > 1:
+        with _kernel_for(q):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal,
+                                                  enable_gqa=True), None
     with _kernel_for(q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
 
@@ -160,6 +300,13 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.qkv_weight: Tensor | None = None  # set by fuse(): (heads + 2 kv_heads) · head_dim rows
+        self.qkv_bias: Tensor | None = None
+
+    def fuse(self) -> None:
+        """One matrix product for the query, key and value projections (see `fuse_projections`)."""
+        if self.qkv_weight is None:
+            self.qkv_weight, self.qkv_bias = fuse_linears(self, ("q_proj", "k_proj", "v_proj"))
 
     def _split(self, x: Tensor) -> Tensor:
         batch, steps, _ = x.shape
@@ -177,9 +324,12 @@ class MultiHeadAttention(nn.Module):
         """x (B, T, C); memory (B, S, C) for cross-attention. Returns output (B, T, C), weights
         (B, h, T, S) when asked, and the keys/values (to pass back as `cache`).
 
-        Self-attention with a cache appends the new keys/values to it. Cross-attention with a cache
-        reuses the cached projections of the memory, which do not change between decoder steps.
+        Self-attention with a cache appends the new keys/values to it: a `KVCache` in place (and is
+        returned), a (keys, values) pair by concatenation. Cross-attention with a cache reuses the cached
+        projections of the memory, which do not change between decoder steps.
         """
+        if memory is None and _fused_path(self.qkv_weight, self.q_proj.weight):
+            return self._fused_self_attention(x, mask, causal, cache, need_weights)
         q = self._split(self.q_proj(x))
         if memory is not None and cache is not None:
             k, v = cache
@@ -189,14 +339,39 @@ class MultiHeadAttention(nn.Module):
             if self.rotary is not None and memory is None:
                 offset = 0 if cache is None else cache[0].size(2)  # cached keys are rotated already
                 q, k = self.rotary(q, offset), self.rotary(k, offset)
-            if cache is not None:
+            if isinstance(cache, KVCache):
+                cache = cache.extend(k, v)
+                k, v = cache  # (B, kv_heads, S+T, d)
+            elif cache is not None:
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, kv_heads, S+T, d)
         dropout = self.dropout if self.training else 0.0
-        group = self.heads // self.kv_heads  # query heads per key/value head: head i reads kv head i // group
-        shared_k, shared_v = (k, v) if group == 1 else (k.repeat_interleave(group, 1), v.repeat_interleave(group, 1))
-        out, weights = scaled_dot_product_attention(q, shared_k, shared_v, mask, causal, dropout, need_weights)
+        # grouped query heads: head i reads key/value head i // (heads / kv_heads)
+        out, weights = scaled_dot_product_attention(q, k, v, mask, causal, dropout, need_weights)
         batch, steps, _ = x.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, (k, v)  # (B, T, C)
+        new_cache = cache if isinstance(cache, KVCache) else (k, v)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, new_cache  # (B, T, C)
+
+    def _fused_self_attention(self, x: Tensor, mask: Tensor | None, causal: bool, cache: KVCache | tuple | None,
+                              need_weights: bool) -> tuple[Tensor, Tensor | None, KVCache | tuple]:
+        """`forward`'s self-attention with the fused projections, in as few operations as it takes: one product
+        for q, k and v, and one rotation for q and k together."""
+        batch, steps, _ = x.shape
+        heads, kv_heads = self.heads, self.kv_heads
+        qkv = F.linear(x, self.qkv_weight, self.qkv_bias).view(batch, steps, heads + 2 * kv_heads, self.head_dim)
+        qkv = qkv.transpose(1, 2)  # (B, heads + 2 kv_heads, T, d): the query heads, the key heads, the value heads
+        qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
+        if self.rotary is not None:
+            qk = self.rotary(qk, 0 if cache is None else cache[0].size(2))  # cached keys are rotated already
+        q, k = qk[:, :heads], qk[:, heads:]
+        if isinstance(cache, KVCache):
+            cache = cache.extend(k, v)
+            k, v = cache  # (B, kv_heads, S+T, d)
+        elif cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        out, weights = scaled_dot_product_attention(q, k, v, mask, causal, self.dropout if self.training else 0.0,
+                                                    need_weights)
+        new_cache = cache if isinstance(cache, KVCache) else (k, v)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, new_cache  # (B, T, C)
 
 
 class FeedForward(nn.Module):
@@ -222,8 +397,18 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(dim, ff_dim, bias=bias)
         self.down = nn.Linear(ff_dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.gate_up_weight: Tensor | None = None  # set by fuse(): (2 ff_dim, dim)
+        self.gate_up_bias: Tensor | None = None
+
+    def fuse(self) -> None:
+        """One matrix product for the gate and up projections (see `fuse_projections`)."""
+        if self.gate_up_weight is None:
+            self.gate_up_weight, self.gate_up_bias = fuse_linears(self, ("gate", "up"))
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fused_path(self.gate_up_weight, self.gate.weight):
+            gate, up = F.linear(x, self.gate_up_weight, self.gate_up_bias).chunk(2, dim=-1)  # (B, T, ff_dim) each
+            return self.down(self.dropout(F.silu(gate) * up))
         return self.down(self.dropout(F.silu(self.gate(x)) * self.up(x)))  # (B, T, ff_dim) inside
 
 
@@ -237,6 +422,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if _FUSED_RMS_NORM and x.dtype == torch.float32 == self.weight.dtype:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one kernel, the same bits
         wide = x.float()
         return self.weight * (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
@@ -277,7 +464,7 @@ class TransformerBlock(nn.Module):
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, tuple]:
         out, *rest = fn(norm(x) if self.norm_first else x)
-        x = x + self.dropout(out)
+        x = x + (self.dropout(out) if self.training else out)
         return (x if self.norm_first else norm(x)), rest
 
     def forward(
@@ -310,6 +497,6 @@ class TransformerBlock(nn.Module):
 
 __all__ = [
     "FeedForward", "KVCache", "MultiHeadAttention", "PositionalEncoding", "RMSNorm", "RotaryEmbedding", "SwiGLU",
-    "TransformerBlock",
+    "TransformerBlock", "fuse_linears", "fuse_projections",
     "reference_attention", "scaled_dot_product_attention", "sinusoidal_positions",
 ]

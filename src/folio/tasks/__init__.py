@@ -22,7 +22,8 @@ from folio.tasks.registry import Command, Task, read_task_name
 TASKS: dict[str, Task] = {task.name: task for task in [
     Task("lm", "language models: Char-RNN, GPT, masked-LM pretraining", "folio.tasks.lm.cli:add_cli",
          inference="folio.tasks.lm:LanguageModel", build_model="folio.tasks.lm.recipe:build_model",
-         routes="folio.tasks.lm.serve:add_routes", export="folio.tasks.lm.export:graphs"),
+         routes="folio.tasks.lm.serve:add_routes", export="folio.tasks.lm.export:graphs",
+         pretrained="folio.models.llama_weights:is_pretrained_source"),
     Task("classify", "text classification (IMDb sentiment by default)", "folio.tasks.classify.cli:add_cli",
          inference="folio.tasks.classify:TextClassifier", build_model="folio.tasks.classify.recipe:build_model",
          routes="folio.tasks.classify.serve:add_routes", export="folio.tasks.classify.export:graphs"),
@@ -47,7 +48,12 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
 
 
 def task_of(directory) -> Task:
-    """The registered task a model directory belongs to (its config.json's "task")."""
+    """The registered task a model directory belongs to (its config.json's "task"), or the task that reads a
+    pretrained model named otherwise (a `Task.pretrained` hook: "smollm2", a GGUF file...)."""
+    for task in TASKS.values():
+        reads = task.hook("pretrained")
+        if reads is not None and reads(directory):
+            return task
     name = read_task_name(directory)
     if name not in TASKS:
         raise CheckpointError(f"{directory}/config.json: unknown task {name!r} (Folio has {', '.join(TASKS)})")

@@ -45,12 +45,16 @@ class Task(Command):
     routes: "module:add_routes", the task's HTTP routes: `add_routes(app, pick)` (see `folio.serve.app`).
     export: "module:graphs", the task's export graphs: `graphs(directory, config, fmt) -> (graphs, extra)`
         (see `folio.export`).
+    pretrained: "module:function", `function(source) -> bool`: whether the task's `inference` class also reads
+        `source`, a model that is not a Folio directory (lm: "smollm2", a GGUF file, a Hugging Face directory),
+        so that `folio serve --model smollm2` finds its task without a config.json.
     """
 
     inference: str | None = None
     build_model: str | None = None
     routes: str | None = None
     export: str | None = None
+    pretrained: str | None = None
 
     def load(self, directory: str | Path, device: str = "cpu"):
         """The task's inference object for a model directory (weights loaded)."""
@@ -64,6 +68,9 @@ class Task(Command):
 def read_task_name(directory: str | Path) -> str:
     """The `"task"` a model directory's config.json names (a clear error where there is none)."""
     config_path = Path(directory) / "config.json"
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"model directory {directory} does not exist" if not Path(directory).exists()
+                              else f"{directory} is a file, not a model directory (one with config.json)")
     if not config_path.is_file():
         raise CheckpointError(f"{directory}: no config.json there (is it a model directory?)")
     try:

@@ -80,8 +80,12 @@ class PretrainedLMTokenizer(HFTokenizer):
         """
         if not self.chat_template:
             raise ConfigError("this model has no chat template: give it a plain prompt instead")
-        from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        try:
+            from jinja2.exceptions import TemplateError
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        except ModuleNotFoundError as err:
+            raise ConfigError("rendering the model's chat template needs jinja2: pip install jinja2 "
+                              "(or give the prompt in the template's format yourself, without --chat)") from err
 
         def raise_exception(message: str):
             raise TemplateError(message)

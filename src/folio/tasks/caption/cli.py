@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from folio.errors import DataError
-from folio.flags import Formatter, add_training_flags, positive_int, train_config_from
+from folio.flags import Formatter, add_training_flags, non_negative_int, positive_int, train_config_from
 from folio.render import plot_caption_attention
 from folio.tasks.caption.data import CaptionData, note
 from folio.tasks.caption.inference import ImageCaptioner
@@ -147,7 +147,7 @@ def add_cli(parser) -> None:
     e.add_argument("--model", required=True)
     e.add_argument("--data", default=None, help="default: the data the model was trained on")
     e.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0: all)")
+    e.add_argument("--limit", type=non_negative_int, default=0, help="evaluate only the first N images (0: all)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--output", default=None, help="write name<TAB>caption lines to this file")
     decoding(e)

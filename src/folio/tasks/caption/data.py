@@ -58,7 +58,9 @@ class CaptionData(DataSpec):
             splits = easy_vqa_splits(seed=self.split_seed)
             return {name: [_resized(e, self.image_size) for e in examples] for name, examples in splits.items()}
         if not Path(self.data).is_dir():
-            raise DataError(f"--data {self.data}: not 'scenes', 'easyvqa' or a folder of images with a captions JSON file")
+            problem = "is a file, not a folder" if Path(self.data).exists() else "does not exist"
+            raise DataError(f"--data {self.data} {problem}: give 'scenes', 'easyvqa' or a folder of images with a "
+                            "captions JSON file")
         return read_caption_folder(self.data, self.image_size, note=note)
 
 

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from folio.data.reviews import read_labeled_file, read_texts_file
 from folio.errors import ConfigError, DataError
-from folio.flags import Formatter, add_training_flags, positive_float, positive_int, train_config_from, unit_float
+from folio.flags import (
+    Formatter,
+    add_training_flags,
+    positive_float,
+    positive_int,
+    read_stdin_lines,
+    train_config_from,
+    unit_float,
+)
 from folio.render import explanation_ansi, explanation_html
 from folio.tasks.classify.data import EMBEDDED, load_splits
 from folio.tasks.classify.inference import TextClassifier
@@ -62,10 +70,7 @@ def _read_inputs(args) -> list[str]:
     if not texts:
         if sys.stdin.isatty():
             raise DataError("no text to classify: give texts as arguments, --file PATH, or lines on stdin")
-        try:
-            texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-        except UnicodeDecodeError as err:
-            raise DataError(f"stdin is not UTF-8: {err}") from err
+        texts = [line for line in read_stdin_lines() if line.strip()]
         if not texts:
             raise DataError("stdin held no text to classify (only empty lines)")
     return texts

@@ -108,9 +108,11 @@ class TextClassifier:
         """
         if self.encoder is not None:
             raise ConfigError("explain works with recurrent models; this one is a head over frozen MiniLM vectors")
-        tokens, ids = self.tokenizer.tokenize(text) if text and text.strip() else ([], [])
+        if not text or not text.strip():
+            raise DataError("the text to explain is empty")
+        tokens, ids = self.tokenizer.tokenize(text)
         if not ids:
-            raise DataError("the text to explain is empty (or has no letters left after cleaning)")
+            raise DataError(f"the text to explain ({text[:40]!r}) has no letters left after cleaning; nothing to explain")
         tokens, ids = truncate(tokens, self.max_len, self.truncation), truncate(ids, self.max_len, self.truncation)
         ids_t = torch.tensor([ids], device=self.device)
         mask = torch.ones_like(ids_t, dtype=torch.bool)

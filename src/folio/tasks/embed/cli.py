@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from folio.errors import ConfigError
-from folio.flags import positive_int
+from folio.flags import positive_int, read_stdin_lines
 from folio.models.sentence_encoder import load_sentence_encoder
 
 
 def _embed(args) -> int:
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = args.texts or [line for line in read_stdin_lines() if line.strip()]
     if not texts:
         raise ConfigError("no text to embed: pass TEXT arguments or lines on stdin")
     encoder = load_sentence_encoder(args.model)

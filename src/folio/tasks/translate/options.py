@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from folio.errors import ConfigError
 from folio.tasks.translate.data import TranslateData
 from folio.training.run import RunOptions
 from folio.training.trainer import TrainConfig
@@ -28,3 +29,10 @@ class TranslateTrainOptions(RunOptions):
     model: dict = field(default_factory=dict)  # the family's config fields except vocabulary sizes and ids
     batch_size: int = 64
     eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        """Refuse option combinations that cannot train, before any data is read (`ConfigError` names the fix)."""
+        super().validate()
+        for flag, value in (("--max-src-len", self.max_src_len), ("--max-tgt-len", self.max_tgt_len)):
+            if value < 0:
+                raise ConfigError(f"{flag} must be 0 (no limit) or more, got {value}")
