@@ -12,7 +12,7 @@
 # with 10 warm-up steps and a cosine decay over the time budget, windows of 256 tokens, 8 per step, no
 # dropout (the pretrained model has none and falls apart under it), validation on the first 4,096 tokens of
 # the valid split every 25 steps (the best checkpoint is kept). Environment: FOLIO_MAX_TIME (seconds of
-# training, default 1740: start-up and evaluations come on top), LORA_RANK (0: train every weight, then
+# training, default 1680, so that start-up, evaluations and saves stay inside 30 minutes), LORA_RANK (0: train every weight, then
 # give --lr 1e-4), MODEL (default smollm2; a .gguf file or a Hugging Face Llama directory).
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -26,7 +26,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-$here/.venv/bin/python}
 [ -x "$py" ] || py=python3
 model=${MODEL:-smollm2}
-max_time=${FOLIO_MAX_TIME:-1740}
+max_time=${FOLIO_MAX_TIME:-1680}
 rank=${LORA_RANK:-16}
 # The test split read as 16 contiguous streams (each token sees up to ~1,000 tokens of its stream before
 # it): one stream would carry a key/value cache to the model's 8,192 positions, 3x the work per token.

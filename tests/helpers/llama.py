@@ -14,10 +14,10 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def tiny_tokens() -> list[str]:
+def tiny_tokens(merges: list[str] = MERGES) -> list[str]:
     from tokenizers.pre_tokenizers import ByteLevel
 
-    return SPECIALS + sorted(ByteLevel.alphabet()) + [m.replace(" ", "") for m in MERGES]
+    return SPECIALS + sorted(ByteLevel.alphabet()) + [m.replace(" ", "") for m in merges]
 
 
 def _readable(token: str) -> bool:
@@ -51,39 +51,50 @@ def _llama_cpp_rows(weight: np.ndarray, heads: int) -> np.ndarray:
 
 def write_gguf(path: str | Path, model, chat_template: str | None = CHAT_TEMPLATE) -> Path:
     """`model` (a Folio Llama over `tiny_tokens()`) as a float32 GGUF file with its tokenizer."""
-    import gguf
-
     from folio.models.llama_weights import _foreign_name
 
-    path, c = Path(path), model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_context_length(c.context)
-    writer.add_embedding_length(c.hidden)
-    writer.add_block_count(c.layers)
-    writer.add_feed_forward_length(c.ff_hidden)
-    writer.add_head_count(c.heads)
-    writer.add_head_count_kv(c.kv_heads)
-    writer.add_rope_freq_base(c.rope_base)
-    writer.add_layer_norm_rms_eps(c.norm_eps)
-    writer.add_vocab_size(c.vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
-    writer.add_token_list(tiny_tokens())
-    writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tiny_tokens()) - len(SPECIALS)))
-    writer.add_token_merges(MERGES)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    if chat_template:
-        writer.add_chat_template(chat_template)
-    for name, tensor in model.state_dict().items():
-        if name == "head.weight" and c.tied:
-            continue
-        theirs, weight = _foreign_name(name, gguf=True), tensor.float().numpy()
-        if ".attn_q." in theirs:
-            weight = _llama_cpp_rows(weight, c.heads)
-        elif ".attn_k." in theirs:
-            weight = _llama_cpp_rows(weight, c.kv_heads)
-        writer.add_tensor(theirs, np.ascontiguousarray(weight))
+    c = model.config
+    tensors = {_foreign_name(name, gguf=True): tensor for name, tensor in model.state_dict().items()
+               if not (name == "head.weight" and c.tied)}
+    hyper = {"context_length": c.context, "embedding_length": c.hidden, "block_count": c.layers,
+             "feed_forward_length": c.ff_hidden, "head_count": c.heads, "head_count_kv": c.kv_heads,
+             "rope_freq_base": c.rope_base, "layer_norm_rms_eps": c.norm_eps, "vocab_size": c.vocab_size}
+    return write_gguf_file(path, hyper, tensors, chat_template=chat_template)
+
+
+def write_gguf_file(path: str | Path, hyper: dict, tensors: dict, arch: str = "llama", tokenizer: bool = True,
+                    merges: list[str] = MERGES, chat_template: str | None = CHAT_TEMPLATE, types: dict | None = None,
+                    extra: dict[str, np.ndarray] | None = None) -> Path:
+    """A GGUF file as llama.cpp writes one: `hyper` (GGUFWriter's `add_NAME` → value), with a byte-level BPE
+    tokenizer over `tiny_tokens(merges)`, and `tensors` (GGUF name → weight) with query and key rows permuted,
+    each in `types.get(name, F32)`; `extra` tensors are written as they are."""
+    import gguf
+
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), arch)
+    for name, value in hyper.items():
+        getattr(writer, f"add_{name}")(value)
+    if tokenizer:
+        tokens = tiny_tokens(merges)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("smollm")
+        writer.add_token_list(tokens)
+        writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
+        writer.add_token_merges(merges)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        if chat_template:
+            writer.add_chat_template(chat_template)
+    for name, tensor in tensors.items():
+        weight = tensor.float().numpy() if isinstance(tensor, torch.Tensor) else tensor
+        if ".attn_q." in name:
+            weight = _llama_cpp_rows(weight, hyper["head_count"])
+        elif ".attn_k." in name:
+            weight = _llama_cpp_rows(weight, hyper["head_count_kv"])
+        qtype = (types or {}).get(name, gguf.GGMLQuantizationType.F32)
+        writer.add_tensor(name, gguf.quants.quantize(np.ascontiguousarray(weight), qtype), raw_dtype=qtype)
+    for name, array in (extra or {}).items():
+        writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -14,22 +14,16 @@ from folio.decoding.sampling import generate_tokens
 from folio.errors import CheckpointError
 from folio.models.llama import Llama, LlamaConfig
 from folio.models.llama_weights import dequantize, load_pretrained, pretrained_path
+from tests.helpers.llama import tiny_tokens, write_gguf_file
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = ["h e", "l l", "Ġ t", "Ġt he"]
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-TINY = {"vocab_size": 3 + 256 + len(MERGES), "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+TINY = {"vocab_size": len(tiny_tokens(MERGES)), "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "rope_theta": 5000.0,
         "rms_norm_eps": 1e-6}
-
-
-def _tokens() -> list[str]:
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    return SPECIALS + sorted(ByteLevel.alphabet()) + [m.replace(" ", "") for m in MERGES]
 
 
 def _tiny_hf(tied: bool = False):
@@ -42,11 +36,6 @@ def _tiny_hf(tied: bool = False):
         for name, param in model.named_parameters():
             param.copy_(1 + 0.1 * torch.randn_like(param) if "norm" in name else 0.2 * torch.randn_like(param))
     return model
-
-
-def _llama_cpp_permute(weight: np.ndarray, heads: int) -> np.ndarray:
-    """What llama.cpp's convert_hf_to_gguf.py (LlamaModel.permute) does to query and key rows."""
-    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 def _gguf_names(layers: int) -> dict[str, str]:
@@ -66,44 +55,15 @@ def _write_gguf(path: Path, hf_model, types: dict[str, Q] | None = None, arch: s
     """`hf_model` as llama.cpp would write it: metadata, a byte-level BPE tokenizer, Q/K rows permuted, each
     tensor in `types.get(GGUF name, F32)`."""
     c = hf_model.config
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_context_length(c.max_position_embeddings)
-    writer.add_embedding_length(c.hidden_size)
-    writer.add_block_count(c.num_hidden_layers)
-    writer.add_feed_forward_length(c.intermediate_size)
-    writer.add_head_count(c.num_attention_heads)
-    writer.add_head_count_kv(c.num_key_value_heads)
-    writer.add_rope_freq_base(c.rope_theta)
-    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
-    writer.add_vocab_size(c.vocab_size)
-    if tokenizer:
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("smollm")
-        writer.add_token_list(_tokens())
-        writer.add_token_types([3] * len(SPECIALS) + [1] * (len(_tokens()) - len(SPECIALS)))
-        writer.add_token_merges(MERGES)
-        writer.add_bos_token_id(1)
-        writer.add_eos_token_id(2)
-        writer.add_chat_template(TEMPLATE)
     names = _gguf_names(c.num_hidden_layers)
-    for name, tensor in hf_model.state_dict().items():
-        if name == "lm_head.weight" and c.tie_word_embeddings:
-            continue
-        ours, weight = names[name], tensor.float().numpy()
-        if ".attn_q." in ours:
-            weight = _llama_cpp_permute(weight, c.num_attention_heads)
-        elif ".attn_k." in ours:
-            weight = _llama_cpp_permute(weight, c.num_key_value_heads)
-        qtype = (types or {}).get(ours, Q.F32)
-        writer.add_tensor(ours, gguf.quants.quantize(weight, qtype), raw_dtype=qtype)
-    for name, array in (extra or {}).items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    tensors = {names[name]: tensor for name, tensor in hf_model.state_dict().items()
+               if not (name == "lm_head.weight" and c.tie_word_embeddings)}
+    hyper = {"context_length": c.max_position_embeddings, "embedding_length": c.hidden_size,
+             "block_count": c.num_hidden_layers, "feed_forward_length": c.intermediate_size,
+             "head_count": c.num_attention_heads, "head_count_kv": c.num_key_value_heads, "rope_freq_base": c.rope_theta,
+             "layer_norm_rms_eps": c.rms_norm_eps, "rope_dimension_count": c.hidden_size // c.num_attention_heads,
+             "vocab_size": c.vocab_size}
+    return write_gguf_file(path, hyper, tensors, arch, tokenizer, MERGES, TEMPLATE, types, extra)
 
 
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:
