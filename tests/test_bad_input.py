@@ -1,6 +1,7 @@
 """A sweep of bad input over every verb of the CLI (issue 15, item 3).
 
-Each case runs `folio ...` as a real subprocess and must end with exit status != 0, exactly one line on
+Each case runs `folio ...` as a process of its own (forked from one that imported Folio once,
+`tests.helpers.ForkServer`: the same `folio.cli.main`, without paying the import 200 times) and must end with exit status != 0, exactly one line on
 stderr that names the problem (no traceback), and nothing written: the case's own folder (which may hold an
 existing `--out` directory or file) and the shared inputs are the same afterwards, file by file (names,
 sizes, mtimes and SHA-256).
@@ -9,7 +10,7 @@ The tests beside each task (tests/tasks/test_*_cli.py) already check some bad in
 takes the categories of the issue across every verb: missing, empty, binary, non-UTF-8 and directory-for-file
 inputs; CSV/JSONL files with missing columns, bad labels and a broken line; model directories that are
 missing, empty, of another task, with a truncated `model.safetensors` or a garbage `config.json`; options out
-of range. Flags the parser itself refuses are checked in-process (fast); everything else as a subprocess,
+of range. Flags the parser itself refuses are checked in-process (fast); everything else in its own process,
 the cases run a few at a time (one pool for the module), after ONE tiny model per task is trained.
 """
 
@@ -18,16 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import PATTERN, folio_command, number_pairs, synthetic_reviews
+from tests.helpers import PATTERN, ForkServer, number_pairs, synthetic_reviews
 
 TASKS = ("lm", "classify", "translate", "caption")
 WORKERS = max(2, min(4, os.cpu_count() or 2))
@@ -451,7 +452,7 @@ class Outcome:
     changed: list[str] = field(default_factory=list)  # what the run wrote in its own folder
 
 
-def _run(case: Case, paths: dict[str, str], root: Path) -> Outcome:
+def _run(case: Case, paths: dict[str, str], root: Path, servers: queue.Queue) -> Outcome:
     folder = root / "cases" / case.id
     folder.mkdir(parents=True)
     out = folder / "out"
@@ -463,15 +464,13 @@ def _run(case: Case, paths: dict[str, str], root: Path) -> Outcome:
     elif case.out == "file":
         out.write_bytes(b"sentinel")
     argv = [arg.format_map({**paths, "out": str(out)}) for arg in case.argv]
-    env = {**os.environ, "FOLIO_CACHE": str(root / "cache"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "CUDA_VISIBLE_DEVICES": ""}  # "--device cuda" must find no GPU, on any machine
+    env = {"FOLIO_CACHE": str(root / "cache"), "CUDA_VISIBLE_DEVICES": ""}  # "--device cuda" must find no GPU
     before = snapshot(folder)
+    server = servers.get()  # a process of its own per case, forked from one that imported Folio once
     try:
-        result = subprocess.run([*folio_command(), *argv], input=case.stdin or b"", capture_output=True,
-                                timeout=TIMEOUT, env=env, cwd=folder)
-        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
-    except subprocess.TimeoutExpired as err:
-        returncode, stdout, stderr = None, err.stdout or b"", err.stderr or b""
+        returncode, stdout, stderr = server.run(argv, folder, case.stdin or b"", env, TIMEOUT)
+    finally:
+        servers.put(server)
     after = snapshot(folder)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     return Outcome(returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"), changed)
@@ -493,8 +492,16 @@ def outcomes(request, workspace):
     if any(c.models for c in wanted):
         paths = {**paths, **_train_models(root / "models")}
     shared = {name: snapshot(root / name) for name in ("data", "models") if (root / name).exists()}
-    with ThreadPoolExecutor(WORKERS) as pool:
-        results = dict(zip([c.id for c in wanted], pool.map(lambda c: _run(c, paths, root), wanted), strict=True))
+    servers = queue.Queue()
+    for _ in range(WORKERS):
+        servers.put(ForkServer())
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            results = dict(zip([c.id for c in wanted], pool.map(lambda c: _run(c, paths, root, servers), wanted),
+                               strict=True))
+    finally:
+        while not servers.empty():
+            servers.get().close()
     return results, shared, root
 
 

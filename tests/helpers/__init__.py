@@ -7,11 +7,11 @@ toy: a toy model and batches for the trainer's own tests.
 """
 
 from tests.helpers.corpora import FILLER, NEGATIVE, NUMBERS, PATTERN, POSITIVE, number_pairs, synthetic_reviews
-from tests.helpers.processes import folio_command, free_port, wait_until_healthy
+from tests.helpers.processes import ForkServer, folio_command, free_port, wait_until_healthy
 from tests.helpers.toy import ToyBatch, ToyBatches, ToyRecurrent, ToyRegressor
 
 __all__ = [
     "FILLER", "NEGATIVE", "NUMBERS", "PATTERN", "POSITIVE", "number_pairs", "synthetic_reviews",
-    "folio_command", "free_port", "wait_until_healthy",
+    "ForkServer", "folio_command", "free_port", "wait_until_healthy",
     "ToyBatch", "ToyBatches", "ToyRecurrent", "ToyRegressor",
 ]

@@ -1,8 +1,13 @@
-"""Running Folio as a real subprocess: the console script, a free port, waiting for a server."""
+"""Running Folio as a real subprocess: the console script, a fork server for many short runs, a free port,
+waiting for a server."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,3 +37,72 @@ def wait_until_healthy(base: str, seconds: float) -> bool:
         except httpx.TransportError:
             time.sleep(0.05)
     return False
+
+
+# A process that imports Folio (and torch) once, then forks a child per command: each child is a process of
+# its own (its own exit status, file descriptors, working directory and environment) that runs
+# `folio.cli.main(argv)` as the console script does, without paying the ~3 s import again. Nothing has run
+# a torch operation before the fork, so no thread pool is copied half-alive.
+_FORK_SERVER = r"""
+import io, json, os, signal, sys, traceback
+import folio.cli
+
+def child(job):
+    os.chdir(job["cwd"])
+    os.environ.update(job["env"])
+    for fd, name, flags in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                            (2, "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        opened = os.open(job[name], flags, 0o644)
+        os.dup2(opened, fd)
+        os.close(opened)
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", write_through=True)
+    signal.alarm(job["timeout"])
+    sys.argv = ["folio", *job["argv"]]
+    try:
+        code = folio.cli.main(job["argv"])
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) or exit.code is None else (print(exit.code, file=sys.stderr) or 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        child(job)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+class ForkServer:
+    """Runs `folio ARGV...` in forked children of one process that imported Folio once (see above); one
+    command at a time. `run` returns (exit status, or None when killed after `timeout` seconds; stdout; stderr)."""
+
+    def __init__(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.process = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env)
+
+    def run(self, argv: list[str], cwd: Path, stdin: bytes = b"", env: dict | None = None,
+            timeout: int = 180) -> tuple[int | None, bytes, bytes]:
+        files = {name: Path(cwd).parent / f".{Path(cwd).name}.{name}" for name in ("stdin", "stdout", "stderr")}
+        files["stdin"].write_bytes(stdin)
+        job = {"argv": argv, "cwd": str(cwd), "env": env or {}, "timeout": timeout,
+               **{name: str(path) for name, path in files.items()}}
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        status = int(self.process.stdout.readline())
+        outputs = [files[name].read_bytes() for name in ("stdout", "stderr")]
+        for path in files.values():
+            path.unlink()
+        return (None if status == -signal.SIGALRM else status), *outputs
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
