@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from folio.errors import ConfigError
 from folio.flags import (
     Formatter,
     add_training_flags,
@@ -40,13 +41,19 @@ def _lm_train(args) -> int:
         train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
     )
     train(options)
-    if args.sample_temperatures and args.arch != "bert" and not is_worker():
-        lm = LanguageModel.from_pretrained(args.out)
-        prompt = args.sample_prompt
-        for temperature in args.sample_temperatures:
-            print(f"\n--- sample at temperature {temperature} ---")
-            print(lm.generate(prompt, max_new_tokens=args.sample_length, temperature=temperature, seed=args.seed))
+    if args.arch != "bert":  # a masked LM does not generate
+        _print_samples(args)
     return 0
+
+
+def _print_samples(args) -> None:
+    """After training: a sample from the saved model at each of --sample-temperatures (rank 0 only)."""
+    if not args.sample_temperatures or is_worker():
+        return
+    lm = LanguageModel.from_pretrained(args.out)
+    for temperature in args.sample_temperatures:
+        print(f"\n--- sample at temperature {temperature} ---")
+        print(lm.generate(args.sample_prompt, max_new_tokens=args.sample_length, temperature=temperature, seed=args.seed))
 
 
 def _lm_fine_tune(args) -> int:
@@ -62,12 +69,7 @@ def _lm_fine_tune(args) -> int:
         init_from=args.init_from, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, eval_tokens=args.eval_tokens,
     )
     fine_tune(options)
-    if args.sample_temperatures and not is_worker():
-        lm = LanguageModel.from_pretrained(args.out)
-        for temperature in args.sample_temperatures:
-            print(f"\n--- sample at temperature {temperature} ---")
-            print(lm.generate(args.sample_prompt, max_new_tokens=args.sample_length, temperature=temperature,
-                              seed=args.seed))
+    _print_samples(args)
     return 0
 
 
@@ -77,8 +79,6 @@ FROM_SCRATCH_DROPOUT = 0.2
 
 def _lm_sample(args) -> int:
     if not args.prompt:  # said here, in the flag's name, before the model loads (the library says "the prompt")
-        from folio.errors import ConfigError
-
         raise ConfigError("--prompt is empty: give at least one character to start from")
     lm = LanguageModel.from_pretrained(args.model, device=args.device)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop,

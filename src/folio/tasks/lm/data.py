@@ -10,7 +10,7 @@ import torch
 
 from folio.data.corpora import open_corpus
 from folio.data.token_cache import CorpusTokens, TokenizerFit, corpus_tokens, fit_corpus_tokens
-from folio.errors import ConfigError
+from folio.errors import ConfigError, DataError
 from folio.runtime import Distributed, main_process_first
 from folio.tokenizers import TextCleaner, Tokenizer, fit_tokenizer
 
@@ -65,6 +65,15 @@ def corpus_ids(corpus: str, split: tuple[float, float, float], vocab: Vocabulary
         if isinstance(vocab, TokenizerFit):
             return fit_corpus_tokens(source, vocab, split)
         return corpus_tokens(source, vocab, split)
+
+
+def train_valid_ids(tokens: CorpusTokens, corpus: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and validation splits' ids (memory-mapped), refusing a corpus too short to have both."""
+    for name in ("train", "valid"):
+        if tokens.chars[name] < 2 or len(tokens.split(name)) < 2:
+            raise DataError(f"corpus {corpus!r} is too short: its {name} split has {tokens.chars[name]} "
+                            f"characters, {len(tokens.split(name))} tokens")
+    return tokens.split("train"), tokens.split("valid")
 
 
 def encode(vocab: Vocabulary, text: str) -> torch.Tensor:

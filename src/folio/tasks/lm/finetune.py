@@ -2,8 +2,8 @@
 low-rank adapters (`--lora-rank R`), with the one training loop.
 
 The model and its tokenizer come from `folio.models.llama_weights` ("smollm2", a GGUF file, a Hugging Face
-directory); the corpus is split as every language model's (90/5/5 by default) and read in random windows of
-its own tokens. The checkpoint is a plain `folio lm` directory holding a Llama (`config.json` with arch "llama",
+directory); the corpus is split as every language model's (90/5/5 by default), tokenized into the token cache
+in the model's own tokens, and read in random windows. The checkpoint is a plain `folio lm` directory holding a Llama (`config.json` with arch "llama",
 `model.safetensors`, the pretrained tokenizer): LoRA adapters are merged into the weights as they are written
 (`folio.nn.lora`), so `folio lm sample/evaluate`, `folio serve` and `--init-from DIR` read it as any Llama.
 
@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from folio.data.corpora import load_corpus, split_text
 from folio.data.windows import make_batches
-from folio.errors import ConfigError, DataError
+from folio.errors import ConfigError
 from folio.models.llama import Llama
 from folio.models.llama_weights import load_pretrained
 from folio.nn.lora import add_lora
-from folio.tasks.lm.data import save_vocab
+from folio.tasks.lm.data import corpus_ids, save_vocab, train_valid_ids
 from folio.tasks.lm.metrics import evaluate_ids
 from folio.tasks.lm.options import LMTrainOptions
 from folio.tasks.lm.recipe import TASK, build_model
@@ -70,11 +69,8 @@ class FineTuneRecipe:
             raise ConfigError(f"--init-from {options.init_from}: not a pretrained Llama-family model")
         if options.lora_rank:
             add_lora(model, options.lora_rank, options.lora_alpha, options.lora_dropout)
-        splits = split_text(load_corpus(options.corpus), options.split)
-        for name in ("train", "valid"):
-            if len(splits[name]) < 2:
-                raise DataError(f"corpus {options.corpus!r} is too short: its {name} split has {len(splits[name])} characters")
-        train_ids, valid_ids = vocab.encode_tensor(splits["train"]), vocab.encode_tensor(splits["valid"])  # (T,)
+        tokens = corpus_ids(options.corpus, options.split, vocab, context.dist)  # the token cache, as LMRecipe
+        train_ids, valid_ids = train_valid_ids(tokens, options.corpus)  # (T,) memory-mapped
         valid_ids = valid_ids[: options.eval_tokens]
         if options.seq_len > model.config.context:
             raise ConfigError(f"--seq-len {options.seq_len} is longer than the model's context ({model.config.context})")

@@ -12,12 +12,12 @@ subword-level checkpoint of any of them starts a classifier: `folio classify tra
 from __future__ import annotations
 
 from folio.data.windows import make_batches
-from folio.errors import ConfigError, DataError
+from folio.errors import ConfigError
 from folio.models.bert import MaskedLanguageModel, MaskedLMConfig
 from folio.models.gpt import GPT, GPTConfig
 from folio.models.llama import Llama, LlamaConfig
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
-from folio.tasks.lm.data import corpus_ids, save_vocab, vocab_fit
+from folio.tasks.lm.data import corpus_ids, save_vocab, train_valid_ids, vocab_fit
 from folio.tasks.lm.metrics import evaluate_ids
 from folio.tasks.lm.options import LMTrainOptions
 from folio.tokenizers import load_tokenizer
@@ -57,12 +57,7 @@ class LMRecipe:
         model = build_model(model_config)
         if not isinstance(model, RNNLanguageModel) and options.stateful:
             raise ConfigError("--stateful carries a recurrent state; a Transformer sees its context in every window")
-        for name in ("train", "valid"):
-            if tokens.chars[name] < 2 or len(tokens.split(name)) < 2:
-                raise DataError(f"corpus {options.corpus!r} is too short: its {name} split has {tokens.chars[name]} "
-                                f"characters, {len(tokens.split(name))} tokens")
-        train_ids = tokens.split("train")  # (T,) memory-mapped, uint8/16/32
-        valid_ids = tokens.split("valid")
+        train_ids, valid_ids = train_valid_ids(tokens, options.corpus)  # (T,) memory-mapped, uint8/16/32
         batches = make_batches(
             train_ids, options.seq_len, options.batch_size, options.stateful,
             seed=options.train.seed, rank=context.dist.rank, world_size=context.dist.world_size,
