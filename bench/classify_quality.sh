@@ -9,12 +9,14 @@
 # tokenizer, first 64 + last 192 tokens, about an hour), sentence (frozen MiniLM sentence vectors, first 256 tokens,
 # under a trained head with one hidden layer: the book's TF-Hub nnlm-en-dim50 recipe), ulmfit (first a
 # word-level GRU language model on the training reviews' text, `folio lm --corpus imdb`, then a classifier
-# started from it with discriminative learning rates). Extra training flags may follow the recipe,
+# started from it with discriminative learning rates), elmo (first ELMo's biLM, `folio lm train --arch bilm`, on the
+# training reviews' text, step-bounded; then the scratch recipe's classifier reading, beside its own embedding, the
+# frozen biLM's layers through a mix it learns: `--features`). Extra training flags may follow the recipe,
 # e.g. `--max-time 1200`.
 # FOLIO overrides the command (default: folio). Run it niced on a shared machine:
 #   OMP_NUM_THREADS=1 nice -n 19 bench/classify_quality.sh runs/bench glove
 set -euo pipefail
-OUT=${1:?usage: bench/classify_quality.sh OUT_DIR [glove|scratch|nomask|minilm|sentence|ulmfit] [extra train flags]}
+OUT=${1:?usage: bench/classify_quality.sh OUT_DIR [glove|scratch|nomask|minilm|sentence|ulmfit|elmo] [extra train flags]}
 RECIPE=${2:-glove}
 shift $(( $# >= 2 ? 2 : 1 ))
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,7 +47,12 @@ case "$RECIPE" in
   # (128) and the recurrent layer (one GRU, 256 units, left to right); the classifier adds max+mean
   # pooling and a head, and learns with the head at lr and each layer below 2.6 times slower.
   ulmfit)  FLAGS=(--init-from "$OUT/ulmfit_lm" --layer-lr-decay 2.6 --lr 5e-3) ;;
-  *) echo "unknown recipe $RECIPE (glove, scratch, nomask, minilm, sentence or ulmfit)" >&2; exit 2 ;;
+  # ELMo: the biLM (1,200 steps of 32 windows of 64 words, 2.5M tokens, 60% of a pass over the training reviews;
+  # two LSTM layers of 128 a direction, 10,000 words + 1,000 buckets, lower-cased, about 20 minutes on one core)
+  # decides the tokenizer; the classifier is the scratch recipe's, with the biLM's 3 layers of 256 mixed beside
+  # its 128-d embedding.
+  elmo)    FLAGS=(--features "$OUT/elmo_bilm" --embedding-dim 128 --eval-every 100) ;;
+  *) echo "unknown recipe $RECIPE (glove, scratch, nomask, minilm, sentence, ulmfit or elmo)" >&2; exit 2 ;;
 esac
 
 MODEL="$OUT/$RECIPE"
@@ -57,6 +64,12 @@ if [ "$RECIPE" = ulmfit ]; then
     --lr 3e-3 --warmup-steps 50 --max-steps 600 --max-time 7200 --eval-every 300 --log-every 50 --seed 0 \
     --sample-temperatures 0.8 --sample-prompt "this movie" --sample-length 40 2> >(tee "$OUT/ulmfit_lm.train.log" >&2)
   "${FOLIO_CMD[@]}" lm evaluate --model "$OUT/ulmfit_lm" --corpus imdb --split test --streams 16 --json
+fi
+if [ "$RECIPE" = elmo ]; then
+  "${FOLIO_CMD[@]}" lm train --corpus imdb --out "$OUT/elmo_bilm" --arch bilm --tokenizer word --lower --vocab-size 10000 \
+    --oov-buckets 1000 --layers 2 --hidden 128 --dropout 0.1 --seq-len 64 --batch-size 32 --lr 3e-3 --warmup-steps 50 \
+    --max-steps 1200 --max-time 7200 --eval-every 600 --log-every 50 --seed 0 2> >(tee "$OUT/elmo_bilm.train.log" >&2)
+  "${FOLIO_CMD[@]}" lm evaluate --model "$OUT/elmo_bilm" --corpus imdb --split test --json
 fi
 "${FOLIO_CMD[@]}" classify train --out "$MODEL" "${COMMON[@]}" "${FLAGS[@]}" "$@" 2> >(tee "$OUT/$RECIPE.train.log" >&2)
 end=$(date +%s)

@@ -18,6 +18,7 @@ from folio.data.reviews import (
     is_embedded_reber,
     load_aclimdb,
     read_labeled_file,
+    read_text_records,
     reber_dataset,
     stratified_split,
 )
@@ -112,6 +113,26 @@ def test_csv_and_jsonl_with_names_or_integers(tmp_path):
     ints = tmp_path / "ints.csv"
     ints.write_text("text,label\nx,1\ny,0\n")
     assert read_labeled_file(ints, ["neg", "pos"]).labels == [1, 0]  # integers index a model's names
+
+
+def test_pairs_of_texts_in_csv_and_jsonl(tmp_path):
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text('text,text_pair,label\n"It rains.","Take a coat, then.",next\nIt rains.,Paris is big.,random\n')
+    data = read_labeled_file(csv_file)
+    assert data.texts == ["It rains.", "It rains."] and data.text_pairs == ["Take a coat, then.", "Paris is big."]
+    assert data.subset([1]).text_pairs == ["Paris is big."] and data.labels == [0, 1]
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text('{"text": "a", "text_pair": "b", "label": 1}\n{"text": "c", "text_pair": "d", "label": 0}\n')
+    assert read_labeled_file(jsonl).text_pairs == ["b", "d"]
+    assert read_text_records(jsonl) == (["a", "c"], ["b", "d"])
+    assert read_labeled_file(tmp_path / "pairs.csv").subset([0]).texts == ["It rains."]
+    single = tmp_path / "single.csv"
+    single.write_text("text,label\nx,1\ny,0\n")
+    assert read_labeled_file(single).text_pairs is None and read_text_records(single) == (["x", "y"], None)
+    half = tmp_path / "half.jsonl"
+    half.write_text('{"text": "a", "text_pair": "b", "label": 1}\n{"text": "c", "label": 0}\n')
+    with pytest.raises(DataError, match="half.jsonl, line 2: field 'text_pair' is missing or empty"):
+        read_labeled_file(half)
 
 
 @pytest.mark.parametrize(

@@ -29,3 +29,15 @@ def test_batches_are_a_function_of_seed_and_epoch_and_cover_each_text_once():
     assert not torch.equal(batches.batch(0, 0).ids, batches.batch(1, 0).ids) or batches.batch(0, 0).ids.shape != batches.batch(1, 0).ids.shape
     with pytest.raises(DataError):
         ClassificationBatches([[1], []], [0, 1], batch_size=1)
+
+
+def test_batches_of_pairs_carry_their_segments():
+    sequences = [[5, 6, 7, 8], [5, 6], [5, 6, 7], [5, 6, 7, 8, 9, 10]]
+    segments = [[0, 0, 1, 1], [0, 1], [0, 1, 1], [0, 0, 0, 1, 1, 1]]
+    batches = ClassificationBatches(sequences, [0, 1, 0, 1], batch_size=4, segments=segments)
+    batch = batches.batch(0, 0)
+    for row, m in zip(range(4), batch.mask, strict=True):
+        index = sequences.index(batch.ids[row][m].tolist())
+        assert batch.segments[row][m].tolist() == segments[index] and not batch.segments[row][~m].any()
+    assert batch.to(torch.device("cpu")).segments is not None
+    assert ClassificationBatches(sequences, [0, 1, 0, 1], batch_size=4).batch(0, 0).segments is None

@@ -42,3 +42,25 @@ def number_pairs(n: int, seed: int) -> str:
         chosen = [rng.choice(words) for _ in range(rng.randint(1, 5))]
         lines.append(" ".join(chosen) + "\t" + " ".join(NUMBERS[w] for w in chosen) + "\tCC-BY 2.0 attribution")
     return "\n".join(lines) + "\n"
+
+
+TOPICS = ["harbour", "violin", "glacier", "orchard", "comet", "lantern", "falcon", "meadow", "canyon", "pepper",
+          "tunnel", "cactus", "anchor", "mirror", "saddle", "willow", "rocket", "pebble", "thunder", "velvet"]
+
+
+def topic_documents(n: int, seed: int, topics: int = 10) -> list[str]:
+    """`n` documents of two to five short sentences, every sentence naming its document's topic (one of
+    the first `topics` of TOPICS) among one to three filler words: a sentence's successor (same topic) is
+    told from another document's (another topic, 9 times in 10) by the words alone, which next-sentence
+    prediction learns in seconds."""
+    rng = random.Random(seed)
+    documents = []
+    for _ in range(n):
+        topic = rng.choice(TOPICS[:topics])
+        sentences = []
+        for _ in range(rng.randint(2, 5)):
+            words = [rng.choice(FILLER) for _ in range(rng.randint(1, 3))]
+            words.insert(rng.randint(0, len(words)), topic)
+            sentences.append(" ".join(words).capitalize() + rng.choice([".", "!", "?"]))
+        documents.append(" ".join(sentences))
+    return documents

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from folio.data.text import ClassificationBatches, pad_sequences
+from folio.errors import ConfigError
 from folio.models.classifier import (
     ClassifierConfig,
     RecurrentClassifier,
@@ -97,3 +98,21 @@ def test_a_transformer_classifier_ignores_padding(trunk, pooling):
     padded = torch.cat([ids, torch.zeros(2, 10, dtype=torch.long)], 1)  # the default mask: id 0 is padding
     with torch.no_grad():
         torch.testing.assert_close(model(padded), model(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_a_bert_classifier_of_pairs_with_the_pooler_ignores_padding():
+    torch.manual_seed(0)
+    config = TransformerClassifierConfig.small(30, 2, layers=1, hidden=16, heads=2, max_len=32, pooling="cls")
+    config = TransformerClassifierConfig(config.bert, 2, "cls", pooler=True, cls_id=28, sep_id=29)
+    model = TransformerClassifier(config).eval()
+    ids = torch.tensor([[28, 5, 6, 29, 7, 8, 9, 29], [28, 5, 29, 7, 29, 0, 0, 0]])
+    segments = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 0]])
+    junk = torch.randint(1, 30, (2, 20))  # padding that holds real-looking ids: only the mask says it is padding
+    mask = torch.cat([ids != 0, torch.zeros(2, 20, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        alone = model(ids, ids != 0, segments)
+        padded = model(torch.cat([ids, junk], 1), mask, torch.cat([segments, torch.ones(2, 20, dtype=torch.long)], 1))
+        torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(model(ids, ids != 0), alone)  # the segments are read
+    with pytest.raises(ConfigError, match="pooler .* --pooling cls"):
+        TransformerClassifierConfig(config.bert, 2, "mean", pooler=True)

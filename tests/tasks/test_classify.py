@@ -230,3 +230,37 @@ def test_fine_tuning_pretrained_minilm(tmp_path):
     assert set(tuned) == set(minilm)
     drift = max((tuned[k] - minilm[k]).abs().max().item() for k in minilm)
     assert 0 < drift < 0.05
+
+
+def test_pairs_of_texts_are_encoded_for_a_bert_encoder_and_refused_otherwise():
+    from folio.errors import ConfigError
+    from folio.models.classifier import (
+        ClassifierConfig,
+        RecurrentClassifier,
+        TransformerClassifier,
+        TransformerClassifierConfig,
+    )
+    from folio.tasks.classify.data import TextEncoding
+    from folio.tokenizers import WordTokenizer
+
+    tokenizer = WordTokenizer.fit(["a b c d e f g h"], oov_buckets=2)
+    bert = TransformerClassifierConfig.small(len(tokenizer) + 3, 2, layers=1, hidden=8, heads=2, max_len=16)
+    nsp = TransformerClassifier(TransformerClassifierConfig(bert.bert, 2, "cls", pooler=True, cls_id=12, sep_id=13))
+    a, b = tokenizer.encode("a b c d e f"), tokenizer.encode("g h")
+    pairs = TextEncoding.for_model(nsp, tokenizer, max_len=8, pairs=True)
+    ids, segments = pairs.encode(tokenizer, ["a b c d e f"], ["g h"])
+    assert ids == [[12, *a[:3], 13, *b, 13]] and segments == [[0] * 5 + [1] * 3]  # a lost its end: longest first
+    single = TextEncoding.for_model(nsp, tokenizer, max_len=5)
+    assert single.encode(tokenizer, ["a b c d e f"]) == ([[12, *a[:3], 13]], None)  # [CLS] text [SEP]
+    scratch = TransformerClassifier(bert)  # no [CLS]/[SEP] of its own: a then b, the segments mark the seam
+    assert TextEncoding.for_model(scratch, tokenizer, 6, pairs=True).encode(tokenizer, ["a b c d e f"], ["g h"]) == (
+        [[*a[:4], *b]], [[0, 0, 0, 0, 1, 1]])
+    with pytest.raises(DataError, match="classifies pairs of texts: give each text its text_pair"):
+        pairs.encode(tokenizer, ["a b"])
+    with pytest.raises(DataError, match="single texts, not pairs"):
+        single.encode(tokenizer, ["a b"], ["c"])
+    with pytest.raises(DataError, match="text pair 1 is empty"):
+        pairs.encode(tokenizer, ["a b"], [" "])
+    recurrent = RecurrentClassifier(ClassifierConfig(vocab_size=len(tokenizer), hidden=4, embedding_dim=4))
+    with pytest.raises(ConfigError, match="pairs of texts .* need a BERT encoder"):
+        TextEncoding.for_model(recurrent, tokenizer, 8, pairs=True)

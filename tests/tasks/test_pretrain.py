@@ -1,18 +1,21 @@
 """Pretraining with `folio lm` at word or BPE level, then `folio classify train --init-from LM_DIR`:
-ULMFiT (GRU/LSTM), causal LM (GPT) and masked LM (BERT) checkpoints start classifiers that learn."""
+ULMFiT (GRU/LSTM), causal LM (GPT) and masked LM (BERT) checkpoints start classifiers that learn; a BERT
+pretrained with next-sentence prediction learns it and starts a classifier of pairs of texts."""
 
 import json
+import random
 
 import pytest
 import torch
 
+from folio.data.sentence_pairs import sentences
 from folio.errors import CheckpointError, ConfigError
 from folio.tasks.classify import ClassifyTrainOptions, TextClassifier, discriminative_groups
 from folio.tasks.classify import train as train_classifier
 from folio.tasks.lm import LanguageModel, LMTrainOptions
 from folio.tasks.lm import train as train_lm
 from folio.training.trainer import TrainConfig
-from tests.helpers import synthetic_reviews
+from tests.helpers import synthetic_reviews, topic_documents
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +127,84 @@ def test_masked_lm_pretraining_then_fine_tuning(reviews):
     assert summary["valid"]["accuracy"] >= 0.9
 
 
+# ---- BERT with next-sentence prediction ------------------------------------------------------------------
+NSP_MODEL = {"arch": "bert", "layers": 2, "hidden": 32, "heads": 2, "context": 32, "dropout": 0.0, "objective": "mlm+nsp"}
+
+
+@pytest.fixture(scope="module")
+def nsp_data(tmp_path_factory):
+    """Documents whose sentences share their document's topic word (blank-line-separated paragraphs), and a
+    file of labelled pairs: is text_pair the sentence after text, or one from another document?"""
+    root = tmp_path_factory.mktemp("nsp")
+    corpus = root / "topics.txt"
+    corpus.write_text("\n\n".join(topic_documents(1000, 0)) + "\n")
+    pairs = root / "pairs.csv"
+    rng = random.Random(1)
+    documents = [s for s in (sentences(d) for d in topic_documents(500, 7)) if len(s) > 1]
+    rows = ["text,text_pair,label"]
+    for i, doc in enumerate(documents):
+        k = rng.randrange(len(doc) - 1)
+        other = documents[(i + 1 + rng.randrange(len(documents) - 1)) % len(documents)]
+        second, label = (doc[k + 1], "next") if i % 2 else (rng.choice(other), "random")
+        rows.append(f"{doc[k]},{second},{label}")  # no commas in these sentences
+    pairs.write_text("\n".join(rows) + "\n")
+    return root, corpus, pairs
+
+
+@pytest.fixture(scope="module")
+def nsp_lm(nsp_data):
+    """A tiny BERT pretrained with masked LM + next-sentence prediction on `nsp_data`'s documents."""
+    root, corpus, pairs = nsp_data
+    out = root / "nsp_lm"
+    summary = train_lm(LMTrainOptions(
+        corpus=str(corpus), out=str(out), tokenizer="word", vocab_size=60, oov_buckets=4, lower=True, model=NSP_MODEL,
+        split=(0.8, 0.1, 0.1), seq_len=32, batch_size=32, device="cpu", progress=False,  # ~100 held-out pairs a split
+        train=TrainConfig(lr=3e-3, max_steps=600, warmup_steps=20, eval_every=100, save_every=10_000, seed=0)))
+    return root, out, corpus, pairs, summary
+
+
+@pytest.mark.slow
+def test_next_sentence_prediction_is_learned_and_reported(nsp_lm):
+    root, out, corpus, _, summary = nsp_lm
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert {"valid_masked_loss", "valid_nsp_loss", "valid_nsp_accuracy"} <= set(evals[-1])
+    assert evals[0]["valid_nsp_accuracy"] < 0.7 and evals[-1]["valid_nsp_accuracy"] > 0.8  # chance is 0.5
+    best = min(evals, key=lambda e: e["valid_loss"])
+    assert best["valid_loss"] == pytest.approx(best["valid_masked_loss"] + best["valid_nsp_loss"])
+    lm = LanguageModel.from_pretrained(out)
+    report = lm.evaluate_sentence_pairs(str(corpus), "test")  # fixed pairs of documents it never trained on
+    assert report["pairs"] >= 90 and report["nsp_accuracy"] > 0.8
+    assert report == lm.evaluate_sentence_pairs(str(corpus), "test")  # the same pairs and masks every time
+    assert 0 < report["masked_loss"] < 3.0  # uniform over the 28 embedding rows: ln 28 = 3.33
+    assert lm.model.bert.embedding.num_embeddings == len(lm.vocab) + 3  # [MASK], [CLS], [SEP]
+
+
+@pytest.mark.slow
+def test_an_nsp_checkpoint_starts_a_pair_classifier_from_its_pooler(nsp_lm):
+    root, out, _, pairs, _ = nsp_lm
+    from folio.tasks.classify import _from_language_model
+
+    lm = LanguageModel.from_pretrained(out)
+    model, tokenizer, note = _from_language_model(ClassifyTrainOptions(init_from=str(out), model={}, max_len=32), 2)
+    assert "[CLS] pooler" in note and model.config.pooling == "cls" and model.config.pooler
+    for name, value in lm.model.pooler.state_dict().items():
+        assert torch.equal(model.pooler.state_dict()[name], value)
+    for name, value in lm.model.bert.state_dict().items():
+        assert torch.equal(model.bert.state_dict()[name], value)
+    assert (model.config.cls_id, model.config.sep_id) == (len(tokenizer) + 1, len(tokenizer) + 2)
+    assert not any(k.startswith("nsp") for k in model.state_dict())  # the NSP head is dropped: a new head
+
+    summary = fine_tune(root, pairs, out, "pair_clf", max_len=32,
+                        train=TrainConfig(lr=3e-3, max_steps=150, warmup_steps=10, eval_every=150, save_every=10_000))
+    assert summary["valid"]["accuracy"] >= 0.85
+    clf = TextClassifier.from_pretrained(root / "pair_clf")
+    assert clf.pairs
+    first, second = ["Comet was film.", "Willow a plot!"], ["Comet the story.", "Glacier quite acting?"]
+    together = clf.predict_proba(first + ["a " * 25], text_pairs=second + ["b " * 25])  # padded to the long pair
+    alone = torch.cat([clf.predict_proba([t], text_pairs=[p]) for t, p in zip(first, second, strict=True)])
+    torch.testing.assert_close(together[:2], alone, atol=1e-5, rtol=0)
+
+
 def test_discriminative_learning_rates_fall_layer_by_layer():
     from folio.models.classifier import ClassifierConfig, RecurrentClassifier
 
@@ -186,3 +267,40 @@ def test_the_cli_pretrains_and_fine_tunes(reviews, tmp_path):
     too_long = subprocess.run([*cmd, "classify", "train", "--data", str(labelled), "--init-from", str(lm_dir),
                                "--max-steps", "1", "--out", str(tmp_path / "clf2")], capture_output=True, text=True, timeout=300)
     assert too_long.returncode == 2 and "--max-len 16 or less" in too_long.stderr and not (tmp_path / "clf2").exists()
+
+
+@pytest.mark.slow
+def test_the_cli_pretrains_with_nsp_evaluates_and_classifies_pairs(nsp_data, tmp_path):
+    import subprocess
+
+    from tests.helpers import folio_command
+
+    _, corpus, pairs = nsp_data
+    cmd = folio_command()
+    lm_dir = tmp_path / "nsp"
+    result = subprocess.run([*cmd, "lm", "train", "--corpus", str(corpus), "--out", str(lm_dir), "--arch", "bert",
+                             "--objective", "mlm+nsp", "--tokenizer", "word", "--lower", "--vocab-size", "60", "--layers", "1",
+                             "--hidden", "16", "--heads", "2", "--seq-len", "24", "--max-steps", "10", "--eval-every", "10"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "masked LM + next-sentence prediction" in result.stderr and "nsp accuracy" in result.stderr
+    evaluated = subprocess.run([*cmd, "lm", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json"],
+                               capture_output=True, text=True, timeout=300)
+    report = json.loads(evaluated.stdout)
+    assert {"loss", "tokens", "nsp_accuracy", "nsp_loss", "masked_loss", "pairs"} <= set(report)
+    assert 0 <= report["nsp_accuracy"] <= 1 and report["pairs"] > 0 and report["masked_loss"] > 0
+    clf_dir = tmp_path / "clf"
+    tuned = subprocess.run([*cmd, "classify", "train", "--data", str(pairs), "--init-from", str(lm_dir), "--max-len", "24",
+                            "--max-steps", "10", "--eval-every", "10", "--out", str(clf_dir)],
+                           capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "and the [CLS] pooler from the language model" in tuned.stderr
+    assert json.loads(tuned.stdout.splitlines()[-1])["valid"]["n"] > 0
+    predicted = subprocess.run([*cmd, "classify", "predict", "--model", str(clf_dir), "--file", str(pairs), "--json"],
+                               capture_output=True, text=True, timeout=300)
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert predicted.returncode == 0 and len(rows) == len(pairs.read_text().splitlines()) - 1
+    assert {"text", "text_pair", "label", "probability"} <= set(rows[0])
+    single = subprocess.run([*cmd, "classify", "predict", "--model", str(clf_dir), "one text"], capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 2 and "pairs of texts" in single.stderr and "Traceback" not in single.stderr

@@ -38,6 +38,7 @@ COMMON = [
 MODELS = {
     "gru": ["--arch", "gru", "--layers", "1", "--hidden", "16", "--dropout", "0.1"],
     "gpt": ["--arch", "gpt", "--layers", "1", "--hidden", "16", "--heads", "2", "--dropout", "0.1"],
+    "bilm": ["--arch", "bilm", "--layers", "1", "--hidden", "16", "--dropout", "0.1"],
 }
 PROGRESS = re.compile(r"step (\d+)/")
 RESUMING = re.compile(r"resuming at step (\d+)")
@@ -129,7 +130,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
             assert torch.equal(weights_a[name], weights_b[name]), f"{checkpoint}: {name}"
 
 
-@pytest.mark.parametrize("model", ["gru", "gpt"])
+@pytest.mark.parametrize("model", ["gru", "gpt", "bilm"])
 def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_weights(model, corpus, uninterrupted, tmp_path):
     save_every = 4
     kill_step = random.Random(f"faults-{model}").randint(2 * save_every, MAX_STEPS - 10)

@@ -37,19 +37,24 @@ REBER_LABELS = ["invalid", "valid"]
 
 @dataclass
 class LabeledTexts:
+    """Texts and their labels; `text_pairs`, where given, a second text for each (a pair classifier's
+    input: `text,text_pair,label`), else None."""
+
     texts: list[str]
     labels: list[int]
     label_names: list[str]
     source: str = ""
     meta: dict = field(default_factory=dict)
+    text_pairs: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, indices) -> LabeledTexts:
         indices = list(indices)
+        pairs = None if self.text_pairs is None else [self.text_pairs[i] for i in indices]
         return LabeledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices],
-                            self.label_names, self.source, self.meta)
+                            self.label_names, self.source, self.meta, pairs)
 
 
 def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -194,21 +199,43 @@ def _records(path: Path) -> list[tuple[int, dict]]:
     return records
 
 
+def _text_pairs(path: Path, records: list[tuple[int, dict]]) -> list[str] | None:
+    """Every record's `text_pair` where any record has one (a file of pairs), else None."""
+    if not any("text_pair" in record for _, record in records):
+        return None
+    pairs = []
+    for number, record in records:
+        pair = record.get("text_pair")
+        if not isinstance(pair, str) or not pair.strip():
+            raise DataError(f"{path}, line {number}: field 'text_pair' is missing or empty; in a file of pairs "
+                            "every record needs text and text_pair")
+        pairs.append(pair)
+    return pairs
+
+
 def read_texts_file(path: str | Path) -> list[str]:
     """The `text` field of every record (labels, if present, are ignored): input for prediction."""
+    return read_text_records(path)[0]
+
+
+def read_text_records(path: str | Path) -> tuple[list[str], list[str] | None]:
+    """The `text` field of every record, and its `text_pair` where the file holds pairs (else None); labels,
+    if present, are ignored: input for prediction."""
     path = Path(path)
     require_file(path, "input file")
+    records = _records(path)
     texts = []
-    for number, record in _records(path):
+    for number, record in records:
         text = record.get("text")
         if not isinstance(text, str):
             raise DataError(f"{path}, line {number}: field 'text' is missing or not a string")
         texts.append(text)
-    return texts
+    return texts, _text_pairs(path, records)
 
 
 def read_labeled_file(path: str | Path, label_names: list[str] | None = None) -> LabeledTexts:
-    """A CSV (header `text,label`) or JSONL file of `{"text": ..., "label": ...}`.
+    """A CSV (header `text,label`) or JSONL file of `{"text": ..., "label": ...}`; or of pairs of texts
+    (header `text,text_pair,label`, or `{"text", "text_pair", "label"}`), read into `text_pairs`.
 
     Labels may be names or integers. With `label_names` (a trained model's), each label must be one of
     them or an index into them; without, names are sorted, and integer labels 0..N-1 name themselves.
@@ -252,7 +279,7 @@ def read_labeled_file(path: str | Path, label_names: list[str] | None = None) ->
                 f"{path}, line {number}: label {value!r} is not one of the {len(label_names)} labels "
                 f"the task expects ({', '.join(label_names)})"
             )
-    return LabeledTexts(texts, labels, list(label_names), str(path))
+    return LabeledTexts(texts, labels, list(label_names), str(path), text_pairs=_text_pairs(path, records))
 
 
 # ---- the embedded Reber grammar ----------------------------------------------------------------

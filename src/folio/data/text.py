@@ -30,10 +30,12 @@ class ClassificationBatch:
     ids: torch.Tensor  # (B, T) int64, PAD_ID after each sequence's end
     mask: torch.Tensor  # (B, T) bool, True = a real token ("keep")
     labels: torch.Tensor  # (B,) int64
+    segments: torch.Tensor | None = None  # (B, T) int64 for pairs of texts: 0 first text, 1 second (0 padding)
     reset_state = False  # a class attribute, not a field: no state is carried across these batches
 
     def to(self, device: torch.device) -> ClassificationBatch:
-        return ClassificationBatch(self.ids.to(device), self.mask.to(device), self.labels.to(device))
+        segments = None if self.segments is None else self.segments.to(device)
+        return ClassificationBatch(self.ids.to(device), self.mask.to(device), self.labels.to(device), segments)
 
     @property
     def num_tokens(self) -> int:
@@ -58,15 +60,18 @@ class ClassificationBatches:
 
     Reviews are shuffled, then sorted by length within pools of `pool` batches, so a batch holds
     reviews of similar length (little padding) while batches still arrive in random order.
-    Every sequence must be non-empty.
+    Every sequence must be non-empty. `segments` (one list per sequence, of its length): pairs of texts,
+    0 for the first text's positions and 1 for the second's; batches then carry them, padded with 0.
     """
 
     stateful = False
 
     def __init__(self, sequences: Sequence[Sequence[int]], labels: Sequence[int], batch_size: int,
-                 seed: int = 0, pool: int = 50, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, pool: int = 50, rank: int = 0, world_size: int = 1,
+                 segments: Sequence[Sequence[int]] | None = None):
         if len(sequences) != len(labels):
             raise DataError(f"{len(sequences)} texts but {len(labels)} labels")
+        self.segments = None if segments is None else list(segments)
         if len(sequences) < batch_size * world_size:
             raise DataError(f"{len(sequences)} training texts are fewer than one batch of {batch_size * world_size}")
         self.sequences, self.labels = list(sequences), torch.as_tensor(list(labels), dtype=torch.long)
@@ -99,7 +104,8 @@ class ClassificationBatches:
     def batch(self, epoch: int, index: int) -> ClassificationBatch:
         rows = self._batches_of(epoch)[index][self.rank :: self.world_size]
         ids, mask = pad_sequences([self.sequences[i] for i in rows])
-        return ClassificationBatch(ids, mask, self.labels[rows])
+        segments = None if self.segments is None else pad_sequences([self.segments[i] for i in rows], ids.size(1))[0]
+        return ClassificationBatch(ids, mask, self.labels[rows], segments)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The BERT encoder (post-LN, as Devlin et al. 2019), built from `folio.nn.transformer` blocks; loading
-Hugging Face BERT checkpoints (MiniLM among them) name by name with shape checks; and BERT's masked-LM
-pretraining (`folio lm train --arch bert`).
+Hugging Face BERT checkpoints (MiniLM among them) name by name with shape checks; and BERT's pretraining
+(`folio lm train --arch bert`): masked LM over windows of text, or masked LM plus next-sentence
+prediction over `[CLS] A [SEP] B [SEP]` pairs (`--objective mlm+nsp`, batches from
+`folio.data.sentence_pairs`).
 
     >>> bert = BertEncoder(BertConfig.sized(vocab_size=100, layers=2, heads=2, hidden=32, context=16))
     >>> ids = torch.randint(100, (3, 10)); mask = torch.ones(3, 10, dtype=torch.bool)
@@ -81,12 +83,16 @@ class BertEncoder(nn.Module):
         )
         self.apply(normal_init)  # BERT's; pretrained weights, when loaded, replace it
 
-    def forward(self, ids: Tensor, mask: Tensor, need_weights: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
-        return self.forward_embedded(self.embedding(ids), mask, need_weights)
+    def forward(self, ids: Tensor, mask: Tensor, need_weights: bool = False,
+                segments: Tensor | None = None) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """`segments` (B, T): 0 for a pair's first text (and [CLS]), 1 for its second; None: 0 everywhere."""
+        return self.forward_embedded(self.embedding(ids), mask, need_weights, segments)
 
-    def forward_embedded(self, embedded: Tensor, mask: Tensor, need_weights: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+    def forward_embedded(self, embedded: Tensor, mask: Tensor, need_weights: bool = False,
+                         segments: Tensor | None = None) -> Tensor | tuple[Tensor, list[Tensor]]:
         """From token embeddings (B, T, C): the entry point for gradient-based explanations."""
-        x = self.positions(embedded) + self.token_type.weight[0]  # segment A everywhere
+        # Without segments, segment A everywhere: the same sum as token_type(zeros), one broadcast row.
+        x = self.positions(embedded) + (self.token_type.weight[0] if segments is None else self.token_type(segments))
         x = self.dropout(self.embed_norm(x))
         key_mask = mask[:, None, None, :]  # (B, 1, 1, T)
         weights = []
@@ -133,6 +139,18 @@ def _hf_bert_names(layers: int) -> dict[str, str]:
             for leaf in ("weight", "bias"):
                 names[f"blocks.{i}.{ours}.{leaf}"] = f"encoder.layer.{i}.{theirs}.{leaf}"
     return names
+
+
+class BertPooler(nn.Module):
+    """Hidden states (B, T, C) → the pooled [CLS] vector (B, C): dense + tanh on the first position, as
+    Hugging Face's `BertPooler`. Pretrained by next-sentence prediction, it starts a pair classifier."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, C)
 
 
 def minilm_directory() -> Path:
@@ -196,23 +214,37 @@ class BertMaskedLM(nn.Module):
         self.transform_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder_bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        hidden = self.bert(ids, mask)  # (B, T, C)
+    def forward(self, ids: Tensor, mask: Tensor, segments: Tensor | None = None) -> Tensor:
+        return self.token_logits(self.bert(ids, mask, segments=segments))  # (B, T, V)
+
+    def token_logits(self, hidden: Tensor) -> Tensor:
+        """The masked-LM head: hidden states (..., C) → logits over the embedding rows (..., V)."""
         hidden = self.transform_norm(F.gelu(self.transform(hidden)))
-        return hidden @ self.bert.embedding.weight.T + self.decoder_bias  # (B, T, V)
+        return hidden @ self.bert.embedding.weight.T + self.decoder_bias
+
+    def mask_inputs(self, ids: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """`mask_tokens` over the real (`mask`), non-special positions of `ids` (B, T): (inputs, labels)."""
+        maskable = mask.clone()
+        for special in self.special_ids:
+            maskable &= ids != special
+        return mask_tokens(ids, maskable, self.mask_id, self.random_vocab, self.probability, generator)
+
+    def masked_token_loss(self, hidden: Tensor, labels: Tensor, reduction: str = "mean") -> tuple[Tensor, int]:
+        """Cross-entropy of the masked positions (`labels` != -100) given the encoder's `hidden` (B, T, C),
+        and how many there were. Only those positions reach the output layer (15% of the work)."""
+        picked = labels != -100
+        if not picked.any():  # a batch of very short texts may draw no position at all
+            return self.decoder_bias.sum() * 0.0 + hidden.sum() * 0.0, 0
+        logits = self.token_logits(hidden[picked])  # (P, V)
+        return F.cross_entropy(logits.float(), labels[picked], reduction=reduction), int(picked.sum())
 
     def masked_loss(self, ids: Tensor, mask: Tensor, generator: torch.Generator | None = None,
                     reduction: str = "mean") -> tuple[Tensor, int]:
         """Cross-entropy over freshly masked positions of `ids` (B, T) and how many positions were masked."""
-        maskable = mask.clone()
-        for special in self.special_ids:
-            maskable &= ids != special
-        inputs, labels = mask_tokens(ids, maskable, self.mask_id, self.random_vocab, self.probability, generator)
-        picked = labels != -100
-        if not picked.any():  # a batch of very short texts may draw no position at all
+        inputs, labels = self.mask_inputs(ids, mask, generator)
+        if not (labels != -100).any():
             return self.decoder_bias.sum() * 0.0, 0
-        logits = self(inputs, mask)
-        return F.cross_entropy(logits[picked].float(), labels[picked], reduction=reduction), int(picked.sum())
+        return self.masked_token_loss(self.bert(inputs, mask), labels, reduction)
 
     @property
     def random_vocab(self) -> int:
@@ -223,11 +255,20 @@ class BertMaskedLM(nn.Module):
         return self.masked_loss(batch.ids, batch.mask)[0]
 
 
+OBJECTIVES = ("mlm", "mlm+nsp")
+
+
 @dataclass
 class MaskedLMConfig:
-    """`folio lm train --arch bert`: a BERT encoder pretrained with masked-LM over windows of a token stream.
+    """`folio lm train --arch bert`: a BERT encoder pretrained with masked LM over windows of a token stream
+    (`objective="mlm"`), or with masked LM plus next-sentence prediction over sentence pairs ("mlm+nsp").
 
-    `vocab_size` counts the tokenizer's ids; the model has one more embedding row, the [MASK] token."""
+    `vocab_size` counts the tokenizer's ids; the model has more embedding rows (`embedding_rows`) after
+    them: [MASK], and for mlm+nsp [CLS] and [SEP].
+
+    >>> MaskedLMConfig(vocab_size=100, objective="mlm+nsp").special_ids()
+    {'mask': 100, 'cls': 101, 'sep': 102}
+    """
 
     vocab_size: int
     arch: str = "bert"
@@ -238,15 +279,35 @@ class MaskedLMConfig:
     dropout: float = 0.1
     ff_mult: int = 4
     mask_prob: float = 0.15
+    objective: str = "mlm"  # mlm | mlm+nsp
 
     def __post_init__(self):
         check_shape(self, "bert")
         if not 0 < self.mask_prob < 1:
             raise ConfigError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"--objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if self.objective == "mlm+nsp" and self.context < 5:
+            raise ConfigError(f"--context {self.context} cannot hold [CLS] A [SEP] B [SEP]: give at least 5")
+
+    @property
+    def nsp(self) -> bool:
+        """Whether the model also predicts the next sentence (and reads [CLS] A [SEP] B [SEP] pairs)."""
+        return self.objective == "mlm+nsp"
+
+    @property
+    def embedding_rows(self) -> int:
+        """The tokenizer's ids, then [MASK] (and [CLS], [SEP] with next-sentence prediction)."""
+        return self.vocab_size + len(self.special_ids())
+
+    def special_ids(self) -> dict[str, int]:
+        """The ids of the special tokens, the embedding rows after the tokenizer's."""
+        names = ("mask", "cls", "sep") if self.nsp else ("mask",)
+        return {name: self.vocab_size + i for i, name in enumerate(names)}
 
     def bert_config(self) -> BertConfig:
-        """The encoder's config: one more embedding row than the tokenizer has ids, for [MASK]."""
-        return BertConfig.sized(self.vocab_size + 1, self.layers, self.heads, self.hidden, self.context, self.dropout,
+        """The encoder's config: `embedding_rows` rows, the tokenizer's ids and the special tokens."""
+        return BertConfig.sized(self.embedding_rows, self.layers, self.heads, self.hidden, self.context, self.dropout,
                                 self.ff_mult)
 
     def to_dict(self) -> dict:
@@ -254,22 +315,48 @@ class MaskedLMConfig:
 
 
 class MaskedLanguageModel(BertMaskedLM):
-    """BERT's 80/10/10 masked-LM over windows of text (`batch.inputs`), the mask token the last id."""
+    """BERT's 80/10/10 masked LM over windows of text (`batch.inputs`); with `objective="mlm+nsp"`, over
+    `[CLS] A [SEP] B [SEP]` pairs (`folio.data.sentence_pairs.PairBatch`: ids, mask, segments, is_next)
+    plus next-sentence prediction from the pooled [CLS] vector, the loss the sum of both (as BERT).
+    [CLS] and [SEP] are never masked, and a random replacement is never a special token.
+    """
 
     def __init__(self, config: MaskedLMConfig):
-        super().__init__(config.bert_config(), mask_id=config.vocab_size, probability=config.mask_prob)
+        specials = config.special_ids()
+        super().__init__(config.bert_config(), mask_id=specials["mask"],
+                         special_ids=(specials["cls"], specials["sep"]) if config.nsp else (),
+                         probability=config.mask_prob)
         self.config = config
+        if config.nsp:
+            self.pooler = BertPooler(config.hidden)
+            self.nsp_head = nn.Linear(config.hidden, 2)  # logits of (NotNext, IsNext)
+            self.pooler.apply(normal_init)
+            self.nsp_head.apply(normal_init)
 
     @property
     def random_vocab(self) -> int:
-        return self.config.vocab_size  # never the mask token itself
+        return self.config.vocab_size  # never a special token itself
+
+    def pretraining_losses(self, ids: Tensor, mask: Tensor, segments: Tensor, is_next: Tensor,
+                           generator: torch.Generator | None = None, reduction: str = "mean") -> dict:
+        """Both of BERT's losses from one pass over freshly masked pairs: ids, mask, segments (B, T), is_next (B,)
+        (1: B follows A). Returns {"masked_loss", "masked" (positions), "nsp_loss", "nsp_logits" (B, 2)}."""
+        inputs, labels = self.mask_inputs(ids, mask, generator)
+        hidden = self.bert(inputs, mask, segments=segments)  # (B, T, C)
+        masked_loss, masked = self.masked_token_loss(hidden, labels, reduction)
+        nsp_logits = self.nsp_head(self.pooler(hidden)).float()  # (B, 2)
+        nsp_loss = F.cross_entropy(nsp_logits, is_next, reduction=reduction)
+        return {"masked_loss": masked_loss, "masked": masked, "nsp_loss": nsp_loss, "nsp_logits": nsp_logits}
 
     def loss(self, batch) -> Tensor:
+        if self.config.nsp:
+            losses = self.pretraining_losses(batch.ids, batch.mask, batch.segments, batch.is_next)
+            return losses["masked_loss"] + losses["nsp_loss"]
         ids = batch.inputs
         return self.masked_loss(ids, torch.ones_like(ids, dtype=torch.bool))[0]
 
 
 __all__ = [
-    "BertConfig", "BertEncoder", "BertMaskedLM", "MaskedLMConfig", "MaskedLanguageModel", "load_bert", "mask_tokens",
-    "minilm_directory",
+    "OBJECTIVES", "BertConfig", "BertEncoder", "BertMaskedLM", "BertPooler", "MaskedLMConfig", "MaskedLanguageModel",
+    "load_bert", "mask_tokens", "minilm_directory",
 ]

@@ -29,9 +29,11 @@ from torch.nn import functional as F
 
 from folio.errors import ConfigError
 from folio.models import check_fractions, check_sizes, mean_pool
-from folio.models.bert import BertConfig, BertEncoder
+from folio.models.bert import BertConfig, BertEncoder, BertPooler
+from folio.models.bilm import BiLM, BiLMConfig, ScalarMix
 from folio.models.gpt import GPT, GPTConfig
 from folio.nn.gru import FastGRU
+from folio.nn.masks import reverse_within_length
 
 POOLINGS = ("last", "mean", "max", "max_mean")
 
@@ -55,6 +57,7 @@ class ClassifierConfig:
     dropout: float = 0.3  # on embeddings' outputs, between layers and before the head
     masking: bool = True
     freeze_embedding: bool = False
+    extra_features: int = 0  # per-token features read beside the embedding (an ELMo mix: ELMoClassifier)
 
     def __post_init__(self):
         if self.arch not in ("gru", "lstm"):
@@ -72,18 +75,6 @@ class ClassifierConfig:
         return asdict(self)
 
 
-def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each row's first `lengths[b]` steps, leaving its padding where it is. x: (B, T, C).
-
-    The permutation is its own inverse, so applying it again restores the order.
-    """
-    steps = x.size(1)
-    positions = torch.arange(steps, device=x.device).unsqueeze(0)  # (1, T)
-    lengths = lengths.unsqueeze(1)  # (B, 1)
-    index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # (B, T)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
-
-
 class RecurrentClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -96,7 +87,7 @@ class RecurrentClassifier(nn.Module):
         # length input, which no packed sequence is needed for and which keeps FastGRU's fast path.
         self.rnns = nn.ModuleList()
         for layer in range(config.layers):
-            size = config.embedding_dim if layer == 0 else config.hidden * directions
+            size = config.embedding_dim + config.extra_features if layer == 0 else config.hidden * directions
             self.rnns.append(nn.ModuleList(rnn_class(size, config.hidden, batch_first=True) for _ in range(directions)))
         self.dropout = nn.Dropout(config.dropout)
         features = config.hidden * directions * (2 if config.pooling == "max_mean" else 1)
@@ -109,7 +100,7 @@ class RecurrentClassifier(nn.Module):
             self.embedding.weight.copy_(matrix)
 
     def encode(self, embedded: Tensor, mask: Tensor) -> Tensor:
-        """Embedded tokens (B, T, E) and mask (B, T) → pooled features (B, F)."""
+        """Embedded tokens (B, T, E + extra_features) and mask (B, T) → pooled features (B, F)."""
         cfg = self.config
         batch, steps = mask.shape
         if not cfg.masking:
@@ -152,11 +143,83 @@ class RecurrentClassifier(nn.Module):
         return F.cross_entropy(self(batch.ids, batch.mask), batch.labels)
 
 
+# ---- a recurrent classifier over a frozen biLM (ELMo) --------------------------------------------------
+@dataclass
+class ELMoClassifierConfig:
+    """A recurrent classifier (its ClassifierConfig fields in `classifier`) reading, beside its own word
+    embedding, the ELMo mix of a frozen biLM (its BiLMConfig fields in `bilm`)."""
+
+    bilm: dict
+    classifier: dict
+    features: str | None = None  # the biLM's directory, for the record
+    type: str = "elmo_classifier"
+
+    def __post_init__(self):
+        BiLMConfig(**self.bilm), ClassifierConfig(**self.classifier)  # fail early on a bad field
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier["num_classes"]
+
+    def describe(self) -> str:
+        b = BiLMConfig(**self.bilm)
+        return (f"{ClassifierConfig(**self.classifier).describe()} over the ELMo mix of a frozen biLM "
+                f"({b.layers}x{b.hidden}{', char CNN' if b.char_cnn else ''}) from {self.features}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ELMoClassifier(nn.Module):
+    """ids (B, T), mask → logits (B, C): [embedding; γ Σ softmax(w)_k ELMo_k] → the recurrent classifier.
+
+    The biLM is frozen and always in eval mode (no dropout inside it); the task learns the mix (w, γ)
+    and the classifier. Padding never changes a score: the biLM's backward stack reads each row within
+    its length, and the classifier masks as `RecurrentClassifier` does.
+    """
+
+    def __init__(self, config: ELMoClassifierConfig):
+        super().__init__()
+        self.config = config
+        self.bilm = BiLM(BiLMConfig(**config.bilm)).requires_grad_(False)
+        self.mix = ScalarMix(self.bilm.config.layers + 1)
+        self.classifier = RecurrentClassifier(ClassifierConfig(**config.classifier))
+        if self.classifier.config.extra_features != self.bilm.config.dim:
+            raise ConfigError(f"the classifier reads {self.classifier.config.extra_features} ELMo features, "
+                              f"the biLM gives {self.bilm.config.dim}")
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        """The classifier's own word embedding (the vocabulary is the biLM's)."""
+        return self.classifier.embedding
+
+    def train(self, mode: bool = True) -> ELMoClassifier:
+        super().train(mode)
+        self.bilm.eval()
+        return self
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+        """ids (B, T), mask (B, T) bool (default: ids != 0) → logits (B, C)."""
+        if mask is None:
+            mask = ids != 0
+        with torch.no_grad():
+            layers = self.bilm.layer_outputs(ids, mask)  # (B, T, L + 1, 2H)
+        embedded = torch.cat([self.classifier.embedding(ids), self.mix(layers)], dim=-1)  # (B, T, E + 2H)
+        return self.classifier.forward_embedded(embedded, mask)
+
+    def loss(self, batch) -> Tensor:
+        return F.cross_entropy(self(batch.ids, batch.mask), batch.labels)
+
+
 # ---- Transformer classifier ---------------------------------------------------------------------------
 @dataclass
 class TransformerClassifierConfig:
     """A Transformer with a pooled linear head: a BERT encoder (its BertConfig fields in `bert`), or a
-    causal GPT trunk (its GPTConfig fields in `gpt`: a causal LM pretrained with `folio lm`)."""
+    causal GPT trunk (its GPTConfig fields in `gpt`: a causal LM pretrained with `folio lm`). `pooler`: the
+    [CLS] vector goes through BERT's pooler (dense + tanh) before the head, as next-sentence prediction
+    pretrained it (`folio lm train --objective mlm+nsp`); it needs pooling "cls". `cls_id`/`sep_id`: the
+    ids of such a model's own [CLS] and [SEP] rows, which its inputs start and end with
+    (`folio.tasks.classify.data.TextEncoding`); None for a model whose tokenizer has none."""
 
     bert: dict | None = None
     num_classes: int = 2
@@ -165,10 +228,16 @@ class TransformerClassifierConfig:
     init_from: str | None = None  # where the encoder's weights came from (minilm, a directory), for the record
     type: str = "transformer_classifier"
     gpt: dict | None = None
+    pooler: bool = False
+    cls_id: int | None = None
+    sep_id: int | None = None
 
     def __post_init__(self):
         if (self.bert is None) == (self.gpt is None):
             raise ConfigError("a Transformer classifier has either a BERT encoder or a GPT trunk")
+        if self.pooler and (self.gpt is not None or self.pooling != "cls"):
+            raise ConfigError(f"BERT's pooler reads the [CLS] vector of a BERT encoder: it needs --pooling cls, "
+                              f"not {self.pooling!r}")
         poolings = ("mean", "cls") if self.gpt is None else ("mean", "last")
         if self.pooling not in poolings:
             kind = "BERT encoder" if self.gpt is None else "causal (GPT)"
@@ -197,8 +266,9 @@ class TransformerClassifierConfig:
 
 class TransformerClassifier(nn.Module):
     """Token ids (B, T) and mask (True = real token) → logits (B, C): a BERT encoder or a causal GPT trunk,
-    pooling over real tokens, a linear head. A causal trunk needs no padding mask: right padding comes
-    after every real token, which never attends to it."""
+    pooling over real tokens (or BERT's pooler on [CLS]), a linear head. A causal trunk needs no padding
+    mask: right padding comes after every real token, which never attends to it. A BERT encoder also
+    reads segments (B, T) (0: a pair's first text, 1: its second; None: 0 everywhere)."""
 
     def __init__(self, config: TransformerClassifierConfig):
         super().__init__()
@@ -209,6 +279,7 @@ class TransformerClassifier(nn.Module):
         else:
             self.bert = BertEncoder(BertConfig(**config.bert))
             width = self.bert.config.hidden_size
+        self.pooler = BertPooler(width) if config.pooler else None
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(width, config.num_classes)
 
@@ -216,13 +287,17 @@ class TransformerClassifier(nn.Module):
     def embedding(self) -> nn.Embedding:
         return self.gpt.embedding if self.config.gpt is not None else self.bert.embedding
 
-    def forward_embedded(self, embedded: Tensor, mask: Tensor) -> Tensor:
+    def forward_embedded(self, embedded: Tensor, mask: Tensor, segments: Tensor | None = None) -> Tensor:
         """Logits (B, C) from embedded tokens (B, T, C): the entry point for gradient-based explanations."""
         if self.config.gpt is not None:
+            if segments is not None:
+                raise ConfigError("a causal (GPT) classifier reads one text: it has no segment embeddings for pairs")
             hidden = self.gpt.hidden_states(embedded)  # (B, T, C)
         else:
-            hidden = self.bert.forward_embedded(embedded, mask)
-        if self.config.pooling == "cls":
+            hidden = self.bert.forward_embedded(embedded, mask, segments=segments)
+        if self.pooler is not None:
+            pooled = self.pooler(hidden)  # tanh(dense(hidden[:, 0]))
+        elif self.config.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.config.pooling == "last":
             last = (mask.sum(1) - 1).clamp(min=0)  # (B,)
@@ -231,15 +306,15 @@ class TransformerClassifier(nn.Module):
             pooled = mean_pool(hidden, mask)
         return self.head(self.dropout(pooled))
 
-    def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
-        """ids (B, T), mask (B, T) bool (default: ids != 0) → logits (B, C)."""
-        return self.forward_embedded(self.embedding(ids), ids != 0 if mask is None else mask)
+    def forward(self, ids: Tensor, mask: Tensor | None = None, segments: Tensor | None = None) -> Tensor:
+        """ids (B, T), mask (B, T) bool (default: ids != 0), segments (B, T) or None → logits (B, C)."""
+        return self.forward_embedded(self.embedding(ids), ids != 0 if mask is None else mask, segments)
 
     def loss(self, batch) -> Tensor:
-        return F.cross_entropy(self(batch.ids, batch.mask), batch.labels)
+        return F.cross_entropy(self(batch.ids, batch.mask, batch.segments), batch.labels)
 
 
 __all__ = [
-    "ClassifierConfig", "POOLINGS", "RecurrentClassifier", "TransformerClassifier", "TransformerClassifierConfig",
+    "ClassifierConfig", "ELMoClassifier", "ELMoClassifierConfig", "POOLINGS", "RecurrentClassifier", "TransformerClassifier", "TransformerClassifierConfig",
     "reverse_within_length",
 ]

@@ -41,3 +41,15 @@ def masked_fill_scores(scores: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return scores
     return scores.masked_fill(~mask, float("-inf"))
+
+
+def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each row's first `lengths[b]` steps, leaving its padding where it is. x: (B, T, C).
+
+    The permutation is its own inverse, so applying it again restores the order.
+    """
+    steps = x.size(1)
+    positions = torch.arange(steps, device=x.device).unsqueeze(0)  # (1, T)
+    lengths = lengths.unsqueeze(1)  # (B, 1)
+    index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # (B, T)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))

@@ -65,7 +65,7 @@ class Prepared:
 
     model: nn.Module
     batches: TrainBatches
-    evaluate: Callable[[nn.Module], float]
+    evaluate: Callable[[nn.Module], float | dict]
     saved_config: dict
     describe: str
     write_extras: Callable[[Path], None] | None = None

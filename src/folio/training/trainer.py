@@ -143,7 +143,8 @@ def _to_device(state, device):
 class Trainer:
     """Train `model` on `train_data` (`TrainBatches`: `len()`, `batch(epoch, index)` and `stateful`).
 
-    evaluate(model) -> validation loss; saved_config: the task's config.json content;
+    evaluate(model) -> validation loss, or a dict of figures with the loss as "loss" (the others are
+    logged beside it as valid_NAME); saved_config: the task's config.json content;
     write_extras(dir): writes vocabulary or tokenizer files beside the weights.
     The best model (by validation loss) is saved to `out_dir`, the latest full checkpoint to
     `out_dir/last`; `resume_from` continues exactly where a `last` checkpoint stopped.
@@ -155,7 +156,7 @@ class Trainer:
         train_data: TrainBatches,
         config: TrainConfig,
         out_dir: str | Path,
-        evaluate: Callable[[nn.Module], float],
+        evaluate: Callable[[nn.Module], float | dict],
         saved_config: dict,
         write_extras: Callable[[Path], None] | None = None,
         device: torch.device | None = None,
@@ -313,7 +314,9 @@ class Trainer:
         self.model.eval()
         with self._averaged_weights():
             with torch.no_grad(), self._autocast():
-                valid = float(self.evaluate_fn(unwrap(self.model)))
+                result = self.evaluate_fn(unwrap(self.model))
+            extras = dict(result) if isinstance(result, dict) else {"loss": result}
+            valid = float(extras.pop("loss"))
             improved = valid < self.best_valid
             if improved:
                 self.best_valid = valid
@@ -322,9 +325,11 @@ class Trainer:
             else:
                 self.bad_evals += 1
         self.model.train(was_training)
-        self.metrics.write(kind="eval", step=self.step, epoch=self.epoch, elapsed=round(self.elapsed, 3), valid_loss=valid)
+        self.metrics.write(kind="eval", step=self.step, epoch=self.epoch, elapsed=round(self.elapsed, 3), valid_loss=valid,
+                           **{f"valid_{name}": float(value) for name, value in extras.items()})
         self.progress.message(
             f"step {self.step}: validation loss {valid:.4f}" + (" (best, saved)" if improved else f" (best {self.best_valid:.4f})")
+            + "".join(f", {name.replace('_', ' ')} {float(value):.4f}" for name, value in extras.items())
         )
         return valid
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from folio.data.reviews import read_labeled_file, read_texts_file
+from folio.data.reviews import read_labeled_file, read_text_records
 from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
@@ -52,6 +52,7 @@ def _cli_train(args) -> int:
         tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
         max_len=args.max_len or None, truncation=args.truncation, embeddings=None if args.embeddings == "none" else args.embeddings,
         embedding_lr_scale=args.embedding_lr_scale, layer_lr_decay=args.layer_lr_decay, model=model, encoder=args.encoder, init_from=args.init_from,
+        features=args.features,
         head_hidden=args.head_hidden,
         encoder_max_length=args.encoder_max_length, batch_size=args.batch_size, labels=args.labels,
         valid_fraction=args.valid_fraction, split_seed=args.split_seed, reber_size=args.reber_size,
@@ -63,28 +64,36 @@ def _cli_train(args) -> int:
     return 0
 
 
-def _read_inputs(args) -> list[str]:
-    texts = list(args.texts)
+def _read_inputs(args, pairs: bool = False) -> tuple[list[str], list[str] | None]:
+    """The texts to classify (arguments, --file, or stdin's lines), and their pairs where --file holds pairs."""
+    if pairs and (args.texts or not args.file):
+        raise DataError("this model classifies pairs of texts: give them in --file FILE (CSV columns text,text_pair; "
+                        "or JSONL fields \"text\", \"text_pair\")")
+    texts, text_pairs = list(args.texts), None
     if args.file:
-        texts += read_texts_file(args.file)
+        file_texts, text_pairs = read_text_records(args.file)
+        if text_pairs is not None and texts:
+            raise DataError(f"{args.file} holds pairs of texts: give no texts beside it")
+        texts += file_texts
     if not texts:
         if sys.stdin.isatty():
             raise DataError("no text to classify: give texts as arguments, --file PATH, or lines on stdin")
         texts = [line for line in read_stdin_lines() if line.strip()]
         if not texts:
             raise DataError("stdin held no text to classify (only empty lines)")
-    return texts
+    return texts, text_pairs
 
 
 def _cli_predict(args) -> int:
     clf = TextClassifier.from_pretrained(args.model, device=args.device)
-    texts = _read_inputs(args)
-    results = clf.predict(texts, batch_size=args.batch_size)  # everything is scored before anything is printed
-    for text, result in zip(texts, results, strict=True):
+    texts, text_pairs = _read_inputs(args, clf.pairs)
+    results = clf.predict(texts, batch_size=args.batch_size, text_pairs=text_pairs)  # all scored before any is printed
+    for i, (text, result) in enumerate(zip(texts, results, strict=True)):
         if args.json:
-            print(json.dumps({"text": text, **result}, ensure_ascii=False))
+            pair = {} if text_pairs is None else {"text_pair": text_pairs[i]}
+            print(json.dumps({"text": text, **pair, **result}, ensure_ascii=False))
         else:
-            snippet = " ".join(text.split())
+            snippet = " ".join(text.split()) if text_pairs is None else f"{' '.join(text.split())} | {' '.join(text_pairs[i].split())}"
             snippet = snippet if len(snippet) <= 70 else snippet[:67] + "..."
             print(f"{result['label']}\t{result['probability']:.4f}\t{snippet}")
     return 0
@@ -134,7 +143,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t = verbs.add_parser("train", help="train a recurrent classifier", formatter_class=Formatter,
                          description="Train embedding → (bi)GRU/LSTM → pooling → dense head on labelled texts.")
     t.add_argument("--data", default="imdb", help="imdb, rt, reber (embedded), aclimdb (download), an aclImdb directory, "
-                   "or a CSV/JSONL file with text,label")
+                   "or a CSV/JSONL file with text,label (or text,text_pair,label: pairs of texts, for a BERT encoder)")
     t.add_argument("--out", default="runs/classify", help="model directory")
     t.add_argument("--labels", type=_labels_arg, default=None, help="comma-separated label names the data must use")
     t.add_argument("--valid-fraction", type=unit_float, default=0.1)
@@ -155,7 +164,12 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--init-from", default=None, metavar="minilm|LM_DIR",
                    help="minilm (with --arch transformer): fine-tune the pretrained MiniLM encoder (its own tokenizer); "
                         "LM_DIR: a word- or BPE-level `folio lm` checkpoint (GRU/LSTM, GPT or BERT) whose tokenizer, "
-                        "embedding and layers start the classifier (ULMFiT); its architecture replaces --arch/--layers/--hidden")
+                        "embedding and layers start the classifier (ULMFiT); its architecture replaces --arch/--layers/--hidden; "
+                        "a BERT pretrained with --objective mlm+nsp brings its [CLS] pooler too (--pooling cls, the default)")
+    m.add_argument("--features", default=None, metavar="BILM_DIR",
+                   help="ELMo: a word- or BPE-level biLM (folio lm train --arch bilm), frozen, whose layers the "
+                        "classifier reads beside its own embedding, mixed with weights it learns (its tokenizer is "
+                        "the biLM's)")
     m.add_argument("--layers", type=positive_int, default=1)
     m.add_argument("--hidden", type=positive_int, default=64, help="units per direction (recurrent), width (transformer)")
     m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
@@ -182,7 +196,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("predict", help="label and probability for each text", formatter_class=Formatter)
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("texts", nargs="*", help="texts to classify (default: lines of stdin)")
-    p.add_argument("--file", default=None, help="a CSV or JSONL file with a text field")
+    p.add_argument("--file", default=None, help="a CSV or JSONL file with a text field (and text_pair, for a model "
+                   "of pairs of texts)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--device", default="cpu")

@@ -1,7 +1,9 @@
-"""Labelled texts for `folio classify`: the `--data` splits, the tokenizer fitted on them, texts → ids."""
+"""Labelled texts for `folio classify`: the `--data` splits, the tokenizer fitted on them, texts (or pairs
+of texts) → ids (`TextEncoding`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from folio.data.reviews import (
@@ -13,8 +15,10 @@ from folio.data.reviews import (
     reber_dataset,
     stratified_split,
 )
+from folio.data.sentence_pairs import truncate_pair
 from folio.errors import ConfigError, DataError
 from folio.models.bert import minilm_directory
+from folio.models.classifier import TransformerClassifier
 from folio.tasks.classify.options import ClassifyTrainOptions
 from folio.tokenizers import PretrainedTokenizer, TextCleaner, WordPieceTokenizer, WordTokenizer, truncate
 
@@ -72,6 +76,92 @@ def encode_texts(tokenizer, texts: list[str], max_len: int | None, what: str = "
             raise DataError(f"{what} {number} ({text[:40]!r}) has no letters left after cleaning; nothing to classify")
         out.append(truncate(ids, max_len, truncation))
     return out
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """How a classifier's texts, or pairs of texts, become ids (and segments), as in training.
+
+    * One text: the tokenizer's ids cut to `max_len` as `truncation` says. A BERT pretrained with
+      next-sentence prediction (`cls_id`/`sep_id`: its own rows) reads `[CLS] text [SEP]`, the text cut to
+      `max_len` - 2; MiniLM's tokenizer puts its own [CLS] … [SEP] around a text (`wrapped`).
+    * A pair (`pairs`): `[CLS] a [SEP] b [SEP]`, segments 0 for `[CLS] a [SEP]` and 1 for `b [SEP]`, where
+      the model has [CLS] and [SEP] (an NSP-pretrained BERT, MiniLM); a BERT encoder without them (from
+      scratch, or pretrained by masked LM alone) reads `a b` with the same segments: its segment
+      embedding marks where b starts. A pair is cut longest-first to `max_len` tokens in all (one token
+      at a time from the end of the longer text, as Hugging Face's `longest_first`). A recurrent or
+      causal model reads one text and has no segments: `for_model` refuses pairs for it.
+
+    >>> encoding = TextEncoding(max_len=8, pairs=True, cls_id=50, sep_id=51)
+    >>> encoding.encode_ids([[1, 2, 3, 4, 5, 6]], [[7, 8]])
+    ([[50, 1, 2, 3, 51, 7, 8, 51]], [[0, 0, 0, 0, 0, 1, 1, 1]])
+    """
+
+    max_len: int | None = None
+    truncation: str = "head"
+    pairs: bool = False
+    cls_id: int | None = None
+    sep_id: int | None = None
+    wrapped: bool = False  # the tokenizer itself puts [CLS] … [SEP] around each text (MiniLM's)
+
+    @classmethod
+    def for_model(cls, model, tokenizer, max_len: int | None, truncation: str = "head", pairs: bool = False) -> TextEncoding:
+        """The encoding a classifier `model` reads with `tokenizer`: its [CLS]/[SEP] (the model config's
+        `cls_id`/`sep_id`, or the tokenizer's own); pairs only for a BERT encoder."""
+        bert = isinstance(model, TransformerClassifier) and model.config.bert is not None
+        if pairs and not bert:
+            raise ConfigError("pairs of texts (a text_pair field) need a BERT encoder, which reads segments: "
+                              "--init-from a BERT pretrained with --objective mlm+nsp (the best start), "
+                              "--arch transformer, or --arch transformer --init-from minilm")
+        if getattr(tokenizer, "kind", None) == "pretrained":  # MiniLM: [CLS] and [SEP] are the tokenizer's
+            return cls(max_len, truncation, pairs, tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]"),
+                       wrapped=True)
+        if bert and model.config.cls_id is not None:
+            if max_len is not None and max_len < (3 if pairs else 2) + 1:
+                raise ConfigError(f"--max-len {max_len} leaves no room for text beside [CLS] and [SEP]")
+            return cls(max_len, truncation, pairs, model.config.cls_id, model.config.sep_id)
+        return cls(max_len, truncation, pairs)
+
+    def encode(self, tokenizer, texts: list[str], text_pairs: list[str] | None = None,
+               what: str = "text") -> tuple[list[list[int]], list[list[int]] | None]:
+        """Raw strings (and their pairs) → id lists and, for pairs, segment lists (else None); an empty
+        text, or one with nothing left after cleaning, is a `DataError` naming it."""
+        if (text_pairs is not None) != self.pairs:
+            raise DataError("this model classifies pairs of texts: give each text its text_pair (CSV columns "
+                            "text,text_pair or JSONL fields \"text\", \"text_pair\")" if self.pairs else
+                            "this model classifies single texts, not pairs: drop the text_pair field")
+        if text_pairs is None and (self.cls_id is None or self.wrapped):
+            return encode_texts(tokenizer, texts, self.max_len, what, self.truncation), None
+        first = encode_texts(tokenizer, texts, None, what)
+        second = None if text_pairs is None else encode_texts(tokenizer, text_pairs, None, f"{what} pair")
+        if self.wrapped:  # the tokenizer's [CLS] … [SEP] come off: the pair gets them once
+            first = [ids[1:-1] for ids in first]
+            second = [ids[1:-1] for ids in second]
+        return self.encode_ids(first, second)
+
+    def encode_ids(self, first: list[list[int]], second: list[list[int]] | None = None) -> tuple[list[list[int]], list[list[int]] | None]:
+        """`encode` from the texts' ids (without special tokens)."""
+        specials = self.cls_id is not None
+        if second is None:  # one text between [CLS] and [SEP]
+            keep = None if self.max_len is None else self.max_len - 2
+            return [[self.cls_id, *truncate(ids, keep, self.truncation), self.sep_id] for ids in first], None
+        budget = None if self.max_len is None else self.max_len - (3 if specials else 0)
+        sequences, segments = [], []
+        for a, b in zip(first, second, strict=True):
+            if budget is not None:
+                a, b = truncate_pair(a[::-1], b, budget)  # truncate_pair cuts A from its front: reversed, its end
+                a = a[::-1]
+            if specials:
+                sequences.append([self.cls_id, *a, self.sep_id, *b, self.sep_id])
+                segments.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+            else:
+                sequences.append([*a, *b])
+                segments.append([0] * len(a) + [1] * len(b))
+        return sequences, segments
+
+    def to_dict(self) -> dict:
+        """What config.json's "text" section adds for it (the ids follow from the model and tokenizer)."""
+        return {"pairs": self.pairs}
 
 
 class NoTokenizer:

@@ -29,6 +29,9 @@ def graphs(directory: Path, fmt: str) -> tuple[list[Graph], None]:
     clf = TextClassifier.from_pretrained(directory)
     if clf.encoder is not None:
         raise ConfigError(f"{directory} is a head over frozen MiniLM vectors: export the encoder's features instead")
+    if clf.pairs:
+        raise ConfigError(f"{directory} classifies pairs of texts, which the exported graph (ids, mask) cannot take "
+                          "yet: export a single-text classifier")
     vocab = clf.model.embedding.num_embeddings  # recurrent and Transformer classifiers both expose it
 
     def example(b, t):

@@ -7,6 +7,8 @@
 
 A checkpoint directory holds everything a raw string needs: `config.json` (cleaning, truncation,
 labels, model shape), `vocab.json` (and `tokenizer.json` for subwords) and `model.safetensors`.
+A classifier of pairs of texts takes each text's second in `text_pairs`:
+`clf.predict(["It rains."], text_pairs=["Take a coat."])`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from folio.data.reviews import LabeledTexts
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.sentence_encoder import SentenceEncoder, SentenceHead
 from folio.runtime import select_device
-from folio.tasks.classify.data import NoTokenizer, encode_texts
+from folio.tasks.classify.data import NoTokenizer, TextEncoding
 from folio.tasks.classify.metrics import classification_metrics, score_features, score_sequences
 from folio.tasks.classify.recipe import TASK, build_model
 from folio.tokenizers import load_tokenizer, truncate
@@ -43,6 +45,13 @@ class TextClassifier:
         self.max_len: int | None = config.get("text", {}).get("max_len")
         self.truncation: str = config.get("text", {}).get("truncation", "head")
         self.encoder = encoder  # a frozen sentence encoder, for sentence-head models (raw strings → vectors)
+        self.encoding = TextEncoding.for_model(model, tokenizer, self.max_len, self.truncation,
+                                               pairs=config.get("text", {}).get("pairs", False))
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the model classifies pairs of texts (text, text_pair) rather than single texts."""
+        return self.encoding.pairs
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> TextClassifier:
@@ -66,27 +75,34 @@ class TextClassifier:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _probabilities(self, texts: list[str], batch_size: int, what: str) -> torch.Tensor:
-        sequences = self.encode(texts, what)
+    def _probabilities(self, texts: list[str], batch_size: int, what: str,
+                       text_pairs: list[str] | None = None) -> torch.Tensor:
+        sequences, segments = self.encoding.encode(self.tokenizer, texts, text_pairs, what)
         if self.encoder is None:
-            return score_sequences(self.model, sequences, batch_size)
+            return score_sequences(self.model, sequences, batch_size, segments)
         with torch.no_grad():
             features = self.encoder.encode(texts, batch_size=batch_size)  # (N, D)
         return score_features(self.model, features)
 
-    def encode(self, texts: list[str], what: str = "input") -> list[list[int]]:
-        """Token ids of each text, cut as in training; a `DataError` names an empty or letter-less text."""
-        return encode_texts(self.tokenizer, texts, self.max_len, what, self.truncation)
+    def encode(self, texts: list[str], what: str = "input", text_pairs: list[str] | None = None) -> list[list[int]]:
+        """Token ids of each text (or pair of texts: [CLS] a [SEP] b [SEP]), cut as in training; a `DataError`
+        names an empty or letter-less text, or pairs given to a single-text model and the other way round."""
+        return self.encoding.encode(self.tokenizer, texts, text_pairs, what)[0]
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """(N, C) class probabilities."""
+    def predict_proba(self, texts: list[str], batch_size: int = 64, text_pairs: list[str] | None = None) -> torch.Tensor:
+        """(N, C) class probabilities; a pair classifier takes each text's second text in `text_pairs`."""
         if isinstance(texts, str):
             texts = [texts]
-        return self._probabilities(texts, batch_size, "input")
+        if isinstance(text_pairs, str):
+            text_pairs = [text_pairs]
+        return self._probabilities(texts, batch_size, "input", text_pairs)
 
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
-        """Per text: its label, that label's probability and every label's probability."""
-        probs = self.predict_proba(texts, batch_size)
+    def predict(self, texts: list[str], batch_size: int = 64, text_pairs: list[str] | None = None) -> list[dict]:
+        """Per text (or pair: `text_pairs`): its label, that label's probability and every label's probability.
+
+        >>> clf.predict(["The film opens in Rome."], text_pairs=["It ends in Paris."])  # doctest: +SKIP
+        """
+        probs = self.predict_proba(texts, batch_size, text_pairs)
         out = []
         for row in probs.tolist():
             best = max(range(len(row)), key=row.__getitem__)
@@ -98,7 +114,7 @@ class TextClassifier:
         """`classification_metrics` of this model on labelled texts (their labels must be the model's)."""
         if data.label_names != self.labels:
             raise DataError(f"the data's labels {data.label_names} are not the model's {self.labels}")
-        return classification_metrics(data.labels, self._probabilities(data.texts, batch_size, "text"))
+        return classification_metrics(data.labels, self._probabilities(data.texts, batch_size, "text", data.text_pairs))
 
     def explain(self, text: str, steps: int = 50, target: str | None = None) -> dict:
         """Per-token integrated gradients of log p(target | text) (default: the predicted label).
@@ -108,12 +124,22 @@ class TextClassifier:
         """
         if self.encoder is not None:
             raise ConfigError("explain works with recurrent models; this one is a head over frozen MiniLM vectors")
+        if not hasattr(self.model, "forward_embedded"):
+            raise ConfigError("explain attributes a score to the model's own word embeddings; this classifier also "
+                              "reads a frozen biLM's features (--features), which it cannot attribute")
+        if self.pairs:
+            raise ConfigError("explain reads one text; this model classifies pairs of texts (text, text_pair)")
         if not text or not text.strip():
             raise DataError("the text to explain is empty")
         tokens, ids = self.tokenizer.tokenize(text)
         if not ids:
             raise DataError(f"the text to explain ({text[:40]!r}) has no letters left after cleaning; nothing to explain")
-        tokens, ids = truncate(tokens, self.max_len, self.truncation), truncate(ids, self.max_len, self.truncation)
+        if self.encoding.cls_id is not None and not self.encoding.wrapped:  # a BERT pretrained with NSP reads [CLS] text [SEP]
+            keep = None if self.max_len is None else self.max_len - 2
+            tokens = ["[CLS]", *truncate(tokens, keep, self.truncation), "[SEP]"]
+            ids = [self.encoding.cls_id, *truncate(ids, keep, self.truncation), self.encoding.sep_id]
+        else:
+            tokens, ids = truncate(tokens, self.max_len, self.truncation), truncate(ids, self.max_len, self.truncation)
         ids_t = torch.tensor([ids], device=self.device)
         mask = torch.ones_like(ids_t, dtype=torch.bool)
         with torch.no_grad():

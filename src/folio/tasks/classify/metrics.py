@@ -15,8 +15,9 @@ from folio.models.classifier import RecurrentClassifier, TransformerClassifier
 
 @torch.no_grad()
 def score_sequences(model: RecurrentClassifier | TransformerClassifier, sequences: list[list[int]],
-                    batch_size: int = 128) -> torch.Tensor:
-    """Class probabilities (N, C), computed in length-sorted batches (little padding) and put back in order."""
+                    batch_size: int = 128, segments: list[list[int]] | None = None) -> torch.Tensor:
+    """Class probabilities (N, C), computed in length-sorted batches (little padding) and put back in order;
+    `segments` (pairs of texts: one list per sequence) go to the model beside the ids."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -25,7 +26,11 @@ def score_sequences(model: RecurrentClassifier | TransformerClassifier, sequence
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         ids, mask = pad_sequences([sequences[i] for i in rows])  # (B, T), (B, T)
-        logits = model(ids.to(device), mask.to(device))
+        if segments is None:
+            logits = model(ids.to(device), mask.to(device))
+        else:
+            pair_segments = pad_sequences([segments[i] for i in rows], ids.size(1))[0]  # (B, T), 0 in the padding
+            logits = model(ids.to(device), mask.to(device), pair_segments.to(device))
         probs[rows] = logits.float().softmax(-1).cpu()
     model.train(was_training)
     return probs

@@ -29,6 +29,7 @@ class ClassifyTrainOptions(RunOptions):
     embeddings: str | None = None  # None | "glove"
     encoder: str | None = None  # None: the recurrent model; "minilm": frozen MiniLM features + a small head
     init_from: str | None = None  # "minilm" (with arch transformer), or a `folio lm` checkpoint directory (ULMFiT)
+    features: str | None = None  # a `folio lm --arch bilm` directory: its frozen ELMo mix beside the embedding
     head_hidden: int = 0  # the sentence head's hidden layer (0: linear)
     encoder_max_length: int = 256  # MiniLM tokens per text
     embedding_lr_scale: float = 1.0  # discriminative learning rate for the embedding
@@ -62,6 +63,14 @@ class ClassifyTrainOptions(RunOptions):
             raise ConfigError("--init-from minilm fine-tunes a Transformer: add --arch transformer")
         if self.init_from not in (None, "minilm") and self.embeddings is not None:
             raise ConfigError("--init-from a language model brings its own embeddings: drop --embeddings")
+        if self.features is not None:
+            clash = [flag for flag, value in (("--init-from", self.init_from), ("--encoder", self.encoder),
+                                              ("--embeddings", self.embeddings)) if value is not None]
+            if self.transformer:
+                clash.append("--arch transformer")
+            if clash:
+                raise ConfigError(f"--features reads a biLM under a recurrent classifier with the biLM's tokenizer: "
+                                  f"drop {', '.join(clash)}")
         if self.layer_lr_decay < 1:
             raise ConfigError(f"--layer-lr-decay must be at least 1 (lower layers learn slower), got {self.layer_lr_decay}")
         if self.encoder is not None:

@@ -6,6 +6,10 @@ Three kinds of model, by the options:
   checkpoint's tokenizer, embedding and layers (`init_from=LM_DIR`, ULMFiT);
 - a small head over frozen MiniLM sentence vectors (`encoder="minilm"`), computed once before training.
 
+Data of pairs of texts (`text,text_pair,label`) trains a BERT encoder on `[CLS] a [SEP] b [SEP]` with
+segments (`folio.tasks.classify.data.TextEncoding`); a BERT pretrained with next-sentence prediction
+(`folio lm train --objective mlm+nsp`) is the start made for it, its [CLS] pooler included.
+
     >>> from folio.tasks.classify import ClassifyTrainOptions, train
     >>> summary = train(ClassifyTrainOptions(data="imdb", out="runs/imdb"))  # doctest: +SKIP
     >>> summary["valid"]["accuracy"]                                           # doctest: +SKIP
@@ -28,12 +32,14 @@ from folio.errors import CheckpointError, ConfigError
 from folio.models.bert import load_bert, minilm_directory
 from folio.models.classifier import (
     ClassifierConfig,
+    ELMoClassifier,
+    ELMoClassifierConfig,
     RecurrentClassifier,
     TransformerClassifier,
     TransformerClassifierConfig,
 )
 from folio.models.sentence_encoder import SentenceEncoder, SentenceHead, SentenceHeadConfig
-from folio.tasks.classify.data import NoTokenizer, build_tokenizer, encode_texts, load_splits
+from folio.tasks.classify.data import NoTokenizer, TextEncoding, build_tokenizer, encode_texts, load_splits
 from folio.tasks.classify.metrics import classification_metrics, score_features, score_sequences
 from folio.tasks.classify.options import ClassifyTrainOptions
 from folio.tasks.lm import LanguageModel
@@ -45,7 +51,7 @@ from folio.training.trainer import Trainer
 
 TASK = "classify"
 
-Classifier = RecurrentClassifier | TransformerClassifier | SentenceHead
+Classifier = RecurrentClassifier | TransformerClassifier | SentenceHead | ELMoClassifier
 
 
 def build_model(config: dict) -> Classifier:
@@ -55,6 +61,8 @@ def build_model(config: dict) -> Classifier:
         return TransformerClassifier(TransformerClassifierConfig(**config))
     if config.get("type") == "sentence_head":
         return SentenceHead(SentenceHeadConfig(**config))
+    if config.get("type") == "elmo_classifier":
+        return ELMoClassifier(ELMoClassifierConfig(**config))
     return RecurrentClassifier(ClassifierConfig(**config))
 
 
@@ -68,7 +76,11 @@ class ClassifyRecipe:
     def prepare(self, options: ClassifyTrainOptions, context: RunContext) -> Prepared:
         """Build what `run_training` trains from `options` (or from the checkpoint being resumed)."""
         splits = load_splits(options.data, options.split_seed, options.valid_fraction, options.reber_size, options.labels)
+        pairs = splits["train"].text_pairs is not None
         if options.encoder is not None:
+            if pairs:
+                raise ConfigError(f"--encoder {options.encoder} reads one text, and {options.data} holds pairs of texts: "
+                                  "drop --encoder (pairs need a BERT encoder: --init-from an mlm+nsp BERT, or --arch transformer)")
             return _prepare_sentence_head(options, context, splits)
         label_names = splits["train"].label_names
         if context.resuming:
@@ -76,17 +88,23 @@ class ClassifyRecipe:
             model, note = build_model(context.saved["model"]), ""
         elif options.init_from not in (None, "minilm"):
             model, tokenizer, note = _from_language_model(options, len(label_names))
+        elif options.features is not None:
+            model, tokenizer, note = _over_bilm(options, len(label_names))
         else:
-            tokenizer = build_tokenizer(options, splits["train"].texts)
+            tokenizer = build_tokenizer(options, splits["train"].texts + (splits["train"].text_pairs or []))
             model, note = _new_model(options, tokenizer, len(label_names))
-        train_ids = encode_texts(tokenizer, splits["train"].texts, options.max_len, "training text", options.truncation)
-        valid_ids = encode_texts(tokenizer, splits["valid"].texts, options.max_len, "validation text", options.truncation)
+        encoding = TextEncoding.for_model(model, tokenizer, options.max_len, options.truncation, pairs)
+        train_ids, train_segments = encoding.encode(tokenizer, splits["train"].texts, splits["train"].text_pairs,
+                                                    "training text")
+        valid_ids, valid_segments = encoding.encode(tokenizer, splits["valid"].texts, splits["valid"].text_pairs,
+                                                    "validation text")
         batches = ClassificationBatches(train_ids, splits["train"].labels, options.batch_size, seed=options.train.seed,
-                                        rank=context.dist.rank, world_size=context.dist.world_size)
+                                        rank=context.dist.rank, world_size=context.dist.world_size,
+                                        segments=train_segments)
         valid_labels = torch.tensor(splits["valid"].labels)
 
         def evaluate(m: nn.Module) -> float:
-            probs = score_sequences(m, valid_ids, options.eval_batch_size)
+            probs = score_sequences(m, valid_ids, options.eval_batch_size, valid_segments)
             return F.nll_loss(probs.clamp_min(1e-12).log(), valid_labels).item()
 
         model_config = model.config.to_dict()
@@ -99,7 +117,7 @@ class ClassifyRecipe:
                 "model": model_config,
                 "labels": label_names,
                 "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len, "truncation": options.truncation,
-                         **(tokenizer.cleaner.to_dict() if tokenizer.cleaner else {})},
+                         **encoding.to_dict(), **(tokenizer.cleaner.to_dict() if tokenizer.cleaner else {})},
                 "data": {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
                          "vocab_size": options.vocab_size, "oov_buckets": options.oov_buckets,
                          "embeddings": options.embeddings, "batch_size": options.batch_size},
@@ -110,7 +128,7 @@ class ClassifyRecipe:
             write_extras=tokenizer.save_pretrained,
             param_groups=discriminative_groups(model, options.embedding_lr_scale, options.layer_lr_decay),
             finish=_report_validation(context, model_config, splits["valid"],
-                                      lambda best: score_sequences(best, valid_ids, options.eval_batch_size)),
+                                      lambda best: score_sequences(best, valid_ids, options.eval_batch_size, valid_segments)),
         )
 
 
@@ -186,12 +204,11 @@ def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tup
     lm_config, arch = lm.model.config, lm.config["model"].get("arch", "gru")
     model_dict = dict(options.model)
     dropout = model_dict.get("dropout", 0.1)
-    vocab_size = lm_config.vocab_size + (1 if arch == "bert" else 0)  # a masked LM's last row is [MASK]
     if arch in ("gru", "lstm"):
         if not lm_config.embedding_dim:
             raise ConfigError(f"--init-from {options.init_from}: the language model reads one-hot input "
                               "(--embedding-dim 0); a classifier needs one trained with --embedding-dim N")
-        config = ClassifierConfig(vocab_size=vocab_size, num_classes=num_classes, arch=arch, layers=lm_config.layers,
+        config = ClassifierConfig(vocab_size=lm_config.vocab_size, num_classes=num_classes, arch=arch, layers=lm_config.layers,
                                   hidden=lm_config.hidden, embedding_dim=lm_config.embedding_dim, bidirectional=False,
                                   pooling=model_dict.get("pooling", "max_mean"), dropout=dropout,
                                   masking=model_dict.get("masking", True))
@@ -206,24 +223,46 @@ def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tup
                                   f"(missing {missing}, unexpected {unexpected})")
         loaded = "embedding and recurrent layers"
     else:
-        pooling = model_dict.get("pooling", "mean")
+        nsp = arch == "bert" and lm_config.nsp  # pretrained with next-sentence prediction: its [CLS] pooler starts the head
+        pooling = model_dict.get("pooling", "cls" if nsp else "mean")
         if arch == "gpt":
             config = TransformerClassifierConfig(None, num_classes, pooling, dropout, init_from=str(options.init_from),
                                                  gpt={**lm_config.to_dict(), "dropout": dropout})
             model = TransformerClassifier(config)
             model.gpt.load_state_dict(lm.model.state_dict())
         else:
-            bert = lm_config.bert_config()
+            bert = lm_config.bert_config()  # every embedding row: the tokenizer's ids, [MASK] (, [CLS], [SEP])
             bert.hidden_dropout_prob = dropout
-            config = TransformerClassifierConfig(bert.to_dict(), num_classes, pooling, dropout, init_from=str(options.init_from))
+            specials = lm_config.special_ids()
+            config = TransformerClassifierConfig(bert.to_dict(), num_classes, pooling, dropout, init_from=str(options.init_from),
+                                                 pooler=nsp and pooling == "cls", cls_id=specials.get("cls"),
+                                                 sep_id=specials.get("sep"))
             model = TransformerClassifier(config)
             model.bert.load_state_dict(lm.model.bert.state_dict())
-        loaded = f"{arch.upper()} embedding and blocks"
+            if model.pooler is not None:  # the NSP head itself is dropped: the new head reads the pooled vector
+                model.pooler.load_state_dict(lm.model.pooler.state_dict())
+        loaded = f"{arch.upper()} embedding and blocks" + (" and the [CLS] pooler" if nsp and pooling == "cls" else "")
         if options.max_len is None or options.max_len > lm_config.context:
             asked = f"--max-len {options.max_len}" if options.max_len else "--max-len 0 (every token)"
             raise ConfigError(f"{asked} is longer than the language model's context "
                               f"({lm_config.context}); give --max-len {lm_config.context} or less")
     return model, lm.vocab, f"{loaded} from the language model in {options.init_from}"
+
+
+def _over_bilm(options: ClassifyTrainOptions, num_classes: int) -> tuple[ELMoClassifier, object, str]:
+    """ELMo: a recurrent classifier over a frozen biLM's layers (the biLM's tokenizer and weights, read
+    once and stored in the classifier's checkpoint), with the layer mix learned by the task."""
+    from folio.tasks.embed.contextual import ContextualEmbedder
+
+    elmo = ContextualEmbedder.from_pretrained(options.features)
+    if elmo.vocab.kind == "char":
+        raise ConfigError(f"--features {options.features}: a character-level biLM has no padding id; "
+                          "pretrain one with --tokenizer word or --tokenizer bpe")
+    classifier = ClassifierConfig(vocab_size=len(elmo.vocab), num_classes=num_classes, extra_features=elmo.dim, **options.model)
+    config = ELMoClassifierConfig(elmo.model.config.to_dict(), classifier.to_dict(), features=str(options.features))
+    model = ELMoClassifier(config)
+    model.bilm.load_state_dict(elmo.model.state_dict())
+    return model, elmo.vocab, f"the ELMo mix of the frozen biLM in {options.features} ({elmo.layers} layers of {elmo.dim})"
 
 
 def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
@@ -269,12 +308,12 @@ def discriminative_groups(model: RecurrentClassifier | TransformerClassifier, pr
     [1.0, 0.5, 0.25]
     """
     transformer = isinstance(model, TransformerClassifier)
-    pretrained = ("bert.", "gpt.") if transformer else ("embedding.",)
+    pretrained = ("bert.", "gpt.", "pooler.") if transformer else ("embedding.",)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     depth = {n: int(m.group(1)) + 1 if (m := re.search(r"(?:rnns|blocks)\.(\d+)\.", n)) else 0 for n, _ in named}
     top = max(depth.values(), default=0) + 1
     for name, _ in named:
-        if name.startswith(("head.", "gpt.norm.")):
+        if name.startswith(("head.", "gpt.norm.", "pooler.")):  # above the last block
             depth[name] = top
     groups: dict[float, list] = {}
     for name, param in named:

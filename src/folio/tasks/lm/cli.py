@@ -25,13 +25,18 @@ from folio.tasks.lm.recipe import train
 def _lm_train(args) -> int:
     if args.init_from:
         return _lm_fine_tune(args)
+    if args.objective != "mlm" and args.arch != "bert":
+        raise ConfigError(f"--objective {args.objective} pretrains a BERT encoder: add --arch bert")
     dropout = FROM_SCRATCH_DROPOUT if args.dropout is None else args.dropout
     model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": dropout}
     if args.arch == "gpt":
         model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions,
                      inner_dropout=args.inner_dropout)
     elif args.arch == "bert":
-        model.update(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob)
+        model.update(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob,
+                     objective=args.objective)
+    elif args.arch == "bilm":
+        model.update(char_cnn=args.char_cnn)
     else:
         model.update(embedding_dim=args.embedding_dim, output_dropout=args.output_dropout)
     options = LMTrainOptions(
@@ -41,7 +46,7 @@ def _lm_train(args) -> int:
         train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
     )
     train(options)
-    if args.arch != "bert":  # a masked LM does not generate
+    if args.arch not in ("bert", "bilm"):  # an encoder does not generate
         _print_samples(args)
     return 0
 
@@ -112,6 +117,8 @@ def _lm_evaluate(args) -> int:
                        else (tokens.split(args.split), tokens.chars[args.split]))
     report = {"split": args.split, "corpus": args.corpus, "streams": args.streams,
               **lm.evaluate_ids(ids, characters, streams=args.streams)}
+    if lm.config.get("model", {}).get("objective") == "mlm+nsp":  # and BERT's other figure, on sentence pairs
+        report.update(lm.evaluate_sentence_pairs(args.corpus, args.split))
     if args.json:
         print(json.dumps(report))
     else:
@@ -121,6 +128,9 @@ def _lm_evaluate(args) -> int:
               f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} {unit}s"
               + (f"; {report['nats_per_char']:.4f} nats/char over {report['characters']:,} characters"
                  if "nats_per_char" in report and unit != "char" else ""))
+        if "nsp_accuracy" in report:
+            print(f"{args.split}: next-sentence accuracy {report['nsp_accuracy']:.4f} on {report['pairs']:,} pairs "
+                  f"(loss {report['nsp_loss']:.4f}); masked-token loss on their tokens {report['masked_loss']:.4f}")
     return 0
 
 
@@ -144,8 +154,16 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--corpus", default="shakespeare", help="shakespeare (embedded), tinyshakespeare (downloaded), "
                    "imdb (the classifier's training reviews, for ULMFiT-style pretraining) or a UTF-8 file")
     t.add_argument("--out", default="runs/lm", help="model directory")
-    t.add_argument("--arch", choices=["gru", "lstm", "gpt", "bert"], default="gru",
-                   help="recurrent, a decoder-only Transformer, or a BERT encoder pretrained by masked LM")
+    t.add_argument("--arch", choices=["gru", "lstm", "gpt", "bert", "bilm"], default="gru",
+                   help="recurrent, a decoder-only Transformer, a BERT encoder pretrained by masked LM (and next-"
+                        "sentence prediction), or ELMo's bidirectional LSTM language model (folio embed reads it)")
+    t.add_argument("--objective", choices=["mlm", "mlm+nsp"], default="mlm",
+                   help="bert: masked LM over windows of text, or masked LM plus next-sentence prediction over "
+                        "[CLS] A [SEP] B [SEP] sentence pairs (documents: the reviews of --corpus imdb, or the "
+                        "blank-line-separated paragraphs of a file)")
+    t.add_argument("--char-cnn", action="store_true",
+                   help="bilm: build each token's vector from its characters (ELMo's convolutions and highway "
+                        "layers), so unseen words get vectors too; default: an embedding table")
     t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
                    help="characters; words (the classifier's cleaning, top --vocab-size + hashed buckets); byte-level BPE")
     t.add_argument("--vocab-size", type=positive_int, default=8000, help="words or BPE tokens (not used for characters)")

@@ -84,3 +84,19 @@ def encode(vocab: Vocabulary, text: str) -> torch.Tensor:
 def save_vocab(vocab: Vocabulary, directory: Path) -> None:
     """`vocab.json` (and a tokenizer's `tokenizer.json`) in a checkpoint directory; `load_tokenizer` reads any of them."""
     vocab.save_pretrained(directory)
+
+
+def spellings(vocab: Vocabulary) -> list[str]:
+    """The text of every id, as a character-level token encoder reads it: a word's letters, a BPE token's
+    decoded text; "" for ids with no text of their own (padding, hashed buckets, special tokens).
+
+    >>> spellings(fit_vocab("word", "to be or not to be", oov_buckets=2))
+    ['', 'be', 'to', 'not', 'or', '', '']
+    """
+    specials = set(vocab.specials)
+    texts = []
+    for index in range(len(vocab)):
+        token = vocab.id_to_token(index)
+        texts.append("" if token in specials or token == "<unk>" else token if vocab.kind in ("char", "word")
+                     else vocab.decode([index]))
+    return texts

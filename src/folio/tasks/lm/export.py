@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from folio.errors import ConfigError
 from folio.export import Graph
 from folio.models.bert import MaskedLanguageModel
+from folio.models.bilm import BiLM
 from folio.models.gpt import GPT
 from folio.tasks.lm import LanguageModel
 
@@ -42,8 +43,8 @@ class _GPT(nn.Module):
 def graphs(directory: Path, fmt: str) -> tuple[list[Graph], None]:
     """The one graph of the language model in `directory`."""
     model = LanguageModel.from_pretrained(directory).model
-    if isinstance(model, MaskedLanguageModel):
-        raise ConfigError(f"{directory} is a masked LM, which does not generate: export the classifier it starts")
+    if isinstance(model, MaskedLanguageModel | BiLM):
+        raise ConfigError(f"{directory} is a {model.config.arch} encoder, which does not generate: export the classifier it starts")
     vocab = model.config.vocab_size
     if isinstance(model, GPT):
         context = model.config.context

