@@ -11,12 +11,14 @@
 # word-level GRU language model on the training reviews' text, `folio lm --corpus imdb`, then a classifier
 # started from it with discriminative learning rates), elmo (first ELMo's biLM, `folio lm train --arch bilm`, on the
 # training reviews' text, step-bounded; then the scratch recipe's classifier reading, beside its own embedding, the
-# frozen biLM's layers through a mix it learns: `--features`). Extra training flags may follow the recipe,
+# frozen biLM's layers through a mix it learns: `--features`), elmo_glove (the same biLM, trained only where
+# OUT holds none yet, and GloVe vectors as the classifier's own embedding beside the mix: Peters et al.'s task
+# models read [GloVe; ELMo]). Extra training flags may follow the recipe,
 # e.g. `--max-time 1200`.
 # FOLIO overrides the command (default: folio). Run it niced on a shared machine:
 #   OMP_NUM_THREADS=1 nice -n 19 bench/classify_quality.sh runs/bench glove
 set -euo pipefail
-OUT=${1:?usage: bench/classify_quality.sh OUT_DIR [glove|scratch|nomask|minilm|sentence|ulmfit|elmo] [extra train flags]}
+OUT=${1:?usage: bench/classify_quality.sh OUT_DIR [glove|scratch|nomask|minilm|sentence|ulmfit|elmo|elmo_glove] [extra train flags]}
 RECIPE=${2:-glove}
 shift $(( $# >= 2 ? 2 : 1 ))
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,7 +54,8 @@ case "$RECIPE" in
   # decides the tokenizer; the classifier is the scratch recipe's, with the biLM's 3 layers of 256 mixed beside
   # its 128-d embedding.
   elmo)    FLAGS=(--features "$OUT/elmo_bilm" --embedding-dim 128 --eval-every 100) ;;
-  *) echo "unknown recipe $RECIPE (glove, scratch, nomask, minilm, sentence, ulmfit or elmo)" >&2; exit 2 ;;
+  elmo_glove) FLAGS=(--features "$OUT/elmo_bilm" --embeddings glove) ;;
+  *) echo "unknown recipe $RECIPE (glove, scratch, nomask, minilm, sentence, ulmfit, elmo or elmo_glove)" >&2; exit 2 ;;
 esac
 
 MODEL="$OUT/$RECIPE"
@@ -65,7 +68,7 @@ if [ "$RECIPE" = ulmfit ]; then
     --sample-temperatures 0.8 --sample-prompt "this movie" --sample-length 40 2> >(tee "$OUT/ulmfit_lm.train.log" >&2)
   "${FOLIO_CMD[@]}" lm evaluate --model "$OUT/ulmfit_lm" --corpus imdb --split test --streams 16 --json
 fi
-if [ "$RECIPE" = elmo ]; then
+if [ "$RECIPE" = elmo ] || { [ "$RECIPE" = elmo_glove ] && [ ! -f "$OUT/elmo_bilm/model.safetensors" ]; }; then
   "${FOLIO_CMD[@]}" lm train --corpus imdb --out "$OUT/elmo_bilm" --arch bilm --tokenizer word --lower --vocab-size 10000 \
     --oov-buckets 1000 --layers 2 --hidden 128 --dropout 0.1 --seq-len 64 --batch-size 32 --lr 3e-3 --warmup-steps 50 \
     --max-steps 1200 --max-time 7200 --eval-every 600 --log-every 50 --seed 0 2> >(tee "$OUT/elmo_bilm.train.log" >&2)

@@ -99,3 +99,17 @@ def test_classify_over_frozen_bilm_features_learns(bilms, tmp_path):
     exported = folio("export", "--model", str(out), "--format", "onnx")  # the char CNN convolves every position there
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert json.loads(exported.stdout.splitlines()[-1])["max_abs_diff"] < 1e-4
+
+
+def test_classify_over_bilm_features_reads_glove_beside_them(bilms, tmp_path):
+    """Peters et al.'s task models: GloVe word vectors beside the ELMo mix."""
+    _, models = bilms
+    data = tmp_path / "senses.csv"
+    data.write_text("text,label\n" + "".join(f"{s},{'river' if s in RIVER else 'money'}\n" for s in (RIVER + MONEY) * 10))
+    out = tmp_path / "clf"
+    result = folio("classify", "train", "--data", str(data), "--features", str(models["table"]), "--embeddings", "glove",
+                   "--out", str(out), "--hidden", "8", "--max-steps", "2", "--eval-every", "2", "--max-time", "1e9")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GloVe vectors for" in result.stderr
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["classifier"]["embedding_dim"] == 50 and config["classifier"]["extra_features"] == 48

@@ -64,8 +64,8 @@ class ClassifyTrainOptions(RunOptions):
         if self.init_from not in (None, "minilm") and self.embeddings is not None:
             raise ConfigError("--init-from a language model brings its own embeddings: drop --embeddings")
         if self.features is not None:
-            clash = [flag for flag, value in (("--init-from", self.init_from), ("--encoder", self.encoder),
-                                              ("--embeddings", self.embeddings)) if value is not None]
+            clash = [flag for flag, value in (("--init-from", self.init_from), ("--encoder", self.encoder))
+                     if value is not None]
             if self.transformer:
                 clash.append("--arch transformer")
             if clash:

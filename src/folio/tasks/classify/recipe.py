@@ -258,11 +258,14 @@ def _over_bilm(options: ClassifyTrainOptions, num_classes: int) -> tuple[ELMoCla
     if elmo.vocab.kind == "char":
         raise ConfigError(f"--features {options.features}: a character-level biLM has no padding id; "
                           "pretrain one with --tokenizer word or --tokenizer bpe")
-    classifier = ClassifierConfig(vocab_size=len(elmo.vocab), num_classes=num_classes, extra_features=elmo.dim, **options.model)
+    classifier = ClassifierConfig(vocab_size=len(elmo.vocab), num_classes=num_classes, extra_features=elmo.dim,
+                                  **_glove_sized(options, dict(options.model), elmo.vocab.kind))
     config = ELMoClassifierConfig(elmo.model.config.to_dict(), classifier.to_dict(), features=str(options.features))
     model = ELMoClassifier(config)
     model.bilm.load_state_dict(elmo.model.state_dict())
-    return model, elmo.vocab, f"the ELMo mix of the frozen biLM in {options.features} ({elmo.layers} layers of {elmo.dim})"
+    glove = _load_glove(options, model.classifier, elmo.vocab)  # Peters et al.'s task models: [GloVe; ELMo]
+    return model, elmo.vocab, (f"the ELMo mix of the frozen biLM in {options.features} ({elmo.layers} layers of "
+                               f"{elmo.dim})" + (f", {glove}" if glove else ""))
 
 
 def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, str]:
@@ -280,18 +283,29 @@ def _new_model(options: ClassifyTrainOptions, tokenizer, num_classes: int) -> tu
             len(tokenizer), num_classes, model_dict.get("layers", 4), model_dict.get("hidden", 256), model_dict.get("heads", 4),
             max_len=options.max_len, dropout=dropout, pooling=pooling)
         return TransformerClassifier(config), ""
-    if options.embeddings == "glove":
-        if options.tokenizer != "word":
-            raise ConfigError("--embeddings glove needs --tokenizer word (GloVe vectors are for whole words)")
-        if model_dict.get("embedding_dim", 50) != 50:
-            raise ConfigError(f"--embeddings glove is 50-dimensional; drop --embedding-dim {model_dict['embedding_dim']}")
-        model_dict["embedding_dim"] = 50
-    model = RecurrentClassifier(ClassifierConfig(vocab_size=len(tokenizer), num_classes=num_classes, **model_dict))
+    model = RecurrentClassifier(ClassifierConfig(vocab_size=len(tokenizer), num_classes=num_classes,
+                                                 **_glove_sized(options, model_dict, options.tokenizer)))
+    return model, _load_glove(options, model, tokenizer)
+
+
+def _glove_sized(options: ClassifyTrainOptions, model_dict: dict, tokenizer_kind: str) -> dict:
+    """The recurrent classifier's fields, with GloVe's 50 dimensions where `--embeddings glove` asks for them."""
     if options.embeddings != "glove":
-        return model, ""
+        return model_dict
+    if tokenizer_kind != "word":
+        raise ConfigError("--embeddings glove needs --tokenizer word (GloVe vectors are for whole words)")
+    if model_dict.get("embedding_dim", 50) != 50:
+        raise ConfigError(f"--embeddings glove is 50-dimensional; drop --embedding-dim {model_dict['embedding_dim']}")
+    return {**model_dict, "embedding_dim": 50}
+
+
+def _load_glove(options: ClassifyTrainOptions, classifier: RecurrentClassifier, tokenizer) -> str:
+    """GloVe vectors into the classifier's embedding where `--embeddings glove` asks; the note for the log."""
+    if options.embeddings != "glove":
+        return ""
     matrix, found = glove_matrix(tokenizer.symbols, len(tokenizer), seed=options.train.seed)
-    model.load_embeddings(matrix)
-    return model, f"GloVe vectors for {found:,} of {len(tokenizer.symbols):,} words"
+    classifier.load_embeddings(matrix)
+    return f"GloVe vectors for {found:,} of {len(tokenizer.symbols):,} words"
 
 
 def discriminative_groups(model: RecurrentClassifier | TransformerClassifier, pretrained_scale: float = 1.0,
