@@ -19,6 +19,11 @@ def folio_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "folio.cli"]
 
 
+def run_folio(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`folio ARGS` run to its end as a real subprocess, its output captured as text."""
+    return subprocess.run([*folio_command(), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -7,20 +7,15 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
 
 import pytest
 
-from tests.helpers import folio_command
+from tests.helpers import run_folio as folio
 from tests.models.test_bilm import MONEY, RIVER, context_corpus
 
 TRAIN = ("--tokenizer", "word", "--vocab-size", "100", "--oov-buckets", "4", "--layers", "1", "--hidden", "24",
          "--dropout", "0", "--seq-len", "16", "--batch-size", "16", "--lr", "1e-2", "--warmup-steps", "5",
          "--max-steps", "120", "--eval-every", "60", "--log-every", "20", "--max-time", "1e9", "--seed", "0")
-
-
-def folio(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*folio_command(), *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from folio.tasks.classify import train as train_classifier
 from folio.tasks.lm import LanguageModel, LMTrainOptions
 from folio.tasks.lm import train as train_lm
 from folio.training.trainer import TrainConfig
-from tests.helpers import synthetic_reviews, topic_documents
+from tests.helpers import run_folio, synthetic_reviews, topic_documents
 
 
 @pytest.fixture(scope="module")
@@ -238,69 +238,53 @@ def _classifier(root, labelled):
     return out
 
 
+TINY_BERT = ("--arch", "bert", "--tokenizer", "word", "--lower", "--vocab-size", "60", "--layers", "1", "--hidden", "16",
+             "--heads", "2")
+
+
 @pytest.mark.slow
 def test_the_cli_pretrains_and_fine_tunes(reviews, tmp_path):
-    import subprocess
-
-    from tests.helpers import folio_command
-
     root, labelled, corpus = reviews
-    cmd = folio_command()
     lm_dir = tmp_path / "mlm"
-    result = subprocess.run([*cmd, "lm", "train", "--corpus", str(corpus), "--out", str(lm_dir), "--arch", "bert",
-                             "--tokenizer", "word", "--lower", "--vocab-size", "60", "--layers", "1", "--hidden", "16",
-                             "--heads", "2", "--seq-len", "16", "--max-steps", "20", "--eval-every", "20"],
-                            capture_output=True, text=True, timeout=300)
+    result = run_folio("lm", "train", "--corpus", corpus, "--out", lm_dir, *TINY_BERT, "--seq-len", "16",
+                       "--max-steps", "20", "--eval-every", "20")
     assert result.returncode == 0, result.stderr
     assert "BERT 1x16" in result.stderr and "sample at" not in result.stdout  # a masked LM prints no samples
-    evaluated = subprocess.run([*cmd, "lm", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json"],
-                               capture_output=True, text=True, timeout=300)
+    evaluated = run_folio("lm", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json")
     report = json.loads(evaluated.stdout)
     assert report["level"] == "word" and report["tokens"] > 0 and report["loss"] > 0
-    refused = subprocess.run([*cmd, "lm", "sample", "--model", str(lm_dir)], capture_output=True, text=True, timeout=300)
+    refused = run_folio("lm", "sample", "--model", str(lm_dir))
     assert refused.returncode == 2 and "does not generate" in refused.stderr and "Traceback" not in refused.stderr
-    tuned = subprocess.run([*cmd, "classify", "train", "--data", str(labelled), "--init-from", str(lm_dir), "--max-len", "16",
-                            "--layer-lr-decay", "2.6", "--max-steps", "10", "--eval-every", "10", "--out", str(tmp_path / "clf")],
-                           capture_output=True, text=True, timeout=300)
+    tuned = run_folio("classify", "train", "--data", str(labelled), "--init-from", str(lm_dir), "--max-len", "16",
+                      "--layer-lr-decay", "2.6", "--max-steps", "10", "--eval-every", "10", "--out", str(tmp_path / "clf"))
     assert tuned.returncode == 0, tuned.stderr
     assert "from the language model in" in tuned.stderr and json.loads(tuned.stdout.splitlines()[-1])["steps"] == 10
-    too_long = subprocess.run([*cmd, "classify", "train", "--data", str(labelled), "--init-from", str(lm_dir),
-                               "--max-steps", "1", "--out", str(tmp_path / "clf2")], capture_output=True, text=True, timeout=300)
+    too_long = run_folio("classify", "train", "--data", str(labelled), "--init-from", str(lm_dir),
+                         "--max-steps", "1", "--out", str(tmp_path / "clf2"))
     assert too_long.returncode == 2 and "--max-len 16 or less" in too_long.stderr and not (tmp_path / "clf2").exists()
 
 
 @pytest.mark.slow
 def test_the_cli_pretrains_with_nsp_evaluates_and_classifies_pairs(nsp_data, tmp_path):
-    import subprocess
-
-    from tests.helpers import folio_command
-
     _, corpus, pairs = nsp_data
-    cmd = folio_command()
     lm_dir = tmp_path / "nsp"
-    result = subprocess.run([*cmd, "lm", "train", "--corpus", str(corpus), "--out", str(lm_dir), "--arch", "bert",
-                             "--objective", "mlm+nsp", "--tokenizer", "word", "--lower", "--vocab-size", "60", "--layers", "1",
-                             "--hidden", "16", "--heads", "2", "--seq-len", "24", "--max-steps", "10", "--eval-every", "10"],
-                            capture_output=True, text=True, timeout=300)
+    result = run_folio("lm", "train", "--corpus", corpus, "--out", lm_dir, *TINY_BERT, "--objective", "mlm+nsp",
+                       "--seq-len", "24", "--max-steps", "10", "--eval-every", "10")
     assert result.returncode == 0, result.stderr
     assert "masked LM + next-sentence prediction" in result.stderr and "nsp accuracy" in result.stderr
-    evaluated = subprocess.run([*cmd, "lm", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json"],
-                               capture_output=True, text=True, timeout=300)
+    evaluated = run_folio("lm", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json")
     report = json.loads(evaluated.stdout)
     assert {"loss", "tokens", "nsp_accuracy", "nsp_loss", "masked_loss", "pairs"} <= set(report)
     assert 0 <= report["nsp_accuracy"] <= 1 and report["pairs"] > 0 and report["masked_loss"] > 0
     clf_dir = tmp_path / "clf"
-    tuned = subprocess.run([*cmd, "classify", "train", "--data", str(pairs), "--init-from", str(lm_dir), "--max-len", "24",
-                            "--max-steps", "10", "--eval-every", "10", "--out", str(clf_dir)],
-                           capture_output=True, text=True, timeout=300)
+    tuned = run_folio("classify", "train", "--data", str(pairs), "--init-from", str(lm_dir), "--max-len", "24",
+                      "--max-steps", "10", "--eval-every", "10", "--out", str(clf_dir))
     assert tuned.returncode == 0, tuned.stderr
     assert "and the [CLS] pooler from the language model" in tuned.stderr
     assert json.loads(tuned.stdout.splitlines()[-1])["valid"]["n"] > 0
-    predicted = subprocess.run([*cmd, "classify", "predict", "--model", str(clf_dir), "--file", str(pairs), "--json"],
-                               capture_output=True, text=True, timeout=300)
+    predicted = run_folio("classify", "predict", "--model", str(clf_dir), "--file", str(pairs), "--json")
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert predicted.returncode == 0 and len(rows) == len(pairs.read_text().splitlines()) - 1
     assert {"text", "text_pair", "label", "probability"} <= set(rows[0])
-    single = subprocess.run([*cmd, "classify", "predict", "--model", str(clf_dir), "one text"], capture_output=True,
-                            text=True, timeout=300)
+    single = run_folio("classify", "predict", "--model", str(clf_dir), "one text")
     assert single.returncode == 2 and "pairs of texts" in single.stderr and "Traceback" not in single.stderr
