@@ -123,7 +123,7 @@ class ClassifyRecipe:
                          "embeddings": options.embeddings, "batch_size": options.batch_size},
             },
             describe=f"{model.config.describe()}, {trained_parameters(model):,} trained parameters, "
-                     f"{len(tokenizer):,} embedding rows, {len(train_ids):,} training texts "
+                     f"{model.embedding.num_embeddings:,} embedding rows, {len(train_ids):,} training texts "
                      f"({mean_len:.0f} tokens on average), labels {label_names}" + (f", {note}" if note else ""),
             write_extras=tokenizer.save_pretrained,
             param_groups=discriminative_groups(model, options.embedding_lr_scale, options.layer_lr_decay),
