@@ -198,9 +198,7 @@ def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tup
     `folio lm` checkpoint's (read once), and a note for the log. The architecture is the checkpoint's;
     pooling, dropout and masking are this run's."""
     lm = LanguageModel.from_pretrained(options.init_from)
-    if lm.vocab.kind == "char":
-        raise ConfigError(f"--init-from {options.init_from}: a character-level language model has no padding id; "
-                          "pretrain one with --tokenizer word or --tokenizer bpe")
+    _check_padded(lm.vocab, f"--init-from {options.init_from}", "language model")
     lm_config, arch = lm.model.config, lm.config["model"].get("arch", "gru")
     model_dict = dict(options.model)
     dropout = model_dict.get("dropout", 0.1)
@@ -249,15 +247,20 @@ def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tup
     return model, lm.vocab, f"{loaded} from the language model in {options.init_from}"
 
 
+def _check_padded(vocab, flag: str, what: str) -> None:
+    """A classifier pads its batches with id 0, which a character vocabulary does not reserve."""
+    if vocab.kind == "char":
+        raise ConfigError(f"{flag}: a character-level {what} has no padding id; "
+                          "pretrain one with --tokenizer word or --tokenizer bpe")
+
+
 def _over_bilm(options: ClassifyTrainOptions, num_classes: int) -> tuple[ELMoClassifier, object, str]:
     """ELMo: a recurrent classifier over a frozen biLM's layers (the biLM's tokenizer and weights, read
     once and stored in the classifier's checkpoint), with the layer mix learned by the task."""
     from folio.tasks.embed.contextual import ContextualEmbedder
 
     elmo = ContextualEmbedder.from_pretrained(options.features)
-    if elmo.vocab.kind == "char":
-        raise ConfigError(f"--features {options.features}: a character-level biLM has no padding id; "
-                          "pretrain one with --tokenizer word or --tokenizer bpe")
+    _check_padded(elmo.vocab, f"--features {options.features}", "biLM")
     classifier = ClassifierConfig(vocab_size=len(elmo.vocab), num_classes=num_classes, extra_features=elmo.dim,
                                   **_glove_sized(options, dict(options.model), elmo.vocab.kind))
     config = ELMoClassifierConfig(elmo.model.config.to_dict(), classifier.to_dict(), features=str(options.features))

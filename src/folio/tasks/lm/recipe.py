@@ -62,7 +62,11 @@ class LMRecipe:
     def prepare(self, options: LMTrainOptions, context: RunContext) -> Prepared:
         """Build what `run_training` trains from `options` (or from the checkpoint being resumed)."""
         model_options = context.saved["model"] if context.resume_dir is not None else options.model
-        if model_options.get("arch") == "bert" and model_options.get("objective") == "mlm+nsp":
+        arch = model_options.get("arch", "gru")
+        if options.stateful and arch not in ("gru", "lstm"):  # before any data is read, for every recipe below
+            raise ConfigError(f"--stateful carries a recurrent state across batches; --arch {arch} reads every "
+                              "window on its own")
+        if arch == "bert" and model_options.get("objective") == "mlm+nsp":
             return _prepare_nsp(options, context)
         if context.resume_dir is not None:
             tokens = corpus_ids(options.corpus, options.split, load_tokenizer(context.resume_dir), context.dist)
@@ -78,8 +82,6 @@ class LMRecipe:
                 raise ConfigError("--char-cnn builds a token's vector from its characters, and with --tokenizer char "
                                   "every token is one character: use --tokenizer word or bpe, or drop --char-cnn")
             model.set_vocabulary(spellings(vocab))
-        if not isinstance(model, RNNLanguageModel) and options.stateful:
-            raise ConfigError("--stateful carries a recurrent state; a Transformer sees its context in every window")
         train_ids, valid_ids = train_valid_ids(tokens, options.corpus)  # (T,) memory-mapped, uint8/16/32
         batches = make_batches(
             train_ids, options.seq_len, options.batch_size, options.stateful,
@@ -119,8 +121,6 @@ def _prepare_nsp(options: LMTrainOptions, context: RunContext) -> Prepared:
         vocab = corpus_ids(options.corpus, options.split, fit, context.dist).tokenizer  # fitted and cached as for mlm
         model_config = {"vocab_size": len(vocab), **options.model}
     model = build_model(model_config)
-    if options.stateful:
-        raise ConfigError("--stateful carries a recurrent state; a Transformer sees its context in every window")
     config, started = model.config, time.perf_counter()
     specials = config.special_ids()
     documents = corpus_documents(options.corpus, options.split)
