@@ -133,3 +133,38 @@ def test_elmo_classifier_keeps_the_bilm_frozen_and_ignores_padding():
     model.eval()
     alone = model(ids[:1, :4])
     torch.testing.assert_close(model(ids)[:1], alone, atol=1e-5, rtol=0)
+
+
+def test_sampled_softmax_trains_the_full_softmax():
+    """Trained with a sampled softmax (8 ids a step of ~40), the biLM's full-softmax losses fall as with the
+    full softmax, evaluation ignores the sampling, and the sampled gradient points where the full one does."""
+    torch.manual_seed(0)
+    text = context_corpus()
+    vocab = fit_vocab("word", text, vocab_size=100, oov_buckets=4)
+    model = BiLM(BiLMConfig(vocab_size=len(vocab), layers=2, hidden=32, dropout=0.0, softmax_samples=8))
+    batches = make_batches(vocab.encode_tensor(text), 16, 16, stateful=False, seed=0)
+    window = vocab.encode_tensor(context_corpus(200, seed=1))[:880].view(80, 11)
+
+    batch = batches.batch(0, 0)
+    for _ in range(20):  # the mean of 20 draws' gradients
+        model.loss(batch).backward()
+    sampled = model.head.weight.grad.clone()
+    model.zero_grad()
+    full_model = BiLM(BiLMConfig(vocab_size=len(vocab), layers=2, hidden=32, dropout=0.0))
+    full_model.load_state_dict(model.state_dict())
+    full_model.loss(batch).backward()
+    cosine = torch.nn.functional.cosine_similarity(sampled.flatten(), full_model.head.weight.grad.flatten(), dim=0)
+    assert cosine > 0.85, cosine  # each draw is noisy (~0.5), their mean points the full gradient's way (~0.92)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(150):
+        loss = model.loss(batches.batch(step // len(batches), step % len(batches)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    full_model.load_state_dict(model.state_dict())
+    full_model.eval()
+    after = [x.item() for x in model.direction_losses(window)]
+    assert after == [x.item() for x in full_model.direction_losses(window)]  # evaluation: the full softmax
+    assert after[0] < 1.2 and after[1] < 1.2, after  # the full softmax's run reaches < 1.0 in as many steps

@@ -17,6 +17,7 @@ that token. `ScalarMix` combines them as ELMo does: softmax-normalised layer wei
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -53,12 +54,15 @@ class BiLMConfig:
     filters: list[list[int]] = field(default_factory=lambda: [[1, 32], [2, 32], [3, 64], [4, 128], [5, 128]])  # [width, count]
     highway: int = 2
     max_chars: int = 20  # bytes of a token the CNN reads (with its two marks); longer tokens are cut
+    softmax_samples: int = 0  # training only: a sampled softmax over this many log-uniform ids (0: the full softmax)
 
     def __post_init__(self):
         if self.arch != "bilm":
             raise ConfigError(f"BiLMConfig arch must be 'bilm', got {self.arch!r}")
         check_sizes(self, "vocab_size", "layers", "hidden", "char_dim", "max_chars")
         check_fractions(self, "dropout")
+        if self.softmax_samples < 0:
+            raise ConfigError(f"--softmax-samples must be 0 (the full softmax) or more, got {self.softmax_samples}")
         if self.highway < 0:
             raise ConfigError(f"--highway must be 0 or more, got {self.highway}")
         widths = [w for w, _ in self.filters]
@@ -175,10 +179,34 @@ class BiLM(nn.Module):
         x = self.dropout(self.token_vectors(window))  # (B, T + 1, H)
         losses = []
         for layers, tokens, vectors in ((self.forward_layers, window, x), (self.backward_layers, window.flip(1), x.flip(1))):
-            top = self._stack(layers, vectors[:, :-1])[-1]  # (B, T, H)
-            logits = self.head(self.dropout(top))  # (B, T, V)
-            losses.append(F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(), reduction=reduction))
+            top = self.dropout(self._stack(layers, vectors[:, :-1])[-1]).flatten(0, 1)  # (B * T, H)
+            targets = tokens[:, 1:].flatten()
+            if self.training and self.config.softmax_samples and reduction == "mean":
+                losses.append(self._sampled_loss(top, targets))
+            else:
+                losses.append(F.cross_entropy(self.head(top).float(), targets, reduction=reduction))
         return losses[0], losses[1]
+
+    def _sampled_loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """Sampled softmax (Jean et al. 2015, as ELMo trained): each position's true token against one shared
+        draw of `softmax_samples` ids from the log-uniform (Zipf) distribution over ids 1..V-1 (the vocabulary
+        is sorted by frequency; 0 is padding), every logit less the log of its expected count in the draw, and a
+        drawn id equal to a position's target left out of that position's softmax. Its gradient estimates the
+        full softmax's at a fraction of the cost; evaluation always uses the full softmax."""
+        vocab, samples = self.config.vocab_size, self.config.softmax_samples
+        log_vocab = math.log(vocab)
+        drawn = torch.exp(torch.rand(samples, device=hidden.device) * log_vocab).long().clamp_(1, vocab - 1)
+
+        def log_expected(ids: Tensor) -> Tensor:  # log(samples * P(id)), P(k) = log((k + 1) / k) / log V
+            k = ids.float().clamp(min=1)
+            return math.log(samples) + torch.log(torch.log1p(1 / k) / log_vocab)
+
+        weight, bias = self.head.weight, self.head.bias
+        true = (hidden * weight[targets]).sum(-1) + bias[targets] - log_expected(targets)  # (N,)
+        sampled = hidden @ weight[drawn].T + bias[drawn] - log_expected(drawn)  # (N, S)
+        sampled = sampled.masked_fill(drawn[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([true[:, None], sampled], dim=1).float()
+        return F.cross_entropy(logits, torch.zeros_like(targets))
 
     def loss(self, batch) -> Tensor:
         """The mean of both directions' losses over the windows `batch.inputs` + the last of `batch.targets`."""

@@ -27,6 +27,8 @@ def _lm_train(args) -> int:
         return _lm_fine_tune(args)
     if args.objective != "mlm" and args.arch != "bert":
         raise ConfigError(f"--objective {args.objective} pretrains a BERT encoder: add --arch bert")
+    if args.softmax_samples and args.arch != "bilm":
+        raise ConfigError(f"--softmax-samples trains a biLM's softmax (--arch bilm), not --arch {args.arch}'s")
     dropout = FROM_SCRATCH_DROPOUT if args.dropout is None else args.dropout
     model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": dropout}
     if args.arch == "gpt":
@@ -36,7 +38,7 @@ def _lm_train(args) -> int:
         model.update(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob,
                      objective=args.objective)
     elif args.arch == "bilm":
-        model.update(char_cnn=args.char_cnn)
+        model.update(char_cnn=args.char_cnn, softmax_samples=args.softmax_samples)
     else:
         model.update(embedding_dim=args.embedding_dim, output_dropout=args.output_dropout)
     options = LMTrainOptions(
@@ -164,6 +166,9 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--char-cnn", action="store_true",
                    help="bilm: build each token's vector from its characters (ELMo's convolutions and highway "
                         "layers), so unseen words get vectors too; default: an embedding table")
+    t.add_argument("--softmax-samples", type=int, default=0, metavar="N",
+                   help="bilm: train with a sampled softmax over N log-uniform token ids, as ELMo (several times "
+                        "faster on a large vocabulary; evaluation uses the full softmax); 0: the full softmax")
     t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
                    help="characters; words (the classifier's cleaning, top --vocab-size + hashed buckets); byte-level BPE")
     t.add_argument("--vocab-size", type=positive_int, default=8000, help="words or BPE tokens (not used for characters)")
