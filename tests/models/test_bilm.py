@@ -38,15 +38,20 @@ def trained():
     batches = make_batches(ids, 16, 16, stateful=False, seed=0)
     window = vocab.encode_tensor(context_corpus(200, seed=1))[:880].view(80, 11)  # held-out windows for the figures
     before = [x.item() for x in model.direction_losses(window)]
+    _train(model, batches)
+    after = [x.item() for x in model.direction_losses(window)]
+    return vocab, model, before, after
+
+
+def _train(model: BiLM, batches, steps: int = 150) -> None:
+    """`steps` Adam steps (lr 1e-2) over `batches`; leaves the model in eval mode."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(150):
+    for step in range(steps):
         loss = model.loss(batches.batch(step // len(batches), step % len(batches)))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
-    after = [x.item() for x in model.direction_losses(window)]
-    return vocab, model, before, after
 
 
 def test_both_directions_learn(trained):
@@ -156,13 +161,7 @@ def test_sampled_softmax_trains_the_full_softmax():
     cosine = torch.nn.functional.cosine_similarity(sampled.flatten(), full_model.head.weight.grad.flatten(), dim=0)
     assert cosine > 0.85, cosine  # each draw is noisy (~0.5), their mean points the full gradient's way (~0.92)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(150):
-        loss = model.loss(batches.batch(step // len(batches), step % len(batches)))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
+    _train(model, batches)
     full_model.load_state_dict(model.state_dict())
     full_model.eval()
     after = [x.item() for x in model.direction_losses(window)]
