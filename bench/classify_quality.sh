@@ -50,9 +50,9 @@ case "$RECIPE" in
   # pooling and a head, and learns with the head at lr and each layer below 2.6 times slower.
   ulmfit)  FLAGS=(--init-from "$OUT/ulmfit_lm" --layer-lr-decay 2.6 --lr 5e-3) ;;
   # ELMo: the biLM (5,000 steps of 32 random windows of 64 words: 10M tokens, 2.4 times the training reviews' 4.2M;
-  # two LSTM layers of 128 a direction, 10,000 words + 1,000 buckets, lower-cased, trained with ELMo's sampled
-  # softmax over 1,024 ids, about 20 minutes on one core) decides the tokenizer; the classifier is the scratch
-  # recipe's, with the biLM's 3 layers of 256 mixed beside its 128-d embedding.
+  # two LSTM layers of 256 a direction, 10,000 words + 1,000 buckets, lower-cased, trained with ELMo's sampled
+  # softmax over 1,024 ids, about 50 minutes on one core) decides the tokenizer; the classifier is the scratch
+  # recipe's, with the biLM's 3 layers of 512 mixed beside its 128-d embedding (about 20 minutes on two cores).
   elmo)    FLAGS=(--features "$OUT/elmo_bilm" --embedding-dim 128 --eval-every 100) ;;
   elmo_glove) FLAGS=(--features "$OUT/elmo_bilm" --embeddings glove) ;;
   *) echo "unknown recipe $RECIPE (glove, scratch, nomask, minilm, sentence, ulmfit, elmo or elmo_glove)" >&2; exit 2 ;;
@@ -70,7 +70,7 @@ if [ "$RECIPE" = ulmfit ]; then
 fi
 if [ "$RECIPE" = elmo ] || { [ "$RECIPE" = elmo_glove ] && [ ! -f "$OUT/elmo_bilm/model.safetensors" ]; }; then
   "${FOLIO_CMD[@]}" lm train --corpus imdb --out "$OUT/elmo_bilm" --arch bilm --tokenizer word --lower --vocab-size 10000 \
-    --oov-buckets 1000 --layers 2 --hidden 128 --dropout 0.1 --seq-len 64 --batch-size 32 --lr 3e-3 --warmup-steps 100 \
+    --oov-buckets 1000 --layers 2 --hidden 256 --dropout 0.1 --seq-len 64 --batch-size 32 --lr 3e-3 --warmup-steps 100 \
     --softmax-samples 1024 --max-steps 5000 --max-time 7200 --eval-every 1000 --log-every 100 --seed 0 2> >(tee "$OUT/elmo_bilm.train.log" >&2)
   "${FOLIO_CMD[@]}" lm evaluate --model "$OUT/elmo_bilm" --corpus imdb --split test --json
 fi
