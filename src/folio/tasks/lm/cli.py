@@ -11,6 +11,7 @@ from folio.flags import (
     Formatter,
     add_training_flags,
     is_worker,
+    non_negative_int,
     positive_float,
     positive_int,
     train_config_from,
@@ -166,7 +167,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--char-cnn", action="store_true",
                    help="bilm: build each token's vector from its characters (ELMo's convolutions and highway "
                         "layers), so unseen words get vectors too; default: an embedding table")
-    t.add_argument("--softmax-samples", type=int, default=0, metavar="N",
+    t.add_argument("--softmax-samples", type=non_negative_int, default=0, metavar="N",
                    help="bilm: train with a sampled softmax over N log-uniform token ids, as ELMo (several times "
                         "faster on a large vocabulary; evaluation uses the full softmax); 0: the full softmax")
     t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
