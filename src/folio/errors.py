@@ -21,6 +21,14 @@ class ConfigError(FolioError):
     """An option has a value that cannot work."""
 
 
+class OutputError(FolioError):
+    """An output path (`--out`, a checkpoint being saved) cannot be written."""
+
+
+class DivergedError(FolioError):
+    """Training produced a loss that is not a finite number (the learning rate is usually too high)."""
+
+
 def decode_utf8(data: bytes, name: str, first_line: int = 1, first_byte: int = 0) -> str:
     """`data` as UTF-8 text; where it is not, a `DataError` that names `name` and the line and byte of the
     first bad byte (`first_line`/`first_byte`: where `data` starts in a longer file)."""

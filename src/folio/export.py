@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from folio.errors import CheckpointError, ConfigError
 from folio.tasks import task_of
+from folio.training.checkpoint import check_output
 
 TOLERANCE = 1e-4
 
@@ -84,6 +85,8 @@ def export(directory: str | Path, fmt: str = "onnx", out: str | Path | None = No
         raise ConfigError(f"--format {fmt!r}: choose onnx or torchscript")
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize applies to ONNX exports (onnxruntime dynamic int8 quantization)")
+    if out is not None:
+        check_output(out, directory=None)  # a file, or a translation model's folder: which, the task says below
     task = task_of(directory)
     if task.export is None:
         raise CheckpointError(f"{directory}/config.json: task {task.name!r} cannot be exported")
@@ -91,6 +94,7 @@ def export(directory: str | Path, fmt: str = "onnx", out: str | Path | None = No
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     if decoding is None:
         paths = [Path(out) if out else directory / f"model{suffix}"]
+        check_output(paths[0], directory=False)
     else:
         folder = Path(out) if out else directory
         if folder.suffix in (".onnx", ".pt"):

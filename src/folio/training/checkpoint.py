@@ -14,25 +14,32 @@ set-aside checkpoint back first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import folio
-from folio.errors import CheckpointError
+from folio.errors import CheckpointError, OutputError
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAINER_STATE = "trainer_state.pt"
+# The layout of trainer_state.pt: 2 holds tensors, numbers, strings, lists and dicts only (read with
+# torch.load(weights_only=True)); 1 (no "format" key, Folio <= 0.x) also held NumPy's RNG state as an array.
+TRAINER_STATE_FORMAT = 2
+TRAINER_STATE_KEYS = ("step", "epoch", "index", "elapsed", "best_valid", "bad_evals", "optimizer", "ranks")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -74,8 +81,26 @@ def save_checkpoint(
     write_extras: Callable[[Path], None] | None = None,
     trainer_state: dict | None = None,
 ) -> Path:
-    """Write a complete checkpoint to `directory`, atomically replacing any previous one (see above)."""
+    """Write a complete checkpoint to `directory`, atomically replacing any previous one (see above).
+
+    A disk that is full or a directory that cannot be written is an `OutputError` naming `directory`;
+    the previous checkpoint is left as it was and the temporary directory is removed.
+    """
     directory = Path(directory)
+    try:
+        _save(directory, model, config, write_extras, trainer_state)
+    except OSError as err:
+        raise OutputError(f"cannot save the checkpoint {directory}: {_reason(err)}; the previous one is kept") from err
+    return directory
+
+
+def _reason(err: OSError) -> str:
+    """An OSError in a few words ("No space left on device"), without the path the message names already."""
+    return err.strerror or errno.errorcode.get(err.errno or 0) or str(err) or type(err).__name__
+
+
+def _save(directory: Path, model: nn.Module, config: dict, write_extras: Callable[[Path], None] | None,
+          trainer_state: dict | None) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     # One process writes a checkpoint directory at a time (rank 0 under torchrun), so the temporary
     # directories already there are what killed saves left behind (each as big as a checkpoint).
@@ -88,7 +113,7 @@ def save_checkpoint(
         if write_extras is not None:
             write_extras(tmp)
         if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
+            torch.save({"format": TRAINER_STATE_FORMAT, **trainer_state}, tmp / TRAINER_STATE)
         for path in tmp.iterdir():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -108,7 +133,28 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
+
+
+def check_output(path: str | Path, flag: str = "--out", directory: bool | None = True) -> None:
+    """Refuse, before any work, an output path that cannot be written: an existing file where a directory
+    goes (`directory=True`) or a directory where a file goes (`False`; None: either), a path under a file, a
+    folder without write permission. An `OutputError` names the flag and the path.
+
+        check_output("runs/lm")                                   # a training's --out directory
+        check_output("model.onnx", directory=False)               # export --out
+    """
+    path = Path(path)
+    if directory is True and path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path} is a file; give a directory (a new one, or one Folio wrote)")
+    if directory is False and path.is_dir():
+        raise OutputError(f"{flag} {path} is a directory; give a file name")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:  # the first mkdir happens in the nearest existing folder
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: no permission to write in {parent}")
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -118,14 +164,19 @@ def write_atomic(path: str | Path, text: str) -> None:
         write_atomic("runs/imdb/explain.html", page)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {_reason(err)}") from err
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputError(f"cannot write {path}: {_reason(err)}") from err
         raise
 
 
@@ -148,15 +199,76 @@ def read_config(directory: str | Path, task: str) -> dict:
     return config
 
 
-def load_weights(model: nn.Module, directory: str | Path) -> nn.Module:
-    """Load `model.safetensors` onto the model's device, whatever device it was saved from."""
+def _expected_tensors(model: nn.Module) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
+    """The shape of every tensor of `model`'s state dict, and its names grouped by tensor (tied weights:
+    one group, of which a checkpoint stores one name). Works on the meta device (nothing allocated)."""
+    state = unwrap(model).state_dict(keep_vars=True)  # the Parameter objects themselves: tied ones are one object
+    groups: dict[int, list[str]] = {}
+    for name, tensor in state.items():
+        groups.setdefault(id(tensor), []).append(name)
+    return {name: tuple(tensor.shape) for name, tensor in state.items()}, list(groups.values())
+
+
+def check_weights(model: nn.Module, directory: str | Path) -> None:
+    """Refuse (a `CheckpointError` naming the file and the tensor) a `model.safetensors` whose tensors are not
+    those of `model`: one missing, one extra, or one of another shape. Only the file's header is read, and
+    `model` may live on the meta device, so a config.json that asks for more than the weights hold is caught
+    before anything of that size is allocated.
+
+        with torch.device("meta"):
+            check_weights(build_model(config["model"]), directory)   # then build it for real
+    """
     path = Path(directory) / WEIGHTS
-    if not path.exists():
+    if not path.is_file():
         raise CheckpointError(f"{directory} has no {WEIGHTS}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+    shapes, groups = _expected_tensors(model)
+    extra = sorted(set(stored) - set(shapes))
+    if extra:
+        raise CheckpointError(f"{path} holds tensor {extra[0]!r}, which the model in {CONFIG} does not have "
+                              f"({len(extra)} such); is it the checkpoint of another model?")
+    for names in groups:
+        if not any(name in stored for name in names):
+            raise CheckpointError(f"{path} lacks tensor {names[0]!r} of the model in {CONFIG}; the file is incomplete")
+    for name, shape in stored.items():
+        if shape != shapes[name]:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}, but the model in {CONFIG} "
+                                  f"needs {list(shapes[name])}; the sizes in {CONFIG} do not match the weights")
+
+
+def build_checked(directory: str | Path, build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()`, once `check_weights` has compared the model it builds, on the meta device, with
+    `model.safetensors` in `directory`: a config.json that asks for a billion-row embedding is refused
+    by name before a byte of it is allocated.
+
+        model = load_weights(build_checked(directory, lambda: build_model(config["model"])), directory)
+    """
+    with torch.device("meta"):
+        skeleton = build()
+    check_weights(skeleton, directory)
+    return build()
+
+
+def load_weights(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Load `model.safetensors` onto the model's device, whatever device it was saved from.
+
+    The file must hold exactly the model's tensors (`check_weights`), every one of them finite: a
+    `CheckpointError` names the file and the first tensor that is not.
+    """
+    path = Path(directory) / WEIGHTS
+    check_weights(model, directory)
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is corrupt: {err}") from err
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; the run that wrote it "
+                                  "diverged (retrain with a lower --lr)")
     try:
         unwrap(model).load_state_dict(_with_tied(state, unwrap(model)))
     except RuntimeError as err:
@@ -184,11 +296,41 @@ def resume_directory(resume: str | None, out_dir: str | Path, task: str) -> tupl
     return directory, read_config(directory, task)
 
 
+def _legacy_numpy_globals() -> list:
+    """What a format-1 trainer state needs beyond torch's safe types: NumPy's uint32 RNG key array. Building an
+    array from a dtype and bytes runs no code, and anything inside it still goes through the safe unpickler."""
+    import numpy as np
+
+    reconstruct = (getattr(np, "_core", None) or np.core).multiarray._reconstruct
+    # under both names: NumPy 1 pickled it as numpy.core..., NumPy 2 as numpy._core...
+    return [(reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_trainer_state(directory: str | Path) -> dict:
+    """`trainer_state.pt` read with `torch.load(weights_only=True)`: tensors, numbers, strings, lists and
+    dicts, nothing that runs code. A `CheckpointError` naming the file when it holds anything else, is
+    damaged, incomplete, or of another format."""
     path = Path(directory) / TRAINER_STATE
     if not path.exists():
         raise CheckpointError(f"cannot resume: {directory} has no {TRAINER_STATE}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f"it refers to {found.group(1)}" if found else str(err).strip().splitlines()[0]
+        raise CheckpointError(f"cannot resume: {path} cannot be read safely ({what}); a trainer state holds "
+                              "tensors and numbers only, so this file was not written by Folio") from None
     except Exception as err:  # torch.load raises many types on a damaged file
         raise CheckpointError(f"cannot resume: {path} is corrupt ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot resume: {path} is corrupt (it holds a {type(state).__name__}, not a trainer state)")
+    version = state.get("format", 1)
+    if version not in (1, TRAINER_STATE_FORMAT):
+        raise CheckpointError(f"cannot resume: {path} is of format {version!r}; this Folio reads format "
+                              f"{TRAINER_STATE_FORMAT} (and 1)")
+    missing = [key for key in TRAINER_STATE_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"cannot resume: {path} is incomplete (no {missing[0]!r})")
+    return state

@@ -19,7 +19,7 @@ from torch import nn
 
 from folio.runtime import Distributed, init_distributed, seed_everything, select_device, shutdown_distributed
 from folio.training.batches import TrainBatches
-from folio.training.checkpoint import resume_directory
+from folio.training.checkpoint import check_output, resume_directory
 from folio.training.trainer import TrainConfig, Trainer
 
 
@@ -85,6 +85,7 @@ class Recipe(Protocol):
 def run_training(recipe: Recipe, options: RunOptions) -> dict:
     """Train what `recipe` prepares from `options`; returns the trainer's summary (or `finish`'s)."""
     options.validate()
+    check_output(options.out)  # before any data is read or step taken
     device = select_device(options.device)
     dist_info = init_distributed(device)
     try:

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from folio.errors import ConfigError
+from folio.errors import CheckpointError, ConfigError, DivergedError
 from folio.runtime import Distributed
 from folio.training.batches import TrainBatches
 from folio.training.checkpoint import load_trainer_state, load_weights, save_checkpoint, unwrap
@@ -110,7 +110,10 @@ class _LossModule(nn.Module):
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors, numbers and tuples: what `torch.load(weights_only=True)` reads."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -118,7 +121,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]  # key: a tensor, or a NumPy array (format 1)
+    np.random.set_state((kind, np.asarray(key).astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -194,8 +198,11 @@ class Trainer:
         self.index = 0
         self.elapsed = 0.0
         self.best_valid = math.inf
+        self.best_step: int | None = None  # the step whose weights OUT holds
         self.bad_evals = 0
         self.carry = None
+        self.lr = 0.0  # the learning rate of the latest step
+        self.last_saved: int | None = None  # the step OUT/last holds, while nothing has changed since
         self.trained = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = [p.detach().clone() for p in self.trained] if config.ema_decay > 0 else None
 
@@ -242,6 +249,7 @@ class Trainer:
             "index": self.index,
             "elapsed": self.elapsed,
             "best_valid": self.best_valid,
+            "best_step": self.best_step,
             "bad_evals": self.bad_evals,
             "optimizer": self.optimizer.state_dict(),
             "world_size": self.dist.world_size,
@@ -280,6 +288,7 @@ class Trainer:
             )
         for name in ("step", "epoch", "index", "elapsed", "best_valid", "bad_evals"):
             setattr(self, name, state[name])
+        self.best_step = state.get("best_step")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             if state.get("ema") is None:
@@ -290,9 +299,12 @@ class Trainer:
         self.carry = _to_device(mine["carry"], self.device)
 
     def save_last(self) -> None:
+        if self.last_saved == self.step:
+            return
         state = self.state_dict()  # every rank takes part in the gather
         if self.dist.is_main:
             save_checkpoint(self.out_dir / LAST, self.model, self.saved_config, self.write_extras, state)
+        self.last_saved = self.step
 
     def save_best(self) -> None:
         if self.dist.is_main:
@@ -300,7 +312,19 @@ class Trainer:
 
     def resume(self, directory: str | Path) -> None:
         load_weights(self.model, directory)
-        self.load_state_dict(load_trainer_state(directory))
+        state = load_trainer_state(directory)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"cannot resume: {directory}/trainer_state.pt does not fit this run "
+                                  f"({type(err).__name__}: {first})") from err
+        self.last_saved = self.step
+        if self.best_step == self.step:
+            # OUT/last is written just before each best model (see run_evaluation): a run killed between
+            # the two has its best model in these weights, so write it (again) to OUT.
+            with self._averaged_weights():
+                self.save_best()
 
     # ---- the loop ------------------------------------------------------------------------------
     def _autocast(self):
@@ -317,13 +341,20 @@ class Trainer:
                 result = self.evaluate_fn(unwrap(self.model))
             extras = dict(result) if isinstance(result, dict) else {"loss": result}
             valid = float(extras.pop("loss"))
+            if not math.isfinite(valid):
+                raise self._diverged("validation loss", valid)
             improved = valid < self.best_valid
+            self.last_saved = None
             if improved:
-                self.best_valid = valid
-                self.bad_evals = 0
-                self.save_best()
+                self.best_valid, self.best_step, self.bad_evals = valid, self.step, 0
             else:
                 self.bad_evals += 1
+        if improved:
+            # last/ first, then the best model: whenever OUT holds a best model, a resumable state exists
+            # (resume() rewrites the best model a kill between the two left out).
+            self.save_last()
+            with self._averaged_weights():
+                self.save_best()
         self.model.train(was_training)
         self.metrics.write(kind="eval", step=self.step, epoch=self.epoch, elapsed=round(self.elapsed, 3), valid_loss=valid,
                            **{f"valid_{name}": float(value) for name, value in extras.items()})
@@ -365,7 +396,11 @@ class Trainer:
                 self.step += 1
                 self.index += 1
                 self.elapsed = time.perf_counter() - start
-                window_loss += loss.item()
+                self.lr = lr
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise self._diverged("training loss", value)
+                window_loss += value
                 window_tokens += batch.num_tokens * self.dist.world_size
                 window_steps += 1
                 if self.on_step is not None:
@@ -403,6 +438,12 @@ class Trainer:
             f"{self.best_valid:.4f}; model saved to {self.out_dir}"
         )
         return {"steps": self.step, "elapsed": self.elapsed, "best_valid": self.best_valid, "stop_reason": stop_reason}
+
+    def _diverged(self, what: str, value: float) -> DivergedError:
+        kept = f"the best model so far (validation loss {self.best_valid:.4f}) is in {self.out_dir}" \
+            if self.best_step is not None else "no model was saved"
+        return DivergedError(f"training diverged at step {self.step}: the {what} is {value} at learning rate "
+                             f"{self.lr:.3g}; lower --lr (or raise --warmup-steps); {kept}")
 
     def _show(self, loss: float, rate: float, lr: float) -> None:
         cfg = self.config
