@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from folio.data.download import download
+from folio.data.files import require_file
 from folio.errors import DataError, decode_utf8
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -71,17 +72,10 @@ def embedded_shakespeare() -> str:
     return "\n".join(texts)
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"corpus file {path} does not exist")
-    if path.is_dir():
-        raise DataError(f"corpus {path} is a directory; give a UTF-8 text file")
-
-
 def read_text_file(path: str | os.PathLike) -> str:
     """A UTF-8 text file, with errors that name the file and the problem."""
     path = Path(path)
-    _check_file(path)
+    require_file(path, "corpus file")
     text = decode_utf8(path.read_bytes(), f"corpus file {path}")
     if not text.strip():
         raise DataError(f"corpus file {path} is empty")
@@ -102,7 +96,7 @@ def iter_text_file(path: str | os.PathLike, block_bytes: int = 1 << 22) -> Itera
     at once. The pieces join to exactly what `read_text_file` returns, and the same errors are raised
     (a non-UTF-8 byte when the reading reaches it; an empty file at the end)."""
     path = Path(path)
-    _check_file(path)
+    require_file(path, "corpus file")
     offset, lines, blank = 0, 0, True  # bytes and line breaks before `pending`; nothing but whitespace so far
     pending = b""
     with open(path, "rb") as handle:
@@ -213,7 +207,7 @@ def open_corpus(name: str) -> Corpus:
             raise DataError(f"corpus {name!r} is empty")
         return Corpus(name, text=text)
     path = _corpus_path(name)
-    _check_file(path)
+    require_file(path, "corpus file")
     return Corpus(name, path=path)
 
 

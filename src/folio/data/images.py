@@ -80,7 +80,8 @@ def load_image(source: str | Path | bytes, size: int, note: Note | None = None, 
         path = Path(source)
         where, opener = str(path), path
         if not path.is_file():
-            why = "there is no such file" if not path.exists() else "it is a folder, not a file"
+            why = ("there is no such file" if not path.exists() else "it is a folder, not a file" if path.is_dir()
+                   else "it is not a regular file")
             raise DataError(f"{path} is not a readable image: {why}; check the path")
     try:
         with Image.open(opener) as opened:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from folio.data.download import cache_dir, download
+from folio.data.files import require_file
 from folio.errors import DataError, decode_utf8
 
 ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -159,14 +160,6 @@ def read_utf8(path: str | Path, what: str = "file") -> str:
         line = data[:nul].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: a NUL byte (byte {nul}); is it a damaged or binary file?")
     return text
-
-
-def require_file(path: Path, what: str) -> None:
-    """A `DataError` unless `path` is a file: '`what` PATH does not exist' or '... is a directory'."""
-    if not path.exists():
-        raise DataError(f"{what} {path} does not exist")
-    if not path.is_file():
-        raise DataError(f"{what} {path} is a directory, not a file; give the file itself")
 
 
 def _records(path: Path) -> list[tuple[int, dict]]:

@@ -39,7 +39,6 @@ TRAINER_STATE = "trainer_state.pt"
 # The layout of trainer_state.pt: 2 holds tensors, numbers, strings, lists and dicts only (read with
 # torch.load(weights_only=True)); 1 (no "format" key, Folio <= 0.x) also held NumPy's RNG state as an array.
 TRAINER_STATE_FORMAT = 2
-TRAINER_STATE_KEYS = ("step", "epoch", "index", "elapsed", "best_valid", "bad_evals", "optimizer", "ranks")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -189,6 +188,8 @@ def read_config(directory: str | Path, task: str) -> dict:
     path = directory / CONFIG
     if not path.exists():
         raise CheckpointError(f"{directory} is not a Folio checkpoint: it has no {CONFIG}")
+    if not path.is_file():  # a FIFO would block the read
+        raise CheckpointError(f"{path} is not a regular file")
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -251,6 +252,14 @@ def build_checked(directory: str | Path, build: Callable[[], nn.Module]) -> nn.M
         skeleton = build()
     check_weights(skeleton, directory)
     return build()
+
+
+def check_vocabulary(directory: str | Path, tokenizer, rows: int | None, which: str = "tokenizer") -> None:
+    """Refuse a tokenizer with more entries than the model's embedding has rows (its ids past the end would
+    fail mid-run); fewer is fine (a BERT pretrained with next-sentence prediction keeps 3 rows of its own)."""
+    if rows is not None and len(tokenizer) > rows:
+        raise CheckpointError(f"{directory}: the {which} has {len(tokenizer)} entries, more than the {rows} rows of "
+                              f"the model's embedding ({CONFIG}); the tokenizer files belong to another model")
 
 
 def load_weights(model: nn.Module, directory: str | Path) -> nn.Module:
@@ -330,7 +339,4 @@ def load_trainer_state(directory: str | Path) -> dict:
     if version not in (1, TRAINER_STATE_FORMAT):
         raise CheckpointError(f"cannot resume: {path} is of format {version!r}; this Folio reads format "
                               f"{TRAINER_STATE_FORMAT} (and 1)")
-    missing = [key for key in TRAINER_STATE_KEYS if key not in state]
-    if missing:
-        raise CheckpointError(f"cannot resume: {path} is incomplete (no {missing[0]!r})")
     return state

@@ -29,6 +29,7 @@ from folio.training.muon import Muon, split_for_muon
 from folio.training.progress import MetricsLog, Progress, format_seconds, plot_curves
 
 LAST = "last"  # sub-directory holding the latest full checkpoint (with trainer state)
+STATE_KEYS = ("step", "epoch", "index", "elapsed", "best_valid", "bad_evals", "optimizer", "ranks")  # what resume needs
 
 
 @dataclass
@@ -313,6 +314,9 @@ class Trainer:
     def resume(self, directory: str | Path) -> None:
         load_weights(self.model, directory)
         state = load_trainer_state(directory)
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"cannot resume: {directory}/trainer_state.pt is incomplete (no {missing[0]!r})")
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:

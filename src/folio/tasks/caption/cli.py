@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 
 from folio.errors import DataError
-from folio.flags import Formatter, add_training_flags, non_negative_int, positive_int, train_config_from
+from folio.flags import (
+    Formatter,
+    add_training_flags,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    seed,
+    train_config_from,
+)
 from folio.render import plot_caption_attention
 from folio.tasks.caption.data import CaptionData, note
 from folio.tasks.caption.inference import ImageCaptioner
@@ -96,7 +104,7 @@ def _add_data_flags(parser, default: str | None) -> None:
     d.add_argument("--scenes-test", type=positive_int, default=1_000, help="generated test scenes")
     d.add_argument("--objects", type=positive_int, nargs=2, default=[2, 4], metavar=("MIN", "MAX"),
                    help="shapes per generated scene")
-    d.add_argument("--split-seed", type=int, default=0)
+    d.add_argument("--split-seed", type=seed, default=0)
 
 
 def add_cli(parser) -> None:
@@ -121,8 +129,8 @@ def add_cli(parser) -> None:
     m.add_argument("--embedding-dim", type=positive_int, default=64)
     m.add_argument("--hidden", type=positive_int, default=256)
     m.add_argument("--attention-dim", type=positive_int, default=128)
-    m.add_argument("--dropout", type=float, default=0.3)
-    m.add_argument("--doubly-stochastic", type=float, default=1.0,
+    m.add_argument("--dropout", type=finite_float, default=0.3)
+    m.add_argument("--doubly-stochastic", type=finite_float, default=1.0,
                    help="λ of the attention penalty λ·mean(1 − Σ_t α)² (0: off)")
     t.add_argument("--batch-size", type=positive_int, default=64)
     add_training_flags(t, lr=2e-3, max_time=600.0)
@@ -130,7 +138,7 @@ def add_cli(parser) -> None:
 
     def decoding(p) -> None:
         p.add_argument("--beam-size", type=positive_int, default=1, help="1: greedy")
-        p.add_argument("--length-penalty", type=float, default=0.6)
+        p.add_argument("--length-penalty", type=finite_float, default=0.6)
         p.add_argument("--device", default="cpu")
 
     d = verbs.add_parser("describe", help="caption images", formatter_class=Formatter,

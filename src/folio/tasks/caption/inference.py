@@ -25,7 +25,7 @@ from folio.tasks.caption.data import images_tensor, make_batch, note
 from folio.tasks.caption.metrics import localization, score_captions
 from folio.tasks.caption.recipe import TASK, build_model, load_vocabulary
 from folio.tokenizers import SPACE, Tokenizer
-from folio.training.checkpoint import load_weights, read_config
+from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
 
 
 @dataclass
@@ -52,9 +52,11 @@ class ImageCaptioner:
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> ImageCaptioner:
         """The model, weights and vocabulary a `folio caption train` directory holds."""
         config = read_config(directory, TASK)
-        model = build_model(config, f"{directory}/config.json")
+        model = build_checked(directory, lambda: build_model(config, f"{directory}/config.json"))
+        vocabulary = load_vocabulary(directory)
+        check_vocabulary(directory, vocabulary, model.config.vocab_size, "caption vocabulary")
         load_weights(model, directory)
-        return cls(model.to(select_device(device)), load_vocabulary(directory), config)
+        return cls(model.to(select_device(device)), vocabulary, config)
 
     @property
     def image_size(self) -> int:

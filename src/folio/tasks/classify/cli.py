@@ -12,11 +12,15 @@ from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
     add_training_flags,
+    finite_float,
+    integer,
     positive_float,
     positive_int,
     read_stdin_lines,
+    seed,
     train_config_from,
     unit_float,
+    utf8_text,
 )
 from folio.render import explanation_ansi, explanation_html
 from folio.tasks.classify.data import EMBEDDED, load_splits
@@ -147,7 +151,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--out", default="runs/classify", help="model directory")
     t.add_argument("--labels", type=_labels_arg, default=None, help="comma-separated label names the data must use")
     t.add_argument("--valid-fraction", type=unit_float, default=0.1)
-    t.add_argument("--split-seed", type=int, default=0, help="seed of the held-out test and validation splits")
+    t.add_argument("--split-seed", type=seed, default=0, help="seed of the held-out test and validation splits")
     t.add_argument("--reber-size", type=positive_int, default=10_000, help="generated training strings for --data reber")
     text = t.add_argument_group("text")
     text.add_argument("--max-chars", type=positive_int, default=None, help="keep each text's first N characters (the book: 300)")
@@ -156,7 +160,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     text.add_argument("--tokenizer", choices=["word", "subword"], default="word")
     text.add_argument("--vocab-size", type=positive_int, default=20_000, help="top-V words (the book: 10000) or subword vocabulary size")
     text.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words")
-    text.add_argument("--max-len", type=int, default=400, help="tokens kept per text; 0 keeps all")
+    text.add_argument("--max-len", type=integer, default=400, help="tokens kept per text; 0 keeps all")
     text.add_argument("--truncation", choices=["head", "head_tail"], default="head",
                       help="a longer text keeps its first tokens, or its first quarter and last three quarters")
     m = t.add_argument_group("model")
@@ -177,13 +181,13 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--unidirectional", action="store_true")
     m.add_argument("--pooling", choices=["last", "mean", "max", "max_mean", "cls"], default=None,
                    help="default: max_mean (recurrent), mean (transformer)")
-    m.add_argument("--dropout", type=float, default=0.3)
+    m.add_argument("--dropout", type=finite_float, default=0.3)
     m.add_argument("--no-mask", action="store_true", help="ablation: read and pool padding like tokens")
     m.add_argument("--embeddings", choices=["none", "glove"], default="none", help="pretrained word vectors")
     m.add_argument("--freeze-embeddings", action="store_true")
     m.add_argument("--encoder", choices=["minilm"], default=None,
                    help="instead of the recurrent model: frozen MiniLM sentence vectors under a small trained head")
-    m.add_argument("--head-hidden", type=int, default=0, help="with --encoder: hidden units of the head (0: linear)")
+    m.add_argument("--head-hidden", type=integer, default=0, help="with --encoder: hidden units of the head (0: linear)")
     m.add_argument("--encoder-max-length", type=positive_int, default=256, help="with --encoder: tokens per text")
     m.add_argument("--embedding-lr-scale", type=positive_float, default=1.0,
                    help="lr of the embedding (recurrent) or of the whole encoder (transformer) = lr × this")
@@ -195,7 +199,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
 
     p = verbs.add_parser("predict", help="label and probability for each text", formatter_class=Formatter)
     p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("texts", nargs="*", help="texts to classify (default: lines of stdin)")
+    p.add_argument("texts", nargs="*", type=utf8_text, help="texts to classify (default: lines of stdin)")
     p.add_argument("--file", default=None, help="a CSV or JSONL file with a text field (and text_pair, for a model "
                    "of pairs of texts)")
     p.add_argument("--batch-size", type=positive_int, default=64)
@@ -214,8 +218,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
 
     x = verbs.add_parser("explain", help="per-token contributions (integrated gradients)", formatter_class=Formatter)
     x.add_argument("--model", required=True)
-    x.add_argument("text")
-    x.add_argument("--target", default=None, help="label to explain (default: the predicted one)")
+    x.add_argument("text", type=utf8_text)
+    x.add_argument("--target", type=utf8_text, default=None, help="label to explain (default: the predicted one)")
     x.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
     x.add_argument("--html", default=None, metavar="PATH", help="write an HTML page instead of terminal colours")
     x.add_argument("--color", choices=["auto", "always", "never"], default="auto")

@@ -26,7 +26,7 @@ from folio.tasks.classify.data import NoTokenizer, TextEncoding
 from folio.tasks.classify.metrics import classification_metrics, score_features, score_sequences
 from folio.tasks.classify.recipe import TASK, build_model
 from folio.tokenizers import load_tokenizer, truncate
-from folio.training.checkpoint import load_weights, read_config
+from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
 
 
 class TextClassifier:
@@ -58,7 +58,7 @@ class TextClassifier:
         """The classifier saved in `directory` (a `folio classify train --out` directory), on `device`."""
         config = read_config(directory, TASK)
         try:
-            model = build_model(config["model"])
+            model = build_checked(directory, lambda: build_model(config["model"]))
             labels = config["labels"]
         except (KeyError, TypeError, AttributeError, ConfigError) as err:
             raise CheckpointError(f"{directory}/config.json has no valid 'model'/'labels' section: {err}") from err
@@ -69,7 +69,9 @@ class TextClassifier:
         if isinstance(model, SentenceHead):  # MiniLM reads the raw strings; the head, its sentence vectors
             encoder = SentenceEncoder.from_package(model.config.max_length).to(target)
             return cls(model.to(target), NoTokenizer, config, encoder)
-        return cls(model.to(target), load_tokenizer(directory), config)
+        tokenizer = load_tokenizer(directory)
+        check_vocabulary(directory, tokenizer, getattr(model.config, "vocab_size", None))
+        return cls(model.to(target), tokenizer, config)
 
     @property
     def device(self) -> torch.device:

