@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from tests.helpers import PATTERN, ForkServer, number_pairs, synthetic_reviews
 
@@ -50,6 +52,7 @@ class Case:
     needles: tuple[str, ...]
     stdin: bytes | None = None
     out: str | None = None
+    writes: bool = False  # a run that fails part-way (it diverges): its --out may hold its metrics, not a model
 
     @property
     def models(self) -> set[str]:
@@ -63,8 +66,8 @@ class Case:
         return names
 
 
-def case(id: str, *argv: str, needles, stdin: bytes | None = None, out: str | None = None) -> Case:
-    return Case(id, tuple(argv), tuple([needles] if isinstance(needles, str) else needles), stdin, out)
+def case(id: str, *argv: str, needles, stdin: bytes | None = None, out: str | None = None, writes: bool = False) -> Case:
+    return Case(id, tuple(argv), tuple([needles] if isinstance(needles, str) else needles), stdin, out, writes)
 
 
 # Tiny settings, so that a case the code wrongly accepts ends in seconds (and shows as a failure).
@@ -131,6 +134,15 @@ CASES: list[Case] = [
          out="dir"),
     case("lm-train-resume-garbage-state", *LM_TRAIN, "--resume", "{lm_bad_state}", needles=("trainer_state.pt", "corrupt"),
          out="dir"),
+    case("lm-train-resume-pickle-that-runs-code", *LM_TRAIN, "--resume", "{lm_pickle_state}",
+         needles=("trainer_state.pt", "read safely"), out="dir"),
+    case("lm-train-corpus-fifo", *LM_TRAIN, "--corpus", "{fifo}", needles=("fifo", "FIFO"), out="dir"),
+    case("lm-train-corpus-dev-zero", *LM_TRAIN, "--corpus", "/dev/zero", needles=("/dev/zero", "device"), out="dir"),
+    case("lm-train-out-is-a-file", *LM_TRAIN, needles=("--out", "is a file"), out="file"),
+    case("lm-train-out-under-a-file", *LM_TRAIN, "--out", "{out}/run", needles=("--out", "nothing can be written under"),
+         out="file"),
+    case("lm-train-diverging-lr", *LM_TRAIN, "--lr", "1e30", "--quiet", needles=("diverged at step", "learning rate", "--lr"),
+         out="dir", writes=True),
     case("lm-train-resume-other-task", *LM_TRAIN, "--resume", "{classify_last}", needles=("'classify' model", "'lm'"),
          out="dir"),
     _no_gpu("lm-train", *LM_TRAIN, out="dir"),
@@ -149,9 +161,14 @@ CASES: list[Case] = [
     _no_gpu("lm-sample", "lm", "sample", "--model", "{lm}"),
     case("lm-sample-top-p-zero", "lm", "sample", "--model", "{lm}", "--top-p", "0", needles=("--top-p", "'0'")),
     case("lm-sample-top-p-over-one", "lm", "sample", "--model", "{lm}", "--top-p", "1.5", needles=("--top-p", "1.5")),
+    case("lm-sample-nan-weights", "lm", "sample", "--model", "{lm_nan}", needles=("model.safetensors", "NaN")),
+    case("lm-sample-config-larger-than-weights", "lm", "sample", "--model", "{lm_big}",
+         needles=("model.safetensors", "shape", "config.json")),
+    case("lm-sample-extra-tensor", "lm", "sample", "--model", "{lm_extra}", needles=("model.safetensors", "'extra'")),
     case("lm-sample-empty-prompt", "lm", "sample", "--model", "{lm}", "--prompt", "", needles=("--prompt", "empty")),
     # ---- folio lm evaluate ----
     *_file_cases("lm-evaluate-corpus", lambda p: ("lm", "evaluate", "--model", "{lm}", "--corpus", p)),
+    case("lm-evaluate-corpus-fifo", "lm", "evaluate", "--model", "{lm}", "--corpus", "{fifo}", needles=("fifo", "FIFO")),
     case("lm-evaluate-unknown-characters", "lm", "evaluate", "--model", "{lm}", "--corpus", "{unknown_chars}",
          needles=("not in the vocabulary",)),
     *_model_cases("lm-evaluate", lambda m: ("lm", "evaluate", "--model", m, "--corpus", "{corpus}"), "lm", "translate"),
@@ -163,6 +180,7 @@ CASES: list[Case] = [
          needles=("nowhere", "does not exist"), out="file"),
     # ---- folio classify train ----
     *_file_cases("classify-train-data", lambda p: (*CLASSIFY_TRAIN, "--data", p), out="dir"),
+    case("classify-train-data-fifo", *CLASSIFY_TRAIN, "--data", "{fifo}", needles=("fifo",), out="dir"),
     case("classify-train-no-text-column", *CLASSIFY_TRAIN, "--data", "{no_text_column}",
          needles=("no_text_column.csv", "'text'"), out="dir"),
     case("classify-train-no-label-field-jsonl", *CLASSIFY_TRAIN, "--data", "{no_label}",
@@ -227,6 +245,9 @@ CASES: list[Case] = [
          "--html", "{out}", needles=("model.safetensors", "corrupt"), out="file"),
     # ---- folio translate train ----
     *_file_cases("translate-train-data", lambda p: (*TRANSLATE_TRAIN, "--data", p), out="dir"),
+    case("translate-train-data-fifo", *TRANSLATE_TRAIN, "--data", "{fifo}", needles=("fifo", "FIFO"), out="dir"),
+    case("translate-train-out-under-a-file", *TRANSLATE_TRAIN, "--out", "{out}/run",
+         needles=("--out", "nothing can be written under"), out="file"),
     case("translate-train-empty-target", *TRANSLATE_TRAIN, "--data", "{empty_target}",
          needles=("empty_target.txt", "line 2", "target")),
     case("translate-train-unknown-arch", *TRANSLATE_TRAIN, "--arch", "lstm", needles=("--arch", "lstm")),
@@ -327,6 +348,8 @@ CASES: list[Case] = [
          needles=("model.safetensors", "corrupt"), out="file"),
     case("export-model-garbage-config", "export", "--model", "{lm_config}", "--out", "{out}", needles=("config.json",),
          out="file"),
+    case("export-out-under-a-file", "export", "--model", "{classify}", "--out", "{out}/model.onnx",
+         needles=("--out", "nothing can be written under"), out="file"),
     case("export-task-without-export", "export", "--model", "{caption}", "--out", "{out}", needles=("'caption'",),
          out="file"),
     case("export-quantize-torchscript", "export", "--model", "{lm}", "--format", "torchscript", "--quantize",
@@ -387,6 +410,8 @@ def _write_inputs(data: Path) -> dict[str, str]:
     (data / "folder").mkdir()
     (data / "folder" / "notes.md").write_text("not an image, not a corpus\n")
     (data / "empty_dir").mkdir()
+    os.mkfifo(data / "fifo")  # a read would block for ever: refused before anything opens it
+    paths["fifo"] = str(data / "fifo")
     _png(data / "good.png")
     paths["good_png"] = str(data / "good.png")
     whole = (data / "good.png").read_bytes()
@@ -459,7 +484,33 @@ def _train_models(root: Path) -> dict[str, str]:
     shutil.copytree(root / "lm" / "last", bad_state)
     (bad_state / "trainer_state.pt").write_bytes(b"not a torch file")
     paths["lm_bad_state"] = str(bad_state)
+    pickle_state = root / "lm_pickle_state"
+    shutil.copytree(root / "lm" / "last", pickle_state)
+    state = torch.load(pickle_state / "trainer_state.pt", weights_only=True)
+    torch.save({**state, "step": _Exploit(root / "marker")}, pickle_state / "trainer_state.pt")  # the sweep checks models/
+    paths["lm_pickle_state"] = str(pickle_state)
+    for name, change in (("nan", lambda w, c: w[next(iter(w))].fill_(float("nan"))),
+                         ("big", lambda w, c: c["model"].update(hidden=c["model"]["hidden"] * 1000)),
+                         ("extra", lambda w, c: w.update(extra=torch.zeros(3)))):
+        broken = root / f"lm_{name}"
+        shutil.copytree(root / "lm", broken, ignore=shutil.ignore_patterns("last"))
+        weights = load_file(str(broken / "model.safetensors"))
+        config = json.loads((broken / "config.json").read_text())
+        change(weights, config)
+        save_file(weights, str(broken / "model.safetensors"))
+        (broken / "config.json").write_text(json.dumps(config))
+        paths[f"lm_{name}"] = str(broken)
     return paths
+
+
+class _Exploit:
+    """Unpickled, it would write `marker`: what a crafted trainer_state.pt could do on --resume."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
@@ -468,6 +519,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
     for path in sorted(root.rglob("*")):
         if path.is_dir():
             seen[str(path.relative_to(root))] = ("dir",)
+        elif not path.is_file():  # the FIFO: reading it would block
+            seen[str(path.relative_to(root))] = ("special", path.stat().st_mtime_ns)
         else:
             stat = path.stat()
             seen[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
@@ -552,7 +605,10 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(bad: Case, outcomes):
     assert len(lines) == 1, f"{len(lines)} lines on stderr, not one:\n{outcome.stderr}"
     missing = [needle for needle in bad.needles if needle not in lines[0]]
     assert not missing, f"the message does not say {missing}: {lines[0]}"
-    assert not outcome.changed, f"wrote {outcome.changed}"
+    if bad.writes:  # its metrics, but no model (the sentinel one stays)
+        assert not [name for name in outcome.changed if name.endswith((".safetensors", ".json"))], outcome.changed
+    else:
+        assert not outcome.changed, f"wrote {outcome.changed}"
 
 
 @pytest.mark.slow
@@ -572,6 +628,29 @@ PARSER_CASES = [
     (("lm", "train", "--seq-len", "-1"), "--seq-len"),
     (("lm", "train", "--arch", "rnn"), "--arch"),
     (("lm", "train", "--lr", "0"), "--lr"),
+    (("lm", "train", "--lr", "nan"), "--lr"),
+    (("lm", "train", "--lr", "1e999"), "--lr"),
+    (("lm", "train", "--seed", str(2**64)), "--seed"),
+    (("lm", "train", "--seed", "-1"), "--seed"),
+    (("lm", "train", "--weight-decay", "inf"), "--weight-decay"),
+    (("lm", "train", "--grad-clip", "nan"), "--grad-clip"),
+    (("lm", "train", "--ema-decay", "nan"), "--ema-decay"),
+    (("lm", "train", "--min-lr-ratio", "-inf"), "--min-lr-ratio"),
+    (("lm", "train", "--dropout", "nan"), "--dropout"),
+    (("lm", "train", "--warmup-steps", str(10**30)), "--warmup-steps"),
+    (("lm", "train", "--max-steps", str(2**63)), "--max-steps"),
+    (("lm", "train", "--sample-prompt", "\udcff"), "--sample-prompt"),
+    (("lm", "sample", "--model", "m", "--seed", str(2**70)), "--seed"),
+    (("lm", "sample", "--model", "m", "--prompt", "caf\udce9"), "--prompt"),
+    (("lm", "attention", "--model", "m", "--text", "\udcff"), "--text"),
+    (("classify", "train", "--split-seed", str(2**64)), "--split-seed"),
+    (("classify", "train", "--dropout", "inf"), "--dropout"),
+    (("classify", "predict", "--model", "m", "\udcff"), "texts"),
+    (("translate", "run", "--model", "m", "--length-penalty", "nan"), "--length-penalty"),
+    (("translate", "run", "--model", "m", "\udcff"), "text"),
+    (("translate", "train", "--label-smoothing", "nan"), "--label-smoothing"),
+    (("caption", "train", "--doubly-stochastic", "inf"), "--doubly-stochastic"),
+    (("embed", "\udcff"), "TEXT"),
     (("lm", "train", "--max-time", "-1"), "--max-time"),
     (("lm", "train", "--eval-every", "0"), "--eval-every"),
     (("lm", "train", "--context", "0"), "--context"),

@@ -328,9 +328,11 @@ def load_trainer_state(directory: str | Path) -> dict:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f"it refers to {found.group(1)}" if found else str(err).strip().splitlines()[0]
-        raise CheckpointError(f"cannot resume: {path} cannot be read safely ({what}); a trainer state holds "
-                              "tensors and numbers only, so this file was not written by Folio") from None
+        if found:
+            raise CheckpointError(f"cannot resume: {path} cannot be read safely (it refers to {found.group(1)}); a "
+                                  "trainer state holds tensors and numbers only, so Folio did not write it") from None
+        reason = re.search(r"WeightsUnpickler error: ([^\n]+)", str(err))
+        raise CheckpointError(f"cannot resume: {path} is corrupt ({reason.group(1) if reason else 'not a torch file'})") from None
     except Exception as err:  # torch.load raises many types on a damaged file
         raise CheckpointError(f"cannot resume: {path} is corrupt ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict):
