@@ -8,12 +8,12 @@ from collections import Counter
 import pytest
 
 from folio.cli import main
-from folio.data.pairs import read_pairs
+from folio.data.pairs import random_splits, read_pairs
 from folio.data.reviews import LabeledTexts, read_labeled_file
 from folio.data.splits import USER_FRACTIONS, split_by_group
 from folio.errors import DataError
 from folio.tasks.classify.data import evaluation_split, split_file
-from tests.helpers import synthetic_reviews
+from tests.helpers import number_pairs, synthetic_reviews
 
 TINY = ["--vocab-size", "40", "--oov-buckets", "4", "--hidden", "8", "--embedding-dim", "8", "--dropout", "0",
         "--batch-size", "16", "--max-steps", "20", "--eval-every", "10", "--warmup-steps", "2", "--quiet", "--device", "cpu"]
@@ -133,3 +133,28 @@ def test_another_file_is_scored_with_a_warning(trained, tmp_path, capsys):
     report, err = _evaluate(capsys, model, "--data", str(changed), "--split", "test")
     assert report["split"] == "test" and report["n"] >= 20
     assert len(err.strip().splitlines()) == 1 and "changed.csv (201 rows) is not the file" in err
+
+
+@pytest.mark.slow
+def test_translate_splits_a_pair_file_the_same_way_and_says_which_split(tmp_path, capsys):
+    pairs = tmp_path / "numbers.tsv"
+    pairs.write_text("\ufeff" + number_pairs(200, 0), encoding="utf-8")  # a byte-order mark, ignored
+    out = tmp_path / "model"
+    assert main(["translate", "train", "--data", str(pairs), "--out", str(out), "--tokenizer", "word", "--hidden", "8",
+                 "--embedding-dim", "8", "--batch-size", "16", "--max-steps", "4", "--eval-every", "2", "--quiet",
+                 "--device", "cpu"]) == 0
+    saved = json.loads((out / "config.json").read_text())["data"]
+    assert saved["fractions"] == [0.8, 0.1, 0.1] and len(saved["sha256"]) == 64
+    expected = random_splits(read_pairs(pairs), saved["fractions"], saved["split_seed"])
+    assert not read_pairs(pairs)[0][0].startswith("\ufeff")
+    for split, n in (("test", len(expected["test"])), ("all", 200)):
+        capsys.readouterr()
+        assert main(["translate", "evaluate", "--model", str(out), "--split", split, "--json"]) == 0
+        captured = capsys.readouterr()
+        report = json.loads(captured.out)
+        assert report["split"] == split and report["n"] == n and captured.err == ""
+    changed = tmp_path / "changed.tsv"
+    changed.write_text(number_pairs(200, 1), encoding="utf-8")
+    assert main(["translate", "evaluate", "--model", str(out), "--data", str(changed), "--json"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed.tsv (200 pairs) is not the file this model was trained on" in err[0]

@@ -58,8 +58,8 @@ def load_splits(data: str, split_seed: int = 0, valid_fraction: float = 0.1, reb
         data = str(download_aclimdb())
     path = Path(data)
     if path.is_file():
-        full = read_labeled_file(path, labels)
         fractions = user_fractions(valid_fraction)
+        full = read_labeled_file(path, labels)
         full.meta = {"split": {"data": str(path.resolve()), "fractions": list(fractions), "split_seed": split_seed,
                                "rows": len(full), "sha256": sha256_of(path)}}
         return split_file(full, fractions, split_seed)

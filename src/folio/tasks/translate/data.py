@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+from folio.data.download import sha256_of
 from folio.data.pairs import (
     EOS,
     Pair,
@@ -36,7 +38,7 @@ class TranslateData(DataSpec):
     """
 
     data: str = "dates"  # dates | bible | PATH | URL
-    sha256: str | None = None  # for a URL
+    sha256: str | None = None  # a URL's (given), or a file's (recorded as it is first read)
     bible_source: str = "3"
     bible_target: str = "l"
     dates_train: int = 100_000
@@ -52,7 +54,14 @@ class TranslateData(DataSpec):
             if not self.sha256:
                 raise ConfigError(f"--data {self.data}: give its checksum with --sha256 so the download can be verified")
             return random_splits(download_pairs(self.data, self.sha256), self.fractions, self.split_seed)
-        return random_splits(read_pairs(self.data), self.fractions, self.split_seed)
+        pairs = read_pairs(self.data)
+        digest = sha256_of(Path(self.data))
+        if self.sha256 is None:  # training: recorded, so that `evaluate` can tell whether it reads the same file
+            self.sha256 = digest
+        elif digest != self.sha256:
+            print(f"folio: warning: {self.data} ({len(pairs)} pairs) is not the file this model was trained on "
+                  "(another sha256): its splits are not the ones training held out", file=sys.stderr)
+        return random_splits(pairs, self.fractions, self.split_seed)
 
 
 class SourceEncoder:
