@@ -13,6 +13,7 @@ from folio.data.reviews import LabeledTexts, read_labeled_file
 from folio.data.splits import USER_FRACTIONS, split_by_group
 from folio.errors import DataError
 from folio.tasks.classify.data import evaluation_split, split_file
+from folio.tasks.translate.data import TranslateData
 from tests.helpers import number_pairs, synthetic_reviews
 
 TINY = ["--vocab-size", "40", "--oov-buckets", "4", "--hidden", "8", "--embedding-dim", "8", "--dropout", "0",
@@ -158,3 +159,11 @@ def test_translate_splits_a_pair_file_the_same_way_and_says_which_split(tmp_path
     assert main(["translate", "evaluate", "--model", str(out), "--data", str(changed), "--json"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "changed.tsv (200 pairs) is not the file this model was trained on" in err[0]
+
+
+def test_a_translate_checkpoint_from_before_the_fractions_keeps_its_old_split(tmp_path):
+    pairs = tmp_path / "numbers.tsv"
+    pairs.write_text(number_pairs(300, 0), encoding="utf-8")
+    old = TranslateData.from_dict({"data": str(pairs), "split_seed": 0})  # config.json saved no fractions
+    assert old.load()["test"] == random_splits(read_pairs(pairs), (0.9, 0.05, 0.05), 0)["test"]
+    assert TranslateData(str(pairs)).load()["test"] == random_splits(read_pairs(pairs), USER_FRACTIONS, 0)["test"]

@@ -123,7 +123,7 @@ class ClassifyRecipe:
             },
             describe=f"{model.config.describe()}, {trained_parameters(model):,} trained parameters, "
                      f"{model.embedding.num_embeddings:,} embedding rows, {len(train_ids):,} training texts "
-                     f"({mean_len:.0f} tokens on average), labels {label_names}" + (f", {note}" if note else ""),
+                     f"({mean_len:.0f} tokens on average){_held_out(splits)}, labels {label_names}" + (f", {note}" if note else ""),
             write_extras=tokenizer.save_pretrained,
             param_groups=discriminative_groups(model, options.embedding_lr_scale, options.layer_lr_decay),
             finish=_report_validation(context, model_config, splits["valid"],
@@ -141,6 +141,12 @@ def _data_section(options: ClassifyTrainOptions, splits: dict[str, LabeledTexts]
     sha256, so `evaluate` holds out the same test rows), and the run's data `settings`."""
     return {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
             **settings, "batch_size": options.batch_size, **splits["train"].meta.get("split", {})}
+
+
+def _held_out(splits: dict[str, LabeledTexts]) -> str:
+    """", N validation and M test texts held out" for the log."""
+    test = f" and {len(splits['test']):,} test" if "test" in splits else ""
+    return f", {len(splits['valid']):,} validation{test} texts held out"
 
 
 def _report_validation(context: RunContext, model_config: dict, valid: LabeledTexts,
@@ -191,7 +197,7 @@ def _prepare_sentence_head(options: ClassifyTrainOptions, context: RunContext, s
             "data": _data_section(options, splits),
         },
         describe=f"sentence head ({shape}) over frozen MiniLM vectors of {encoder.dim} dimensions, "
-                 f"{trained_parameters(head):,} trained parameters, {len(splits['train']):,} training texts, "
+                 f"{trained_parameters(head):,} trained parameters, {len(splits['train']):,} training texts{_held_out(splits)}, "
                  f"labels {label_names}",
         finish=_report_validation(context, config.to_dict(), splits["valid"],
                                   lambda best: score_features(best, features["valid"])),
