@@ -235,7 +235,7 @@ def test_coco_folder(tmp_path):
     (folder / "captions.json").write_text(json.dumps({"images": images, "annotations": annotations}))
     notes = []
     splits = read_caption_folder(folder, 32, notes.append)
-    assert {k: len(v) for k, v in splits.items()} == {"train": 18, "valid": 1, "test": 1}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 16, "valid": 2, "test": 2}  # 80/10/10 by image
     assert len(notes) == 20 and "48×40" in notes[0]
     examples = [e for part in splits.values() for e in part]
     assert len({e.name for e in examples}) == 20

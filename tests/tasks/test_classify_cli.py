@@ -61,8 +61,9 @@ def test_evaluate_prints_one_json_object(trained):
     result = folio("classify", "evaluate", "--model", model, "--data", data, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix", "n"}
-    assert report["n"] == 600 and report["accuracy"] > 0.9 and report["roc_auc"] > 0.9
+    assert set(report) == {"accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix", "n", "data", "split"}
+    assert report["split"] == "test" and report["n"] == 60  # the 10% training held out
+    assert report["accuracy"] > 0.9 and report["roc_auc"] > 0.9
 
 
 @pytest.mark.slow

@@ -22,13 +22,14 @@ import io
 import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from folio.data.splits import USER_FRACTIONS, split_by_group
 from folio.errors import ConfigError, DataError
 
 Note = Callable[[str], None]
@@ -446,7 +447,6 @@ def easy_vqa_splits(seed: int = 0, valid_fraction: float = 0.1) -> dict[str, lis
 COCO_KEYS = "'images' (each with 'id' and 'file_name') and 'annotations' (each with 'image_id' and 'caption')"
 KARPATHY_KEYS = "'images' (each with 'filename', 'sentences' of 'raw' or 'tokens', and 'split')"
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "valid", "valid": "valid", "test": "test"}
-FOLDER_FRACTIONS = (0.9, 0.05, 0.05)  # COCO folders carry no split: train/valid/test by image, seed 0
 
 
 def normalise_caption(text: str) -> str:
@@ -458,11 +458,13 @@ def normalise_caption(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']|_", " ", text.lower()).split())
 
 
-def read_caption_folder(path: str | Path, size: int, note: Note | None = None) -> dict[str, list[CaptionExample]]:
+def read_caption_folder(path: str | Path, size: int, note: Note | None = None, fractions: Sequence[float] = USER_FRACTIONS,
+                        seed: int = 0) -> dict[str, list[CaptionExample]]:
     """Images and captions from a folder with a COCO captions JSON or a Karpathy-style split JSON.
 
     COCO (`captions.json` or any *.json with 'images' and 'annotations'): every caption of an image is a
-    reference; images are split 90/5/5 by image with a fixed seed. Karpathy (`dataset_flickr8k.json`):
+    reference; images are split train/valid/test by `fractions` (80/10/10, as every task splits a user's
+    file: `folio.data.splits`) with `seed`. Karpathy (`dataset_flickr8k.json`):
     its split field is kept (restval → train, val → valid). Image files are looked up relative to the
     folder, then to folder/images; each is loaded with `load_image(file, size, note)`.
 
@@ -487,9 +489,7 @@ def read_caption_folder(path: str | Path, size: int, note: Note | None = None) -
     if not examples:
         raise DataError(f"{file} lists no image with a caption")
     if fixed_splits is None:
-        from folio.data.pairs import split_by_group  # here, so reading scenes does not import torch
-
-        indices = split_by_group([e.name for e in examples], FOLDER_FRACTIONS, seed=0)
+        indices = split_by_group([e.name for e in examples], fractions, seed)
     else:
         indices = {"train": [], "valid": [], "test": []}
         for index, split in enumerate(fixed_splits):
@@ -516,7 +516,7 @@ def _caption_file(folder: Path) -> tuple[Path, object]:
     found, other = [], None
     for candidate in candidates:
         try:
-            data = json.loads(candidate.read_text(encoding="utf-8"))
+            data = json.loads(candidate.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is allowed
         except UnicodeDecodeError as err:
             raise DataError(f"{candidate} is not UTF-8 text: {err}") from err
         except json.JSONDecodeError as err:

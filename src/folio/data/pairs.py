@@ -22,12 +22,13 @@ import random
 import re
 import sqlite3
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from folio.data.reviews import read_utf8, require_file
+from folio.data.splits import USER_FRACTIONS, split_by_group
 from folio.errors import ConfigError, DataError
 from folio.tokenizers import SEQ2SEQ_SPECIALS
 
@@ -137,7 +138,7 @@ def _pairs_from_zip(path: Path) -> list[Pair]:
             names = [n for n in archive.namelist() if n.endswith(".txt") and not n.startswith("_") and "about" not in n.lower()]
             if not names:
                 raise DataError(f"{path} holds no .txt pair file")
-            text = archive.read(names[0]).decode("utf-8")
+            text = archive.read(names[0]).decode("utf-8-sig")  # -sig: a byte-order mark is not part of the first source
     except zipfile.BadZipFile as err:
         raise DataError(f"{path} is not a valid zip file: {err}") from err
     return parse_pairs(text.splitlines(), f"{path}:{names[0]}")
@@ -187,20 +188,6 @@ def load_bible(source: str = "3", target: str = "l") -> list[tuple[int, int, str
     return [(b, c, s.strip(), t.strip()) for b, c, s, t in rows if s and t and s.strip() and t.strip()]
 
 
-def split_by_group(groups: Sequence, fractions: tuple[float, float, float], seed: int) -> dict[str, list[int]]:
-    """Indices of items split train/valid/test so that items of one group (e.g. a chapter) stay together."""
-    keys = sorted(set(groups))
-    random.Random(seed).shuffle(keys)
-    n_valid = max(1, round(fractions[1] * len(keys)))
-    n_test = max(1, round(fractions[2] * len(keys)))
-    part = {key: "valid" for key in keys[:n_valid]}
-    part.update({key: "test" for key in keys[n_valid : n_valid + n_test]})
-    split = {"train": [], "valid": [], "test": []}
-    for index, key in enumerate(groups):
-        split[part.get(key, "train")].append(index)
-    return split
-
-
 def bible_splits(source: str = "3", target: str = "l", fractions=(0.9, 0.05, 0.05), seed: int = 0) -> dict[str, list[Pair]]:
     """The Bible bitext split by chapter: no chapter has verses on both sides of a split."""
     verses = load_bible(source, target)
@@ -208,8 +195,8 @@ def bible_splits(source: str = "3", target: str = "l", fractions=(0.9, 0.05, 0.0
     return {name: [(verses[i][2], verses[i][3]) for i in indices] for name, indices in split.items()}
 
 
-def random_splits(pairs: list[Pair], fractions=(0.9, 0.05, 0.05), seed: int = 0) -> dict[str, list[Pair]]:
-    """User pairs shuffled with `seed` and cut train/valid/test; identical sources stay in one split."""
+def random_splits(pairs: list[Pair], fractions=USER_FRACTIONS, seed: int = 0) -> dict[str, list[Pair]]:
+    """User pairs shuffled with `seed` and cut train/valid/test (80/10/10); identical sources stay in one split."""
     split = split_by_group([source for source, _ in pairs], fractions, seed)
     return {name: [pairs[i] for i in indices] for name, indices in split.items()}
 

@@ -24,10 +24,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from folio.data.download import cache_dir, download
 from folio.data.files import require_file
+from folio.data.splits import stratified_split
 from folio.errors import DataError, decode_utf8
 
 ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -56,21 +55,6 @@ class LabeledTexts:
         pairs = None if self.text_pairs is None else [self.text_pairs[i] for i in indices]
         return LabeledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices],
                             self.label_names, self.source, self.meta, pairs)
-
-
-def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices (rest, held_out): `fraction` of each class held out, chosen by `seed` alone."""
-    if not 0 < fraction < 1:
-        raise DataError(f"a split fraction must be in (0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    labels_array = np.asarray(labels)
-    held = []
-    for label in sorted(set(labels)):
-        members = np.flatnonzero(labels_array == label)
-        rng.shuffle(members)
-        held.extend(members[: int(round(len(members) * fraction))].tolist())
-    held_set = set(held)
-    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
 # ---- the embedded movie reviews ----------------------------------------------------------------
@@ -149,8 +133,9 @@ def download_aclimdb(url: str = ACLIMDB_URL, sha256: str = ACLIMDB_SHA256, cache
 
 # ---- CSV / JSONL files -------------------------------------------------------------------------
 def read_utf8(path: str | Path, what: str = "file") -> str:
-    """The text of a UTF-8 file; a `DataError` names the file (as `what`) if it is missing, a directory, not
-    UTF-8 or holds a NUL byte (with the line)."""
+    """The text of a UTF-8 file, less a byte-order mark at its start (Excel and Notepad write one, and a CSV
+    header must still read `text`); a `DataError` names the file (as `what`) if it is missing, a directory,
+    not UTF-8 or holds a NUL byte (with the line)."""
     path = Path(path)
     require_file(path, what)
     data = path.read_bytes()
@@ -159,7 +144,7 @@ def read_utf8(path: str | Path, what: str = "file") -> str:
     if nul >= 0:
         line = data[:nul].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: a NUL byte (byte {nul}); is it a damaged or binary file?")
-    return text
+    return text.removeprefix("\ufeff")
 
 
 def _records(path: Path) -> list[tuple[int, dict]]:
@@ -232,6 +217,8 @@ def read_labeled_file(path: str | Path, label_names: list[str] | None = None) ->
 
     Labels may be names or integers. With `label_names` (a trained model's), each label must be one of
     them or an index into them; without, names are sorted, and integer labels 0..N-1 name themselves.
+    Spaces around a label are dropped; labels that differ only in case or spaces ("pos", "Pos", " pos") in
+    one file are refused rather than guessed at: one class or several.
     """
     path = Path(path)
     require_file(path, "data file")
@@ -247,7 +234,9 @@ def read_labeled_file(path: str | Path, label_names: list[str] | None = None) ->
         if label is None or (isinstance(label, str) and not label.strip()):
             raise DataError(f"{path}, line {number}: field 'label' is missing; every record needs text and label")
         texts.append(text)
-        raw.append((number, str(label).strip()))
+        raw.append((number, str(label)))
+    _refuse_look_alike_labels(path, [v for _, v in raw])
+    raw = [(number, value.strip()) for number, value in raw]
     values = sorted({v for _, v in raw})
     all_ints = all(v.lstrip("-").isdigit() for v in values)
     if label_names is None:
@@ -273,6 +262,18 @@ def read_labeled_file(path: str | Path, label_names: list[str] | None = None) ->
                 f"the task expects ({', '.join(label_names)})"
             )
     return LabeledTexts(texts, labels, list(label_names), str(path), text_pairs=_text_pairs(path, records))
+
+
+def _refuse_look_alike_labels(path: Path, spellings: list[str]) -> None:
+    """A `DataError` naming the file and the labels where two spellings differ only in case or surrounding spaces."""
+    variants: dict[str, set[str]] = {}
+    for spelling in spellings:
+        variants.setdefault(spelling.strip().casefold(), set()).add(spelling)
+    clashes = [sorted(found) for found in variants.values() if len(found) > 1]
+    if clashes:
+        named = "; ".join(", ".join(repr(v) for v in found) for found in clashes)
+        raise DataError(f"{path}: labels {named} differ only in case or surrounding spaces; write each label one "
+                        "way throughout the file (folio will not guess whether they are one class)")
 
 
 # ---- the embedded Reber grammar ----------------------------------------------------------------

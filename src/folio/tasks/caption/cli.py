@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from folio.data.splits import EVALUATION_SPLITS, chosen_split
 from folio.errors import DataError
 from folio.flags import (
     Formatter,
@@ -45,7 +46,7 @@ def _evaluate(args) -> int:
     captioner = ImageCaptioner.from_pretrained(args.model, device=args.device)
     saved = captioner.config.get("data_spec", {})
     spec = CaptionData.from_dict({**saved, **({"data": args.data} if args.data else {})})
-    examples = spec.load(only=args.split)[args.split]
+    examples = chosen_split(spec.load(only=None if args.split == "all" else args.split), args.split)
     if args.limit:
         examples = examples[: args.limit]
     result = captioner.evaluate(examples, beam_size=args.beam_size, length_penalty=args.length_penalty)
@@ -154,7 +155,8 @@ def add_cli(parser) -> None:
     e = verbs.add_parser("evaluate", help="BLEU-4, exact match and localization on a split", formatter_class=Formatter)
     e.add_argument("--model", required=True)
     e.add_argument("--data", default=None, help="default: the data the model was trained on")
-    e.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    e.add_argument("--split", choices=EVALUATION_SPLITS, default="test",
+                   help="a COCO folder is split 80/10/10 by image with the saved seed; all: every image")
     e.add_argument("--limit", type=non_negative_int, default=0, help="evaluate only the first N images (0: all)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--output", default=None, help="write name<TAB>caption lines to this file")

@@ -2,7 +2,7 @@
 
 Data: `scenes` (generated shapes with captions and bounding boxes, the default), `easyvqa` (the
 easy-vqa package's images, captioned "a blue rectangle" from its answers), or a folder with images and
-a COCO-captions or Karpathy Flickr8k JSON file.
+a COCO-captions (split 80/10/10 by image: `DataSpec.fractions`) or Karpathy Flickr8k JSON file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from folio.data.images import CaptionExample, easy_vqa_splits, read_caption_folder, resize_array, scene_splits
 from folio.data.pairs import pad_targets
 from folio.data.spec import DataSpec
+from folio.data.splits import LEGACY_FRACTIONS
 from folio.errors import DataError
 from folio.models.captioner import CaptionBatch
 
@@ -61,7 +62,9 @@ class CaptionData(DataSpec):
             problem = "is a file, not a folder" if Path(self.data).exists() else "does not exist"
             raise DataError(f"--data {self.data} {problem}: give 'scenes', 'easyvqa' or a folder of images with a "
                             "captions JSON file")
-        return read_caption_folder(self.data, self.image_size, note=note)
+        # a checkpoint from before the fractions were saved split its folder with seed 0 whatever --split-seed said
+        seed = 0 if tuple(self.fractions) == LEGACY_FRACTIONS else self.split_seed
+        return read_caption_folder(self.data, self.image_size, note, self.fractions, seed)
 
 
 def _resized(example: CaptionExample, size: int) -> CaptionExample:

