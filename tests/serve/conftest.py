@@ -53,15 +53,22 @@ def served_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def server(served_models):
-    """The base URL of a running server with models `lm`, `imdb`, `numbers` and `shapes`."""
-    pytest.importorskip("httpx")
-    uvicorn = pytest.importorskip("uvicorn")
+def served_app(served_models):
+    """The application `server` runs (its routes, its models in `.state.models`)."""
+    pytest.importorskip("fastapi")
     from folio.serve.app import create_app
 
     root = served_models
-    app = create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}", str(root / "shapes")],
-                     max_body_bytes=64_000)
+    return create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}", str(root / "shapes")],
+                      max_body_bytes=64_000)
+
+
+@pytest.fixture(scope="session")
+def server(served_app):
+    """The base URL of a running server with models `lm`, `imdb`, `numbers` and `shapes`."""
+    pytest.importorskip("httpx")
+    uvicorn = pytest.importorskip("uvicorn")
+    app = served_app
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
     instance = uvicorn.Server(config)

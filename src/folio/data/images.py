@@ -61,12 +61,20 @@ class CaptionExample:
 
 
 # ---- reading image files ---------------------------------------------------------------------------
-def load_image(source: str | Path | bytes, size: int, note: Note | None = None, name: str | None = None) -> np.ndarray:
+# The most pixels (width × height) an image sent to `folio serve` may have: 4096×4096, so a 12-megapixel photo
+# passes. A PNG of a blank canvas that size is a few kilobytes, but decoding it takes 16.8M pixels of memory
+# and time; `load_image(max_pixels=...)` reads the size from the file's header and refuses larger ones first.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def load_image(source: str | Path | bytes, size: int, note: Note | None = None, name: str | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
     """Any image Pillow can read (a file path, or the file's bytes) → (size, size, 3) uint8 RGB.
 
     Transparent images are composited over white; other modes are converted to RGB; an image of another
     size is resized (bilinear, no crop, so the aspect ratio is not kept). When it converts or resizes it
-    calls `note` once with what it did. `name` labels bytes in messages (a path labels itself).
+    calls `note` once with what it did. `name` labels bytes in messages (a path labels itself). An image
+    of more than `max_pixels` pixels is refused before it is decoded (None: Pillow's own limit).
 
     >>> load_image("photo.jpg", 224).shape    # doctest: +SKIP
     (224, 224, 3)
@@ -85,7 +93,11 @@ def load_image(source: str | Path | bytes, size: int, note: Note | None = None, 
                    else "it is not a regular file")
             raise DataError(f"{path} is not a readable image: {why}; check the path")
     try:
-        with Image.open(opener) as opened:
+        with Image.open(opener) as opened:  # lazy: only the header is read yet
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise DataError(f"{where} is {width}×{height}: {width * height:,} pixels, over the limit of "
+                                f"{max_pixels:,}; send a smaller image (the model sees {size}×{size})")
             opened.load()  # decode now: a truncated file fails here, not later
             original_size, original_mode = opened.size, opened.mode
             rotated = _exif_orientation(opened) not in (None, 1)

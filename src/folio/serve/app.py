@@ -7,9 +7,14 @@ Each registered task (`folio.tasks.TASKS`) adds its own routes from its `serve.p
 `GET /v1/models`, `GET /healthz`, the OpenAPI schema at `/openapi.json`, the page at `/`, and what the task
 routes share (`ServedModel`, `pick`, `ERRORS`, `Batcher`, the body limit).
 
-Model work runs in worker threads, never on the event loop. Classification requests that arrive
-together are merged into one batch (`Batcher`); each model runs one batch at a time, and waiting
-requests are served in arrival order (asyncio locks are FIFO).
+The event loop only moves bytes: decoding images, tokenizing and model work run in worker threads
+(`asyncio.to_thread`, `Batcher`, `until_disconnected`). Classification requests that arrive together are
+merged into one batch (`Batcher`); each model runs one batch at a time, and waiting requests are served in
+arrival order (asyncio locks are FIFO).
+
+Bad input never gets a 5xx: every request field is checked where it enters (`folio.serve.schemas`), a bad one
+gets a 422 whose one-line `detail` names it, and anything unexpected is caught in one place (`Guard`): a 500
+with a one-line body, the traceback in the server's log only, and the client's connection still usable.
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from folio.errors import CheckpointError, FolioError
@@ -33,15 +41,19 @@ from folio.serve.page import PAGE
 from folio.serve.schemas import ErrorResponse
 from folio.tasks import TASKS, task_of
 
-MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
+T = TypeVar("T")
 
-# What the model routes answer besides 200, in the OpenAPI schema. FastAPI on its own documents only its
-# validation errors (422 with a list); the model's own checks, `pick` and `BodyLimit` answer with a string.
+MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
+log = logging.getLogger("folio.serve")
+
+# What the model routes answer besides 200, in the OpenAPI schema: every error body is an `ErrorResponse`, its
+# `detail` one line (validation errors, the model's own checks, `pick`, `BodyLimit` and `Guard` alike).
 ERRORS: dict = {status: {"model": ErrorResponse, "description": why} for status, why in [
     (400, "The body cannot be parsed (not UTF-8, or a broken form)"),
     (404, "No such model, or none of this task, is being served"),
     (413, "The body is over the size limit"),
     (422, "A field, or the input itself, is not valid (the message names it)"),
+    (500, "An unexpected error (a bug: the server's log has the details)"),
 ]}
 
 
@@ -124,6 +136,30 @@ class Batcher:
                 start += len(job_texts)
 
 
+async def until_disconnected(request: Request, work: Callable[[threading.Event], T]) -> T:
+    """`work(stop)` run in a worker thread; `stop` is set when the client goes away (or this request is
+    cancelled), so work that checks it before each step (generation) ends at its next step and frees the model.
+
+    >>> text = await until_disconnected(request, lambda stop: generate(prompt, stop))    # doctest: +SKIP
+    """
+    stop = threading.Event()
+
+    async def watch() -> None:  # the body is read by now: the next message is the disconnect
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        stop.set()
+
+    watcher = asyncio.create_task(watch())
+    worker = asyncio.ensure_future(asyncio.to_thread(work, stop))
+    try:
+        return await asyncio.shield(worker)
+    finally:
+        stop.set()  # cancelled (the server stopping): the thread ends at its next step all the same
+        watcher.cancel()
+        if not worker.done():
+            await asyncio.wait([worker])
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413 before any model sees it.
 
@@ -167,6 +203,57 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+class Guard:
+    """ASGI middleware, outermost: an exception no handler took gets a 500 with a one-line JSON body (when no
+    answer was started), its traceback goes to the server's log only, and the connection stays open for the
+    client's next request (uvicorn closes a connection whose application raised)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:  # noqa: BLE001 (logged whole; the client gets one line)
+            log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await _send_json(send, 500, INTERNAL_ERROR)
+
+
+INTERNAL_ERROR = {"detail": "internal error while answering this request (the server's log has the details)"}
+
+
+def _one_line(errors: list[dict]) -> tuple[str, list[dict]]:
+    """Pydantic's errors as one line naming each field ("temperature: Input should be a finite number") and
+    as entries without the rejected values (which may be NaN, a 10,000-digit number or a lone surrogate:
+    values a JSON answer cannot always carry, and that the client sent anyway)."""
+    entries, parts = [], []
+    for error in errors:
+        loc = [part if isinstance(part, int) else _printable(str(part))[:100] for part in error.get("loc", ())]
+        msg = _printable(str(error.get("msg", "invalid")))
+        entries.append({"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))})
+        # ["body", "texts", 0] → texts[0]; a body that is not JSON (or not an object) → the body
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:]).lstrip(".")
+        if error.get("type") == "json_invalid":
+            where, msg = "the body", f"not valid JSON ({_printable(str((error.get('ctx') or {}).get('error', msg)))})"
+        parts.append(f"{where or 'the body'}: {msg}")
+    return "; ".join(parts), entries
+
+
+def _printable(text: str) -> str:
+    """The text on one line, with anything UTF-8 cannot encode escaped."""
+    return " ".join(text.encode("utf-8", "backslashreplace").decode("utf-8").split())
+
+
 async def _send_json(send, status: int, body: dict) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -174,7 +261,8 @@ async def _send_json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown: threading.Event | None = None):
+def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES,
+               shutdown: threading.Event | None = None) -> FolioApp:
     """The FastAPI application serving the models in `specs` (`DIR` or `NAME=DIR` each).
 
     `shutdown`, once set, tells long work in flight (generation streams) to end at its next step.
@@ -190,8 +278,8 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown:
     if not models:
         raise CheckpointError("no model to serve: give at least one --model DIR")
 
-    app = FastAPI(title="Folio", version=__version__,
-                  description="Text generation, classification, translation and image captioning with Folio's models.")
+    app = FolioApp(max_body_bytes, title="Folio", version=__version__,
+                   description="Text generation, classification, translation and image captioning with Folio's models.")
 
     def pick(name: str | None, task: str) -> ServedModel:
         if name is None:
@@ -207,7 +295,16 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown:
 
     @app.exception_handler(FolioError)
     async def folio_error(request: Request, err: FolioError):  # bad input the model itself found
-        return JSONResponse(status_code=422, content={"detail": str(err)})
+        return JSONResponse(status_code=422, content={"detail": _printable(str(err))})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_field(request: Request, err: RequestValidationError):
+        detail, errors = _one_line(list(err.errors()))
+        return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+
+    @app.exception_handler(Exception)  # answered by Starlette's outermost layer, which re-raises it to `Guard`
+    async def internal_error(request: Request, err: Exception):
+        return JSONResponse(status_code=500, content=INTERNAL_ERROR)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -227,7 +324,19 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown:
 
     app.state.models = models
     app.state.shutdown = shutdown or threading.Event()
-    return BodyLimit(app, max_body_bytes) if max_body_bytes else app
+    return app
+
+
+class FolioApp(FastAPI):
+    """FastAPI with Folio's two outer layers around its own: `Guard`, then `BodyLimit` (0: no limit)."""
+
+    def __init__(self, max_body_bytes: int = MAX_BODY_BYTES, **kwargs):
+        self.max_body_bytes = max_body_bytes
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self):
+        stack = super().build_middleware_stack()
+        return Guard(BodyLimit(stack, self.max_body_bytes) if self.max_body_bytes else stack)
 
 
 class GracefulServer(uvicorn.Server):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from folio.data.images import CaptionExample, load_image, resize_array
+from folio.data.images import MAX_IMAGE_PIXELS, CaptionExample, load_image, resize_array
 from folio.data.pairs import EOS, SOS
 from folio.decoding.beam import beam_search, check_decoding_options, greedy_decode
 from folio.errors import DataError
@@ -71,7 +71,8 @@ class ImageCaptioner:
         return load_image(path, self.image_size, note=note)
 
     def decode_image(self, data: str | bytes, name: str) -> np.ndarray:
-        """An image file's bytes, or their base64 text (the HTTP API's form) → (size, size, 3) uint8."""
+        """An image file's bytes, or their base64 text (the HTTP API's form) → (size, size, 3) uint8; one of more than
+        MAX_IMAGE_PIXELS pixels is refused from its header, before it is decoded."""
         if isinstance(data, str):
             import base64
             import binascii
@@ -80,7 +81,7 @@ class ImageCaptioner:
                 data = base64.b64decode(data, validate=True)
             except (binascii.Error, ValueError) as err:
                 raise DataError(f"{name} is not valid base64 ({err}); send the image file's bytes base64-encoded") from err
-        return load_image(data, self.image_size, name=name)
+        return load_image(data, self.image_size, name=name, max_pixels=MAX_IMAGE_PIXELS)
 
     @torch.inference_mode()
     def describe(

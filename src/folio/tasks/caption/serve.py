@@ -5,33 +5,44 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Annotated
+import json
 
+import PIL.Image
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
 
+from folio.data.images import MAX_IMAGE_PIXELS
 from folio.serve.app import ERRORS, Pick
-from folio.serve.schemas import ModelRequest
+from folio.serve.schemas import BeamSize, LengthPenalty, ModelRequest, text
 
 MAX_IMAGES = 32  # images per caption request
+MAX_IMAGE_BYTES = 16 << 20  # per image file (the body limit, 1 MiB by default, is usually the tighter one)
+# base64 takes 4 characters per 3 bytes
+Image = text(4 * -(-MAX_IMAGE_BYTES // 3), min_chars=1, description="an image file (PNG, JPEG, ...) in base64, at "
+             f"most {MAX_IMAGE_BYTES >> 20} MiB and {MAX_IMAGE_PIXELS:,} pixels")
 
 
 class CaptionRequest(ModelRequest):
-    images: list[Annotated[str, Field(min_length=1, description="an image file (PNG, JPEG, ...) in base64")]] = Field(
-        min_length=1, max_length=MAX_IMAGES)
-    beam_size: int = Field(1, ge=1, le=16)
-    length_penalty: float = Field(0.6, ge=0, le=5)
+    images: list[Image] = Field(min_length=1, max_length=MAX_IMAGES)  # type: ignore[valid-type]
+    beam_size: BeamSize = 1
+    length_penalty: LengthPenalty = 0.6
     attention: bool = Field(False, description="return, for each word, the attention weights over the image grid")
 
 
 def add_routes(app: FastAPI, pick: Pick) -> None:
+    # Pillow's own guard, for every image this process opens: a warning past the limit, an error past twice it
+    # (decode_image refuses anything past the limit first, from the file's header)
+    PIL.Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
     @app.post("/v1/caption", openapi_extra=_caption_request_body(), responses=ERRORS)
     async def caption(request: Request):
         body = await _caption_request(request)
         served = pick(body.model)
         captioner = served.model
-        images = [captioner.decode_image(data, f"images[{i}]") for i, data in enumerate(body.images)]  # bad ones: 422
+        # decoded in a worker, never on the event loop (a bad or too large image: 422 naming it)
+        images = await asyncio.to_thread(
+            lambda: [captioner.decode_image(data, f"images[{i}]") for i, data in enumerate(body.images)])
         async with served.lock:
             captions = await asyncio.to_thread(
                 lambda: captioner.describe(images, beam_size=body.beam_size, length_penalty=body.length_penalty,
@@ -76,6 +87,14 @@ async def _caption_request(request: Request) -> CaptionRequest:
             text = (await request.body()).decode()
         except UnicodeDecodeError:
             raise HTTPException(400, "the body is not UTF-8 text: send JSON, or the images as a multipart form") from None
-        return CaptionRequest.model_validate_json(text)
+        try:  # parsed as FastAPI parses the other routes' bodies, so a bad value is named by its field
+            fields = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body", err.pos), "msg": "JSON decode error",
+                                           "ctx": {"error": err.msg}}]) from None
+        except (RecursionError, ValueError):  # nested too deep, or a number of too many digits
+            raise HTTPException(400, "There was an error parsing the body") from None
+        return CaptionRequest.model_validate(fields)
     except ValidationError as err:
-        raise RequestValidationError(err.errors(include_url=False, include_context=False)) from None
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])}  # where FastAPI puts them
+                                      for error in err.errors(include_url=False, include_context=False)]) from None

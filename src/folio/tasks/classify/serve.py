@@ -25,7 +25,7 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
             async with served.lock:
                 explained = await asyncio.to_thread(lambda: [clf.explain(t) for t in body.texts])
             return {"model": served.name, "results": explained}
-        clf.encode(body.texts)  # empty or letter-less texts fail here, as a 422
+        await asyncio.to_thread(clf.encode, body.texts)  # empty or letter-less texts fail here, as a 422
         if served.batcher is None:
             served.batcher = Batcher(lambda texts: clf.predict(texts, batch_size=128))
         return {"model": served.name, "results": await served.batcher.submit(body.texts)}

@@ -12,11 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from folio.serve.app import ERRORS, Pick, ServedModel
-from folio.serve.schemas import MAX_TEXT_CHARS, ModelRequest
+from folio.serve.app import ERRORS, Pick, ServedModel, until_disconnected
+from folio.serve.schemas import FiniteFloat, ModelRequest, Seed, text
 from folio.tasks.lm import encode
 
 MAX_NEW_TOKENS = 4_096
+MAX_TOP_K = 1_000_000  # more than any vocabulary
+MAX_STOP_CHARS = 1_000  # per stop string
 
 # Each event of /v1/generate's stream, in OpenAPI 3.2's `itemSchema` form (FastAPI's own SSE routes use it):
 # a piece of text, then `event: done` with the count of characters (and `"reason": "shutdown"` when the server
@@ -37,13 +39,14 @@ GENERATE_EVENT_SCHEMA: dict[str, Any] = {
 
 
 class GenerateRequest(ModelRequest):
-    prompt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    prompt: text(min_chars=1)  # type: ignore[valid-type]
     max_new_tokens: int = Field(200, ge=1, le=MAX_NEW_TOKENS)
-    temperature: float = Field(1.0, gt=0, le=100)
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    stop: list[str] | None = Field(None, max_length=16, description="stop at the first of these strings")
+    temperature: FiniteFloat = Field(1.0, gt=0, le=100)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description=f"1 to {MAX_TOP_K:,} (past the vocabulary: all)")
+    top_p: FiniteFloat | None = Field(None, gt=0, le=1)
+    seed: Seed | None = None
+    stop: list[text(MAX_STOP_CHARS, min_chars=1)] | None = Field(  # type: ignore[valid-type]
+        None, max_length=16, description="stop at the first of these strings")
     stream: bool = Field(True, description="server-sent events (true) or one JSON object (false)")
 
 
@@ -56,11 +59,13 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
         options = dict(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_k=body.top_k,
                        top_p=body.top_p, seed=body.seed, stop=body.stop)
         lm = served.model
-        encode(lm.vocab, body.prompt)  # unknown characters fail here, as a 422, before the stream starts
+        # unknown characters fail here, as a 422, before the stream starts (in a worker: tokenizing is model work)
+        await asyncio.to_thread(encode, lm.vocab, body.prompt)
         shutdown: threading.Event = request.app.state.shutdown
-        if not body.stream:
+        if not body.stream:  # the generation ends at its next step once the client has gone
             async with served.lock:
-                pieces = await asyncio.to_thread(lambda: list(_pieces(lm, body.prompt, options, shutdown)))
+                pieces = await until_disconnected(request, lambda gone: list(_pieces(lm, body.prompt, options, gone,
+                                                                                    shutdown)))
             result = {"model": served.name, "text": "".join(pieces)}
             return {**result, "reason": "shutdown"} if shutdown.is_set() else result
         return StreamingResponse(_event_stream(served, body.prompt, options, shutdown),

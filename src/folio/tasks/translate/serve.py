@@ -8,14 +8,14 @@ from fastapi import FastAPI, HTTPException
 from pydantic import Field
 
 from folio.serve.app import ERRORS, Pick
-from folio.serve.schemas import ModelRequest, Texts
+from folio.serve.schemas import BeamSize, LengthPenalty, ModelRequest, Texts
 
 
 class TranslateRequest(ModelRequest):
     texts: Texts
-    beam_size: int = Field(1, ge=1, le=16)
-    n_best: int = Field(1, ge=1, le=16)
-    length_penalty: float = Field(0.6, ge=0, le=5)
+    beam_size: BeamSize = 1
+    n_best: int = Field(1, ge=1, le=16, description="hypotheses returned per text, at most beam_size")
+    length_penalty: LengthPenalty = 0.6
     attention: bool = Field(False, description="return each translation's attention weights")
     truncate: bool = Field(False, description="cut sources over the model's limit instead of refusing them")
 
