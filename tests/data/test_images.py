@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from folio.data import images as images_module
 from folio.data.images import (
@@ -216,6 +216,18 @@ def test_load_image_refuses_what_is_not_an_image(tmp_path):
             load_image(tmp_path / name, 64)
     with pytest.raises(DataError, match=r"missing\.png is not a readable image: there is no such file"):
         load_image(tmp_path / "missing.png", 64)
+
+
+
+def test_load_image_refuses_too_many_pixels_from_the_header(tmp_path, monkeypatch):
+    Image.new("L", (300, 200), 255).save(tmp_path / "canvas.png")
+    data = (tmp_path / "canvas.png").read_bytes()
+    assert load_image(data, 8, max_pixels=300 * 200).shape == (8, 8, 3)  # at the limit: read
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded an image over the limit"))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded an image over the limit"))
+    with pytest.raises(DataError, match=r"^images\[2\] is 300×200: 60,000 pixels, over the limit of 59,999; send a "
+                                        r"smaller image \(the model sees 8×8\)$"):
+        load_image(data, 8, name="images[2]", max_pixels=300 * 200 - 1)
 
 
 # ---- caption folders --------------------------------------------------------------------------------

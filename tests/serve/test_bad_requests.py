@@ -20,11 +20,11 @@ pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.slow
 
 
-def _png(width: int, height: int) -> bytes:
+def _png(width: int, height: int, mode: str = "L") -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("L", (width, height), 255).save(buffer, format="PNG")
+    Image.new(mode, (width, height), 1).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -115,7 +115,8 @@ def test_every_route_refuses_bad_requests_and_keeps_the_connection(served_app, s
     posts = {path for method, path in routes if method == "POST"}
     assert posts == set(GOOD), "every POST route needs a good request in GOOD (and is then sent bad ones)"
     openapi = served_app.openapi()
-    huge = base64.b64encode(_png(4097, 4096)).decode()  # 16.8M pixels in a few kilobytes
+    huge = base64.b64encode(_png(4097, 4096)).decode()  # 16.8M pixels in a few kilobytes: over our limit
+    huger = base64.b64encode(_png(8192, 8192, "1")).decode()  # over twice it: Pillow refuses to open it
     client = OneConnection(server)
     checked = 0
     for method, path in routes:
@@ -144,6 +145,8 @@ def test_every_route_refuses_bad_requests_and_keeps_the_connection(served_app, s
         if "images" in GOOD[path]:
             _assert_refused(client.request("POST", path, json={"images": [SMALL_PNG, huge]}), f"{path} huge image",
                             needle="images[1] is 4097×4096")
+            _assert_refused(client.request("POST", path, json={"images": [huger]}), f"{path} huger image",
+                            needle="images[0] has too many pixels")
         _assert_refused(client.request("GET", path), f"GET {path}")
         good = client.request("POST", path, json=GOOD[path])
         assert good.status_code == 200, f"{path}: {good.text[:300]}"

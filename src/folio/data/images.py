@@ -110,7 +110,9 @@ def load_image(source: str | Path | bytes, size: int, note: Note | None = None, 
             pixels = np.array(image, dtype=np.uint8)  # while the file is open: `image` may be `opened`
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # Pillow's own limit (Image.MAX_IMAGE_PIXELS), checked on open
+        raise DataError(f"{where} has too many pixels to decode ({err}); send a smaller image") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{where} is not a readable image ({err}); use a PNG, JPEG or other file Pillow can open") from err
     if done and note is not None:
         width, height = original_size

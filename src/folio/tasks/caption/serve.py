@@ -19,12 +19,12 @@ from folio.serve.schemas import BeamSize, LengthPenalty, ModelRequest, text
 MAX_IMAGES = 32  # images per caption request
 MAX_IMAGE_BYTES = 16 << 20  # per image file (the body limit, 1 MiB by default, is usually the tighter one)
 # base64 takes 4 characters per 3 bytes
-Image = text(4 * -(-MAX_IMAGE_BYTES // 3), min_chars=1, description="an image file (PNG, JPEG, ...) in base64, at "
+Base64Image = text(4 * -(-MAX_IMAGE_BYTES // 3), min_chars=1, description="an image file (PNG, JPEG, ...) in base64, at "
              f"most {MAX_IMAGE_BYTES >> 20} MiB and {MAX_IMAGE_PIXELS:,} pixels")
 
 
 class CaptionRequest(ModelRequest):
-    images: list[Image] = Field(min_length=1, max_length=MAX_IMAGES)  # type: ignore[valid-type]
+    images: list[Base64Image] = Field(min_length=1, max_length=MAX_IMAGES)  # type: ignore[valid-type]
     beam_size: BeamSize = 1
     length_penalty: LengthPenalty = 0.6
     attention: bool = Field(False, description="return, for each word, the attention weights over the image grid")
