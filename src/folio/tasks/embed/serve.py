@@ -8,7 +8,7 @@ import base64
 from fastapi import FastAPI
 
 from folio.serve.app import Batcher, Pick
-from folio.serve.openai import EMBEDDINGS, OPENAI_ERRORS, EmbeddingRequest, OpenAIError, pick_model, usage
+from folio.serve.openai import EMBEDDINGS, OPENAI_ERRORS, EmbeddingRequest, OpenAIError, pick_model
 
 
 def add_routes(app: FastAPI, pick: Pick) -> None:
@@ -25,7 +25,7 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
         data = [{"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
                 for i, (vector, _) in enumerate(results)]
         tokens = sum(count for _, count in results)
-        return {"object": "list", "data": data, "model": served.name, "usage": usage(tokens, 0)}
+        return {"object": "list", "data": data, "model": served.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _encoded(vector, encoding_format: str) -> list[float] | str:
