@@ -31,7 +31,15 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from folio.errors import CheckpointError, FolioError
-from folio.serve.openai import MODELS, OPENAI_ERRORS, ModelCard, ModelList, OpenAIError, install_error_handlers
+from folio.serve.openai import (
+    MODELS,
+    OPENAI_ERRORS,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+    install_error_handlers,
+    is_openai_path,
+)
 from folio.serve.page import PAGE
 from folio.serve.schemas import ErrorResponse
 from folio.tasks import TASKS, task_of
@@ -145,6 +153,8 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         too_large = {"detail": f"request body is over the {self.limit:,}-byte limit"}
+        if is_openai_path(scope.get("path", "")):
+            too_large = OpenAIError(413, too_large["detail"]).body()
         if length is not None:
             if length.isdigit() and int(length) > self.limit:
                 return await _send_json(send, 413, too_large)
