@@ -26,7 +26,9 @@ def _events(response) -> list[tuple[str, dict]]:
 
 def test_health_models_schema_and_page(server):
     assert httpx.get(server + "/healthz").json() == {"status": "ok", "models": 4}
-    models = {m["name"]: m["task"] for m in httpx.get(server + "/v1/models").json()["models"]}
+    listed = httpx.get(server + "/v1/models").json()
+    assert listed["object"] == "list" and all(m["object"] == "model" and m["owned_by"] == "folio" for m in listed["data"])
+    models = {m["id"]: m["task"] for m in listed["data"]}
     assert models == {"lm": "lm", "imdb": "classify", "numbers": "translate", "shapes": "caption"}
     paths = httpx.get(server + "/openapi.json").json()["paths"]
     assert {"/v1/generate", "/v1/classify", "/v1/translate", "/v1/caption", "/v1/models", "/healthz"} <= set(paths)

@@ -4,8 +4,10 @@
 
 Each registered task (`folio.tasks.TASKS`) adds its own routes from its `serve.py`: `POST /v1/generate`
 (lm: server-sent events), `POST /v1/classify`, `POST /v1/translate`, `POST /v1/caption`. Here: the models,
-`GET /v1/models`, `GET /healthz`, the OpenAPI schema at `/openapi.json`, the page at `/`, and what the task
-routes share (`ServedModel`, `pick`, `ERRORS`, `Batcher`, the body limit).
+`GET /v1/models` (OpenAI's list shape), `GET /healthz`, the OpenAPI schema at `/openapi.json`, the page at `/`, and
+what the task routes share (`ServedModel`, `pick`, `ERRORS`, `Batcher`, the body limit). OpenAI-compatible
+routes (`/v1/completions`, `/v1/chat/completions`, `/v1/embeddings`) come from the tasks too, on the protocol
+module `folio.serve.openai`, which also gives errors on OpenAI's paths OpenAI's shape.
 
 The event loop only moves bytes: decoding images, tokenizing and model work run in worker threads
 (`asyncio.to_thread`, `Batcher`, `until_disconnected`). Classification requests that arrive together are
@@ -37,6 +39,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from folio.errors import CheckpointError, FolioError
+from folio.serve.openai import (
+    MODELS,
+    OPENAI_ERRORS,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+    install_error_handlers,
+    is_openai_path,
+)
 from folio.serve.page import PAGE
 from folio.serve.schemas import ErrorResponse
 from folio.tasks import TASKS, task_of
@@ -65,11 +76,13 @@ class ServedModel:
     model: object  # the task's inference object (LanguageModel, TextClassifier, ...)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: Batcher | None = None
+    created: int = field(default_factory=lambda: int(time.time()))  # when it was loaded
 
     def info(self) -> dict:
+        """The model as OpenAI lists one (`id`, `object`, `created`, `owned_by`), with Folio's own fields."""
         config = getattr(self.model, "config", {}) or {}
-        return {"name": self.name, "task": self.task, "directory": self.directory, "model": config.get("model", {}),
-                "labels": getattr(self.model, "labels", None)}
+        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "folio", "task": self.task,
+                "directory": self.directory, "model": config.get("model", {}), "labels": getattr(self.model, "labels", None)}
 
 
 def load_model(spec: str) -> ServedModel:
@@ -176,6 +189,8 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         too_large = {"detail": f"request body is over the {self.limit:,}-byte limit"}
+        if is_openai_path(scope.get("path", "")):
+            too_large = OpenAIError(413, too_large["detail"]).body()
         if length is not None:
             if length.isdigit() and int(length) > self.limit:
                 return await _send_json(send, 413, too_large)
@@ -306,13 +321,21 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES,
     async def internal_error(request: Request, err: Exception):
         return JSONResponse(status_code=500, content=INTERNAL_ERROR)
 
+    install_error_handlers(app)  # after Folio's own: they answer on every path but OpenAI's
+
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok", "models": len(models)}
 
-    @app.get("/v1/models")
+    @app.get(MODELS, response_model=ModelList)
     async def list_models() -> dict:
-        return {"models": [m.info() for m in models.values()]}
+        return {"object": "list", "data": [m.info() for m in models.values()]}
+
+    @app.get(MODELS + "/{model_id:path}", response_model=ModelCard, responses={404: OPENAI_ERRORS[404]})
+    async def retrieve_model(model_id: str) -> dict:
+        if model_id not in models:
+            raise OpenAIError(404, f"unknown model {model_id!r} (served: {', '.join(models)})", "model", "model_not_found")
+        return models[model_id].info()
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:

@@ -20,8 +20,9 @@ def _serve(args) -> int:
 def add_cli(s: argparse.ArgumentParser) -> None:
     """`folio serve --model DIR ...`."""
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
-                   help="a model directory to serve (repeatable), or a pretrained language model: smollm2, a .gguf "
-                        "file, a Hugging Face Llama directory; the name defaults to the directory's (or file's)")
+                   help="a model directory to serve (repeatable); a pretrained language model (smollm2, a .gguf file, "
+                        "a Hugging Face Llama directory); or a sentence encoder for /v1/embeddings (minilm, a BERT "
+                        "sentence-encoder directory); the name defaults to the directory's (or file's)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=positive_int, default=8000)
     s.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="larger request bodies get 413")

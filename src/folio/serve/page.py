@@ -98,9 +98,9 @@ async function post(path, body) {
 }
 function fail(element, error) { element.innerHTML = ""; element.textContent = error.message; element.classList.add("error"); }
 
-fetch("/v1/models").then((r) => r.json()).then(({models}) => {
+fetch("/v1/models").then((r) => r.json()).then(({data: models}) => {
   for (const [task, select] of [["lm", "gen-model"], ["classify", "cls-model"], ["translate", "tr-model"], ["caption", "cap-model"]]) {
-    for (const m of models.filter((m) => m.task === task)) select && $(select).add(new Option(m.name, m.name));
+    for (const m of models.filter((m) => m.task === task)) select && $(select).add(new Option(m.id, m.id));
   }
 });
 

@@ -20,6 +20,12 @@ from folio.errors import CheckpointError
 from folio.tasks.registry import Command, Task, read_task_name
 
 TASKS: dict[str, Task] = {task.name: task for task in [
+    # embed first: `task_of` asks the `pretrained` hooks in this order, and lm's takes any Hugging Face
+    # directory for a Llama, a BERT sentence encoder's too
+    Task("embed", "sentence embeddings (MiniLM)", "folio.tasks.embed.cli:add_cli",
+         description='Print one JSON line per text: {"text", "embedding"}, a unit-length vector.',
+         inference="folio.tasks.embed.inference:SentenceEmbedder", routes="folio.tasks.embed.serve:add_routes",
+         pretrained="folio.tasks.embed.inference:is_sentence_encoder"),
     Task("lm", "language models: Char-RNN, GPT, masked-LM pretraining", "folio.tasks.lm.cli:add_cli",
          inference="folio.tasks.lm:LanguageModel", build_model="folio.tasks.lm.recipe:build_model",
          routes="folio.tasks.lm.serve:add_routes", export="folio.tasks.lm.export:graphs",
@@ -35,10 +41,8 @@ TASKS: dict[str, Task] = {task.name: task for task in [
          routes="folio.tasks.caption.serve:add_routes"),
 ]}
 
-# Sub-commands that are not tasks of their own: they read models of any task (or a packaged encoder).
+# Sub-commands that are not tasks of their own: they read models of any task.
 COMMANDS: dict[str, Command] = {command.name: command for command in [
-    Command("embed", "sentence embeddings (MiniLM)", "folio.tasks.embed.cli:add_cli",
-            description='Print one JSON line per text: {"text", "embedding"}, a unit-length vector.'),
     Command("serve", "HTTP API and web page for trained models", "folio.serve.cli:add_cli",
             description="Serve trained models over HTTP (each task's routes), /v1/models, /healthz, /docs, "
                         "and a web page at /."),
