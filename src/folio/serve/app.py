@@ -53,6 +53,7 @@ class ServedModel:
     model: object  # the task's inference object (LanguageModel, TextClassifier, ...)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: Batcher | None = None
+    engine: object | None = None  # a language model's generations, batched (folio.tasks.lm.batching), once started
 
     def info(self) -> dict:
         config = getattr(self.model, "config", {}) or {}

@@ -1,11 +1,15 @@
-"""`folio lm`'s HTTP route: `POST /v1/generate`, text generation streamed as server-sent events."""
+"""`folio lm`'s HTTP route: `POST /v1/generate`, text generation streamed as server-sent events; and
+`stream_text`, the generation that every text route builds on.
+
+Concurrent generations of one model share each step (continuous batching: `folio.tasks.lm.batching`, one
+`BatchedGenerator` per served language model, made at its first request).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,8 +19,11 @@ from pydantic import Field
 from folio.serve.app import ERRORS, Pick, ServedModel
 from folio.serve.schemas import MAX_TEXT_CHARS, ModelRequest
 from folio.tasks.lm import encode
+from folio.tasks.lm.batching import BatchedGenerator
 
 MAX_NEW_TOKENS = 4_096
+MAX_BATCH = 16  # generations sharing a step; later ones wait for a row
+DISCONNECT_POLL = 0.1  # seconds between checks that a generation's client is still there
 
 # Each event of /v1/generate's stream, in OpenAPI 3.2's `itemSchema` form (FastAPI's own SSE routes use it):
 # a piece of text, then `event: done` with the count of characters (and `"reason": "shutdown"` when the server
@@ -55,64 +62,83 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
         served = pick(body.model)
         options = dict(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_k=body.top_k,
                        top_p=body.top_p, seed=body.seed, stop=body.stop)
-        lm = served.model
-        encode(lm.vocab, body.prompt)  # unknown characters fail here, as a 422, before the stream starts
-        shutdown: threading.Event = request.app.state.shutdown
+        encode(served.model.vocab, body.prompt)  # unknown characters fail here, as a 422, before the stream starts
         if not body.stream:
-            async with served.lock:
-                pieces = await asyncio.to_thread(lambda: list(_pieces(lm, body.prompt, options, shutdown)))
+            pieces = [piece async for piece, _ in stream_text(served, body.prompt, options, request)]
             result = {"model": served.name, "text": "".join(pieces)}
-            return {**result, "reason": "shutdown"} if shutdown.is_set() else result
-        return StreamingResponse(_event_stream(served, body.prompt, options, shutdown),
+            return {**result, "reason": "shutdown"} if request.app.state.shutdown.is_set() else result
+        return StreamingResponse(_event_stream(served, body.prompt, options, request),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _pieces(lm, prompt: str, options: dict, *stops: threading.Event) -> Iterator[str]:
-    """The new text of one sample, piece by piece, until it ends or one of `stops` is set (checked before
-    every step, so a stop costs at most one step)."""
-    for pieces in lm.stream(prompt, **options):
-        if any(stop.is_set() for stop in stops):
-            return
-        yield pieces[0]
+async def stream_text(served: ServedModel, prompt: str, options: dict,
+                      request: Request | None) -> AsyncIterator[tuple[str, str | None]]:
+    """The new text of one sample of `served`'s language model after `prompt`, piece by piece: (piece, None)
+    items, then (its last piece, finish reason): "stop" (a stop string or the end of text) or "length"
+    (`max_new_tokens` reached). `options`: max_new_tokens, temperature, top_k, top_p, seed, stop.
 
+    The generation shares each step of the model with the others in flight (`BatchedGenerator`). It ends at its
+    next step, without a finish reason, when the client of `request` goes away or the server shuts down
+    (`request.app.state.shutdown`); and when the caller stops iterating. Bad options raise `FolioError`.
 
-async def _event_stream(served: ServedModel, prompt: str, options: dict, shutdown: threading.Event):
-    """Server-sent events: `data: {"text": ...}` per generated piece, then `event: done`.
-
-    The model runs in a worker thread that hands pieces over through a queue; when the client goes away,
-    or the server begins to shut down (`shutdown` is set), the thread stops after its current step, and
-    a shut-down stream still ends with its `done` event (`"reason": "shutdown"`).
+        >>> async for piece, reason in stream_text(served, "ROMEO:", {"max_new_tokens": 20}, request): ...  # doctest: +SKIP
     """
+    generator = _generator(served)
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    stop = threading.Event()
-    end = object()
+    items: asyncio.Queue = asyncio.Queue()
 
-    def produce():
+    def deliver(item) -> None:  # in the batcher's thread
         try:
-            for piece in _pieces(served.model, prompt, options, stop, shutdown):
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-        except Exception as err:  # noqa: BLE001 (reported to the client as an error event)
-            loop.call_soon_threadsafe(queue.put_nowait, err)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, end)
+            loop.call_soon_threadsafe(items.put_nowait, item)
+        except RuntimeError:  # the event loop has closed (the server stopped): nobody is listening
+            pass
 
-    async with served.lock:
-        worker = asyncio.create_task(asyncio.to_thread(produce))
-        produced = 0
-        try:
-            while True:
-                item = await queue.get()
-                if item is end:
-                    done = {"characters": produced, **({"reason": "shutdown"} if shutdown.is_set() else {})}
-                    yield f"event: done\ndata: {json.dumps(done)}\n\n"
-                    break
-                if isinstance(item, Exception):
-                    yield f"event: error\ndata: {json.dumps({'detail': str(item)})}\n\n"
-                    break
-                if item:
-                    produced += len(item)
-                    yield f"data: {json.dumps({'text': item})}\n\n"
-        finally:
-            stop.set()  # a disconnect closes this generator: the thread stops at its next step
-            await worker
+    stops = () if request is None else (request.app.state.shutdown,)
+    sequence = await asyncio.to_thread(generator.submit, prompt, deliver, stops=stops, **options)  # tokenizes
+    watcher = None if request is None else asyncio.create_task(_cancel_when_gone(request, sequence))
+    try:
+        while True:
+            item = await items.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item[1] == "cancelled":
+                return
+            yield item
+            if item[1] is not None:
+                return
+    finally:
+        sequence.cancel()  # a caller that stops early (or a disconnect that closes this generator) frees the row
+        if watcher is not None:
+            watcher.cancel()
+
+
+def _generator(served: ServedModel) -> BatchedGenerator:
+    if served.engine is None:
+        served.engine = BatchedGenerator(served.model, MAX_BATCH)
+    return served.engine
+
+
+async def _cancel_when_gone(request: Request, sequence) -> None:
+    """Cancel `sequence` once its client has gone (a disconnect shows only when the request is read)."""
+    while sequence.finish_reason is None:
+        if await request.is_disconnected():
+            sequence.cancel()
+            return
+        await asyncio.sleep(DISCONNECT_POLL)
+
+
+async def _event_stream(served: ServedModel, prompt: str, options: dict, request: Request):
+    """Server-sent events: `data: {"text": ...}` per generated piece, then `event: done` with the count of
+    characters (and `"reason": "shutdown"` when the server stopped the generation as it shut down), or
+    `event: error` with the reason."""
+    produced = 0
+    try:
+        async for piece, _ in stream_text(served, prompt, options, request):
+            if piece:
+                produced += len(piece)
+                yield f"data: {json.dumps({'text': piece})}\n\n"
+    except Exception as err:  # noqa: BLE001 (reported to the client as an error event)
+        yield f"event: error\ndata: {json.dumps({'detail': str(err)})}\n\n"
+        return
+    done = {"characters": produced, **({"reason": "shutdown"} if request.app.state.shutdown.is_set() else {})}
+    yield f"event: done\ndata: {json.dumps(done)}\n\n"
