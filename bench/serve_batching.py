@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +36,8 @@ def _stream(base: str, prompt: str, new_tokens: int, seed: int) -> int:
     body = {"prompt": prompt, "max_new_tokens": new_tokens, "temperature": 0.8, "seed": seed}
     events = 0
     with httpx.stream("POST", base + "/v1/generate", json=body, timeout=600) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.read().decode()}")
         for line in response.iter_lines():
             if line.startswith("data:") and '"text"' in line:
                 events += 1
@@ -63,8 +65,7 @@ def _machine() -> dict:
 
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__}
 
 
 def _load() -> str:
@@ -77,12 +78,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the server's intra-op threads (OMP_NUM_THREADS); default: Folio's own choice")
     args = parser.parse_args()
-    base = f"http://127.0.0.1:{args.port}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
     print("load before:", _load())
-    server = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", args.model, "--port", str(args.port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", args.model, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})})
     try:
         for _ in range(1200):
             try:
@@ -97,7 +103,7 @@ def main() -> None:
                 seconds, tokens = _round(base, clients, args.new_tokens, 100 * r)
                 figures.append(tokens / seconds)
                 print(f"round {r}: {clients} stream(s): {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tokens/s")
-        result = {"model": args.model, "clients": args.clients, "new_tokens": args.new_tokens,
+        result = {"model": args.model, "clients": args.clients, "new_tokens": args.new_tokens, "threads": args.threads,
                   "one_stream_tokens_per_s": round(max(one), 2), "batched_tokens_per_s": round(max(many), 2),
                   "ratio": round(max(many) / max(one), 2), **_machine(), "load_after": _load()}
         print(f"{args.clients} concurrent streams: {result['batched_tokens_per_s']} tokens/s against one stream's "
