@@ -167,6 +167,30 @@ def test_a_failing_prompt_ends_that_request_alone():
     assert recorder.text("fine") == _solo(lm, "the", 30, SAMPLED) and recorder.reason("fine") == "length"
 
 
+def test_stream_text_yields_pieces_then_the_finish_reason():
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    from folio.serve.app import ServedModel
+    from folio.tasks.lm.serve import stream_text
+
+    lm = LanguageModel(_char_model("gru").eval(), VOCAB)
+    served = ServedModel("gru", "lm", "-", lm)
+    full = _solo(lm, "the", 30, GREEDY)
+
+    async def collect(options):
+        return [item async for item in stream_text(served, "the", options, None)]
+
+    async def both():  # concurrently, in one batch
+        return await asyncio.gather(collect({"max_new_tokens": 30, "top_k": 1, "seed": None}),
+                                    collect({"max_new_tokens": 30, "top_k": 1, "stop": [full[10:12]]}))
+
+    length, stopped = asyncio.run(both())
+    assert "".join(piece for piece, _ in length) == full and stopped[-1][1] == "stop"
+    assert [reason for _, reason in length] == [None] * (len(length) - 1) + ["length"]
+    assert "".join(piece for piece, _ in stopped) == full[: full.index(full[10:12])]
+
+
 @pytest.fixture(scope="module")
 def served_gpt(tmp_path_factory):
     """A running server on loopback with a fresh rotary GPT, and the same model loaded here."""

@@ -75,7 +75,8 @@ async def stream_text(served: ServedModel, prompt: str, options: dict,
                       request: Request | None) -> AsyncIterator[tuple[str, str | None]]:
     """The new text of one sample of `served`'s language model after `prompt`, piece by piece: (piece, None)
     items, then (its last piece, finish reason): "stop" (a stop string or the end of text) or "length"
-    (`max_new_tokens` reached). `options`: max_new_tokens, temperature, top_k, top_p, seed, stop.
+    (`max_new_tokens` reached). `options`: max_new_tokens, temperature, top_k, top_p, seed, stop (None or left
+out: the default).
 
     The generation shares each step of the model with the others in flight (`BatchedGenerator`). It ends at its
     next step, without a finish reason, when the client of `request` goes away or the server shuts down
@@ -94,6 +95,7 @@ async def stream_text(served: ServedModel, prompt: str, options: dict,
             pass
 
     stops = () if request is None else (request.app.state.shutdown,)
+    options = {key: value for key, value in options.items() if value is not None}  # None: the default
     sequence = await asyncio.to_thread(generator.submit, prompt, deliver, stops=stops, **options)  # tokenizes
     watcher = None if request is None else asyncio.create_task(_cancel_when_gone(request, sequence))
     try:
