@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from folio.errors import ConfigError
 from folio.models import check_fractions, check_shape, normal_init
+from folio.nn.kv_rows import left_pad, select_rows, stack_right_aligned
 from folio.nn.transformer import KVCache, PositionalEncoding, TransformerBlock
 
 
@@ -52,14 +53,40 @@ class GPTConfig:
 
 @dataclass
 class GPTState:
-    """What generation carries between steps: the tokens in the window and each layer's key/value cache."""
+    """What generation carries between steps: the tokens in the window and each layer's key/value cache.
+
+    The rows of a batch of generations that started apart (continuous batching) sit at different positions:
+    `merge` right-aligns them in S columns (`folio.nn.kv_rows`) and `mask` marks each row's own positions;
+    `select` keeps some rows. A state of one prompt, or of rows read together, has no mask.
+    """
 
     tokens: Tensor  # (B, S)
     caches: list  # per layer: (keys, values), each (B, heads, S, head_dim), or a KVCache that reads as that pair
+    mask: Tensor | None = None  # (B, S) True on each row's own positions (right-aligned); None: every row has all S
 
     @property
     def length(self) -> int:
         return self.tokens.size(1)
+
+    def row_mask(self) -> Tensor:
+        return torch.ones_like(self.tokens, dtype=torch.bool) if self.mask is None else self.mask
+
+    @staticmethod
+    def merge(states: list[GPTState], limit: int | None = None) -> GPTState:
+        """One state holding the rows of `states` in order, each right-aligned; `limit`: the model's context."""
+        length = max(state.length for state in states)
+        tokens = torch.cat([left_pad(state.tokens, length, 0) for state in states])
+        mask = torch.cat([left_pad(state.row_mask(), length, False) for state in states])
+        caches = [stack_right_aligned([tuple(state.caches[layer]) for state in states], length, limit)
+                  for layer in range(len(states[0].caches))]
+        return GPTState(tokens, caches, mask)
+
+    def select(self, rows: Tensor, limit: int | None = None) -> GPTState:
+        """The state of `rows` (R,) of this batch, without the leading positions none of them uses."""
+        mask = self.row_mask().index_select(0, rows)
+        start = int(mask.any(0).int().argmax())  # the first column a kept row uses
+        caches = [select_rows(cache, rows, start, limit) for cache in self.caches]
+        return GPTState(self.tokens.index_select(0, rows)[:, start:], caches, mask[:, start:])
 
 
 class GPT(nn.Module):
@@ -86,18 +113,24 @@ class GPT(nn.Module):
             for proj in (block.self_attn.out_proj, block.ff.fc2):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.layers))
 
-    def _add_positions(self, x: Tensor, offset: int = 0) -> Tensor:
+    def _add_positions(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         return x if self.positions is None else self.positions(x, offset)  # rope: in the attention instead
 
     def _run(self, ids: Tensor, state: GPTState | None, need_weights: bool = False,
              last_only: bool = False) -> tuple[Tensor, GPTState | None, list]:
         offset = 0 if state is None else state.length
-        x = self.dropout(self._add_positions(self.embedding(ids), offset))  # (B, T, C)
+        positions, mask, key_mask = None, None, None
+        if state is not None and state.mask is not None:  # rows at different positions: each row its own
+            steps = ids.size(1)
+            positions = state.mask.sum(1, keepdim=True) + torch.arange(steps, device=ids.device)  # (B, T)
+            mask = torch.cat([state.mask, state.mask.new_ones(ids.size(0), steps)], dim=1)  # (B, S + T)
+            key_mask = mask[:, None, None, :]  # (B, 1, 1, S + T); the attention adds the causal part
+        x = self.dropout(self._add_positions(self.embedding(ids), offset if positions is None else positions))  # (B, T, C)
         caches, weights = [], []
         for i, block in enumerate(self.blocks):
             # a decoding step writes its keys/values into the cache's room (grown once from the prompt's)
             cache = None if state is None else {"self": KVCache.growing(state.caches[i], ids.size(1), self.config.context)}
-            x, extras = block(x, causal=True, cache=cache, need_weights=need_weights)
+            x, extras = block(x, key_mask, causal=True, cache=cache, need_weights=need_weights, positions=positions)
             caches.append(extras["self"])
             weights.append(extras["self_weights"])
         if last_only:
@@ -106,7 +139,7 @@ class GPT(nn.Module):
         if self.training and not need_weights:
             return logits, None, weights  # training never carries a cache
         tokens = ids if state is None else torch.cat([state.tokens, ids], dim=1)
-        return logits, GPTState(tokens, caches), weights
+        return logits, GPTState(tokens, caches, mask), weights
 
     def forward(self, ids: Tensor, state: GPTState | None = None, last_only: bool = False) -> tuple[Tensor, GPTState | None]:
         """ids (B, T) → logits (B, T, V) and the cache; any T, with a sliding window past the context.
@@ -119,6 +152,9 @@ class GPT(nn.Module):
         pieces = []
         for chunk in ids.split(max(1, context - keep), dim=1):
             if state is not None and state.length + chunk.size(1) > context:
+                if state.mask is not None:
+                    raise ConfigError(f"a batch of rows at different positions cannot slide past the context of "
+                                      f"{context}: generate such a sequence alone")
                 kept = state.tokens[:, state.length - keep :]
                 logits, state, _ = self._run(torch.cat([kept, chunk], dim=1), None)
                 logits = logits[:, kept.size(1) :]
@@ -126,6 +162,15 @@ class GPT(nn.Module):
                 logits, state, _ = self._run(chunk, state, last_only=last_only)
             pieces.append(logits)
         return (pieces[-1][:, -1:] if last_only else torch.cat(pieces, dim=1)), state
+
+    def merge_states(self, states: list[GPTState]) -> GPTState:
+        """One state with the rows of `states` in order (the shared contract of Folio's causal LMs for
+        continuous batching, with `select_state`: see `folio.decoding.batching`)."""
+        return GPTState.merge(states, self.config.context)
+
+    def select_state(self, state: GPTState, rows: Tensor) -> GPTState:
+        """The state of `rows` (R,) of a batch."""
+        return state.select(rows, self.config.context)
 
     @staticmethod
     def rewind(state: GPTState, length: int) -> GPTState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -63,12 +64,29 @@ class RNNLanguageModel(nn.Module):
             return ids  # FastGRU reads integer input as one-hot indices
         return F.one_hot(ids, self.config.vocab_size).to(self.head.weight.dtype)  # (B, T, V)
 
-    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, ids: Tensor, state: State | None = None, last_only: bool = False) -> tuple[Tensor, State]:
+        """ids (B, T) → logits (B, T, V) and the state after them; `last_only`: the last position's (B, 1, V)."""
         out, state = self.rnn(self._rnn_input(ids), state)  # out: (B, T, H)
+        if last_only:
+            out = out[:, -1:]
         p = self.config.dropout if self.config.output_dropout is None else self.config.output_dropout
         if p > 0:
             out = F.dropout(out, p, self.training)
         return self.head(out), state
+
+    @staticmethod
+    def merge_states(states: list[State]) -> State:
+        """One state with the rows of `states` in order (the rows of a recurrent state are independent)."""
+        if isinstance(states[0], tuple):  # LSTM: (h, c)
+            return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
+        return torch.cat(states, dim=1)  # (L, ΣB, H)
+
+    @staticmethod
+    def select_state(state: State, rows: Tensor) -> State:
+        """The state of `rows` (R,) of a batch."""
+        if isinstance(state, tuple):
+            return tuple(t.index_select(1, rows) for t in state)
+        return state.index_select(1, rows)
 
     def loss(self, batch, state: State | None = None) -> tuple[Tensor, State]:
         """Mean cross-entropy in nats per token, and the final state (for stateful training)."""

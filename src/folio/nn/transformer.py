@@ -117,11 +117,21 @@ def _check_positions(offset: int, steps: int, max_len: int) -> None:
         raise ConfigError(f"position {offset + steps - 1} is beyond the model's {max_len} positions")
 
 
+def _position_rows(table: Tensor, offset: int | Tensor, steps: int) -> Tensor:
+    """The rows of a per-position `table` (L, D) for `steps` positions from `offset`: (T, D) for an int offset, or
+    (B, T, D) for per-row positions (B, T) (the rows of a batch of generations sit at different positions)."""
+    if isinstance(offset, Tensor):
+        _check_positions(int(offset.max()), 1, table.size(0))
+        return table[offset]
+    _check_positions(offset, steps, table.size(0))
+    return table[offset : offset + steps]
+
+
 class PositionalEncoding(nn.Module):
     """Adds position information to (B, T, C) embeddings: the fixed sinusoidal table or learned vectors.
 
     `offset` is the position of the first of the T tokens (non-zero when a key/value cache holds the
-    tokens before them).
+    tokens before them), or each token's own position (B, T).
     """
 
     def __init__(self, dim: int, max_len: int, learned: bool = False):
@@ -133,17 +143,15 @@ class PositionalEncoding(nn.Module):
         else:
             self.register_buffer("table", sinusoidal_positions(max_len, dim), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        steps = x.size(1)
-        _check_positions(offset, steps, self.max_len)
-        return x + self.table[offset : offset + steps].to(x.dtype)
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        return x + _position_rows(self.table, offset, x.size(1)).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding (Su et al. 2021, RoFormer; GPT-NeoX's half-split layout): each pair of
     query/key features (i, i + d/2) is rotated by an angle proportional to the position, so the score of
     a query and a key depends on their distance alone. Applied to (B, heads, T, head_dim), with `offset`
-    the position of the first of the T rows (the length of a key/value cache).
+    the position of the first of the T rows (the length of a key/value cache), or each row's positions (B, T).
     """
 
     def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
@@ -160,10 +168,11 @@ class RotaryEmbedding(nn.Module):
         sin = angles.sin()
         self.register_buffer("signed_sin", torch.cat([-sin, sin], dim=1).float(), persistent=False)  # (L, d)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         steps = x.size(-2)
-        _check_positions(offset, steps, self.max_len)
-        cos, sin = self.cos[offset : offset + steps], self.signed_sin[offset : offset + steps]  # (T, d)
+        cos, sin = _position_rows(self.cos, offset, steps), _position_rows(self.signed_sin, offset, steps)  # (T, d)
+        if cos.dim() == 3:  # per-row positions: (B, T, d) → (B, 1, T, d), the same for every head
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         if cos.dtype != x.dtype:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         return x * cos + x.roll(self.half, dims=-1) * sin
@@ -320,16 +329,18 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, KVCache]:
         """x (B, T, C); memory (B, S, C) for cross-attention. Returns output (B, T, C), weights
-        (B, h, T, S) when asked, and the keys/values (to pass back as `cache`).
+        (B, h, T, S) when asked, and the keys/values (to pass back as `cache`). `positions` (B, T): each
+        query's rotary position where the rows of a batch sit at different ones (default: after the cache).
 
         Self-attention with a cache appends the new keys/values to it: a `KVCache` in place (and is
         returned), a (keys, values) pair by concatenation. Cross-attention with a cache reuses the cached
         projections of the memory, which do not change between decoder steps.
         """
         if memory is None and _fused_path(self.qkv_weight, self.q_proj.weight):
-            return self._fused_self_attention(x, mask, causal, cache, need_weights)
+            return self._fused_self_attention(x, mask, causal, cache, need_weights, positions)
         q = self._split(self.q_proj(x))
         if memory is not None and cache is not None:
             k, v = cache
@@ -337,7 +348,7 @@ class MultiHeadAttention(nn.Module):
             source = x if memory is None else memory
             k, v = self._split(self.k_proj(source)), self._split(self.v_proj(source))
             if self.rotary is not None and memory is None:
-                offset = 0 if cache is None else cache[0].size(2)  # cached keys are rotated already
+                offset = _rotary_offset(cache, positions)
                 q, k = self.rotary(q, offset), self.rotary(k, offset)
             if isinstance(cache, KVCache):
                 cache = cache.extend(k, v)
@@ -352,7 +363,7 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, new_cache  # (B, T, C)
 
     def _fused_self_attention(self, x: Tensor, mask: Tensor | None, causal: bool, cache: KVCache | tuple | None,
-                              need_weights: bool) -> tuple[Tensor, Tensor | None, KVCache | tuple]:
+                              need_weights: bool, positions: Tensor | None) -> tuple[Tensor, Tensor | None, KVCache | tuple]:
         """`forward`'s self-attention with the fused projections, in as few operations as it takes: one product
         for q, k and v, and one rotation for q and k together."""
         batch, steps, _ = x.shape
@@ -361,7 +372,7 @@ class MultiHeadAttention(nn.Module):
         qkv = qkv.transpose(1, 2)  # (B, heads + 2 kv_heads, T, d): the query heads, the key heads, the value heads
         qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
         if self.rotary is not None:
-            qk = self.rotary(qk, 0 if cache is None else cache[0].size(2))  # cached keys are rotated already
+            qk = self.rotary(qk, _rotary_offset(cache, positions))
         q, k = qk[:, :heads], qk[:, heads:]
         if isinstance(cache, KVCache):
             cache = cache.extend(k, v)
@@ -372,6 +383,13 @@ class MultiHeadAttention(nn.Module):
                                                     need_weights)
         new_cache = cache if isinstance(cache, KVCache) else (k, v)
         return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, new_cache  # (B, T, C)
+
+
+def _rotary_offset(cache: KVCache | tuple | None, positions: Tensor | None) -> int | Tensor:
+    """Where new queries and keys sit: `positions` when given, else after the cached keys (rotated already)."""
+    if positions is not None:
+        return positions
+    return 0 if cache is None else cache[0].size(2)
 
 
 class FeedForward(nn.Module):
@@ -476,13 +494,14 @@ class TransformerBlock(nn.Module):
         memory_mask: Tensor | None = None,
         cache: dict | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, dict]:
         """x (B, T, C) → (B, T, C) and a dict with the new `self`/`cross` caches and, when asked,
-        `self_weights`/`cross_weights` (B, h, T, S)."""
+        `self_weights`/`cross_weights` (B, h, T, S). `positions` (B, T): rotary positions per row."""
         cache = cache or {}
         x, (self_weights, self_cache) = self._sublayer(
             x, self.norm1, lambda h: self.self_attn(h, mask=mask, causal=causal, cache=cache.get("self"),
-                                                    need_weights=need_weights))
+                                                    need_weights=need_weights, positions=positions))
         extras = {"self": self_cache, "self_weights": self_weights}
         if self.cross_attn is not None:
             if memory is None:

@@ -77,6 +77,7 @@ class ServedModel:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: Batcher | None = None
     created: int = field(default_factory=lambda: int(time.time()))  # when it was loaded
+    engine: object | None = None  # a language model's generations, batched (folio.tasks.lm.batching), once started
 
     def info(self) -> dict:
         """The model as OpenAI lists one (`id`, `object`, `created`, `owned_by`), with Folio's own fields."""

@@ -167,7 +167,7 @@ class LanguageModel:
         ids = self._prompt_ids(prompt).unsqueeze(0).expand(num_samples, -1)  # (N, P)
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
-        logits, state = self.model(ids, last_only=True) if isinstance(self.model, GPT) else self.model(ids)
+        logits, state = self.model(ids, last_only=True)
         stoppers = [StopStrings(stop) for _ in range(num_samples)]
         eos = self.vocab.eos_id if stop_at_eos else None
 

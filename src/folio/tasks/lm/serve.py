@@ -1,12 +1,15 @@
 """`folio lm`'s HTTP routes: `POST /v1/generate`, text generation streamed as server-sent events, and (from
 `openai_routes`) OpenAI's `/v1/completions` and `/v1/chat/completions`; all of them generate through
-`stream_text`."""
+`stream_text`.
+
+Concurrent generations of one model share each step (continuous batching: `folio.tasks.lm.batching`, one
+`BatchedGenerator` per served language model, made at its first request).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,14 +17,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from folio.decoding.sampling import StopStrings
 from folio.serve.app import ERRORS, Pick, ServedModel
 from folio.serve.schemas import FiniteFloat, ModelRequest, Seed, text
 from folio.tasks.lm import encode
+from folio.tasks.lm.batching import BatchedGenerator
 
 MAX_NEW_TOKENS = 4_096
 MAX_TOP_K = 1_000_000  # more than any vocabulary
 MAX_STOP_CHARS = 1_000  # per stop string
+MAX_BATCH = 16  # generations sharing a step; later ones wait for a row
+DISCONNECT_POLL = 0.1  # seconds between checks that a generation's client is still there
 
 # Each event of /v1/generate's stream, in OpenAPI 3.2's `itemSchema` form (FastAPI's own SSE routes use it):
 # a piece of text, then `event: done` with the count of characters (and `"reason": "shutdown"` when the server
@@ -63,11 +68,10 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
                        top_p=body.top_p, seed=body.seed, stop=body.stop)
         # unknown characters fail here, as a 422, before the stream starts (in a worker: tokenizing is model work)
         await asyncio.to_thread(encode, served.model.vocab, body.prompt)
-        shutdown: threading.Event = request.app.state.shutdown
         if not body.stream:  # stream_text ends the generation at its next step once the client has gone
             generated = "".join([piece async for piece, _ in stream_text(served, body.prompt, options, request)])
             result = {"model": served.name, "text": generated}
-            return {**result, "reason": "shutdown"} if shutdown.is_set() else result
+            return {**result, "reason": "shutdown"} if request.app.state.shutdown.is_set() else result
         return StreamingResponse(_event_stream(served, body.prompt, options, request),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -89,68 +93,66 @@ def count_tokens(served: ServedModel, text: str) -> int:
 
 async def stream_text(served: ServedModel, prompt: str, options: dict,
                       request: Request | None) -> AsyncIterator[tuple[str, str | None]]:
-    """One sample's new text, piece by piece: `(piece, None)`, then a last `(piece, reason)` with reason
-    "stop" (a stop string, not included, or the end-of-text token) or "length" (`max_new_tokens` reached).
+    """The new text of one sample of `served`'s language model after `prompt`, piece by piece: (piece, None)
+    items, then (its last piece, finish reason): "stop" (a stop string or the end of text) or "length"
+    (`max_new_tokens` reached). `options`: max_new_tokens, temperature, top_k, top_p, seed, stop (None or left
+out: the default).
 
-    `options`: max_new_tokens, temperature, top_k, top_p, seed, stop (`LanguageModel.stream`'s names). The
-    model runs in a worker thread, one sample per model at a time (`served.lock`, waiting samples in arrival
-    order), and stops after its current step when the client disconnects or the server shuts down (then no
-    reason comes: the iterator just ends).
+    The generation shares each step of the model with the others in flight (`BatchedGenerator`). It ends at its
+    next step, without a finish reason, when the client of `request` goes away or the server shuts down
+    (`request.app.state.shutdown`); and when the caller stops iterating. Bad options raise `FolioError`.
 
-    Stop strings are cut here rather than by `LanguageModel.stream`, and the model is asked for one step more
-    than `max_new_tokens`: whether that step comes tells "length" from an end-of-text at the last step (the
-    step costs one forward pass, only on samples that reach the limit).
+        >>> async for piece, reason in stream_text(served, "ROMEO:", {"max_new_tokens": 20}, request): ...  # doctest: +SKIP
     """
+    generator = _generator(served)
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    halt = threading.Event()
-    shutdown: threading.Event | None = request.app.state.shutdown if request is not None else None
-    limit, end = options["max_new_tokens"], object()
+    items: asyncio.Queue = asyncio.Queue()
 
-    def emit(item) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def produce() -> None:
+    def deliver(item) -> None:  # in the batcher's thread
         try:
-            cut = StopStrings(options.get("stop"))
-            steps = 0
-            for pieces in served.model.stream(prompt, **{**options, "max_new_tokens": limit + 1, "stop": None}):
-                if halt.is_set() or (shutdown is not None and shutdown.is_set()):
-                    return
-                steps += 1
-                if steps > limit:  # the sample did not end on its own
-                    emit((cut.flush(), "length"))
-                    return
-                text = cut.feed(pieces[0])
-                if cut.done:
-                    emit((text, "stop"))
-                    return
-                if text:
-                    emit((text, None))
-            emit((cut.flush(), "stop"))  # the model wrote its end-of-text token
-        except Exception as err:  # noqa: BLE001 (raised again on the event loop, to the route)
-            emit(err)
-        finally:
-            emit(end)
+            loop.call_soon_threadsafe(items.put_nowait, item)
+        except RuntimeError:  # the event loop has closed (the server stopped): nobody is listening
+            pass
 
-    async with served.lock:
-        worker = asyncio.create_task(asyncio.to_thread(produce))
-        try:
-            while (item := await queue.get()) is not end:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-                if request is not None and await request.is_disconnected():
-                    return
-        finally:
-            halt.set()  # a disconnect or an error ends the thread at its next step
-            await worker
+    stops = () if request is None else (request.app.state.shutdown,)
+    options = {key: value for key, value in options.items() if value is not None}  # None: the default
+    sequence = await asyncio.to_thread(generator.submit, prompt, deliver, stops=stops, **options)  # tokenizes
+    watcher = None if request is None else asyncio.create_task(_cancel_when_gone(request, sequence))
+    try:
+        while True:
+            item = await items.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item[1] == "cancelled":
+                return
+            yield item
+            if item[1] is not None:
+                return
+    finally:
+        sequence.cancel()  # a caller that stops early (or a disconnect that closes this generator) frees the row
+        if watcher is not None:
+            watcher.cancel()
+
+
+def _generator(served: ServedModel) -> BatchedGenerator:
+    if served.engine is None:
+        served.engine = BatchedGenerator(served.model, MAX_BATCH)
+    return served.engine
+
+
+async def _cancel_when_gone(request: Request, sequence) -> None:
+    """Cancel `sequence` once its client has gone (a disconnect shows only when the request is read)."""
+    while sequence.finish_reason is None:
+        if await request.is_disconnected():
+            sequence.cancel()
+            return
+        await asyncio.sleep(DISCONNECT_POLL)
 
 
 async def _event_stream(served: ServedModel, prompt: str, options: dict, request: Request):
-    """Server-sent events: `data: {"text": ...}` per generated piece, then `event: done` (with `"reason":
-    "shutdown"` when the server's shutdown ended the generation), or `event: error` with the reason."""
-    shutdown: threading.Event = request.app.state.shutdown
+    """Server-sent events: `data: {"text": ...}` per generated piece, then `event: done` with the count of
+    characters (and `"reason": "shutdown"` when the server stopped the generation as it shut down), or
+    `event: error` with the reason."""
     produced = 0
     try:
         async for piece, _ in stream_text(served, prompt, options, request):
@@ -160,5 +162,5 @@ async def _event_stream(served: ServedModel, prompt: str, options: dict, request
     except Exception as err:  # noqa: BLE001 (reported to the client as an error event)
         yield f"event: error\ndata: {json.dumps({'detail': str(err)})}\n\n"
         return
-    done = {"characters": produced, **({"reason": "shutdown"} if shutdown.is_set() else {})}
+    done = {"characters": produced, **({"reason": "shutdown"} if request.app.state.shutdown.is_set() else {})}
     yield f"event: done\ndata: {json.dumps(done)}\n\n"
