@@ -10,7 +10,7 @@ routes (`/v1/completions`, `/v1/chat/completions`, `/v1/embeddings`) come from t
 module `folio.serve.openai`, which also gives errors on OpenAI's paths OpenAI's shape.
 
 The event loop only moves bytes: decoding images, tokenizing and model work run in worker threads
-(`asyncio.to_thread`, `Batcher`, `until_disconnected`). Classification requests that arrive together are
+(`asyncio.to_thread`, `Batcher`, and for generation `folio.tasks.lm.batching`). Classification requests that arrive together are
 merged into one batch (`Batcher`); each model runs one batch at a time, and waiting requests are served in
 arrival order (asyncio locks are FIFO).
 
@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
@@ -51,8 +50,6 @@ from folio.serve.openai import (
 from folio.serve.page import PAGE
 from folio.serve.schemas import ErrorResponse
 from folio.tasks import TASKS, task_of
-
-T = TypeVar("T")
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
 log = logging.getLogger("folio.serve")
@@ -148,30 +145,6 @@ class Batcher:
                 if not future.done():
                     future.set_result(results[start : start + len(job_texts)])
                 start += len(job_texts)
-
-
-async def until_disconnected(request: Request, work: Callable[[threading.Event], T]) -> T:
-    """`work(stop)` run in a worker thread; `stop` is set when the client goes away (or this request is
-    cancelled), so work that checks it before each step (generation) ends at its next step and frees the model.
-
-    >>> text = await until_disconnected(request, lambda stop: generate(prompt, stop))    # doctest: +SKIP
-    """
-    stop = threading.Event()
-
-    async def watch() -> None:  # the body is read by now: the next message is the disconnect
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        stop.set()
-
-    watcher = asyncio.create_task(watch())
-    worker = asyncio.ensure_future(asyncio.to_thread(work, stop))
-    try:
-        return await asyncio.shield(worker)
-    finally:
-        stop.set()  # cancelled (the server stopping): the thread ends at its next step all the same
-        watcher.cancel()
-        if not worker.done():
-            await asyncio.wait([worker])
 
 
 class BodyLimit:
