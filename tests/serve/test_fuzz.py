@@ -28,7 +28,9 @@ from tests.helpers import FILLER, NEGATIVE, NUMBERS, PATTERN, POSITIVE  # noqa: 
 pytestmark = pytest.mark.slow
 
 OPERATIONS = [("GET", "/healthz"), ("GET", "/v1/models"), ("GET", "/"), ("POST", "/v1/generate"),
-              ("POST", "/v1/classify"), ("POST", "/v1/translate"), ("POST", "/v1/caption")]
+              ("POST", "/v1/classify"), ("POST", "/v1/translate"), ("POST", "/v1/caption"),
+              ("GET", "/v1/models/{model_id}"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions"),
+              ("POST", "/v1/embeddings")]
 # An operation without parameters has no invalid request to make: negative cases only for the POSTs.
 RUNS = [(method, path, mode) for method, path in OPERATIONS
         for mode in [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if method == "POST" else [])]
