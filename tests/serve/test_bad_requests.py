@@ -5,6 +5,7 @@ The routes come from the application itself, so a new one cannot be left out. Al
 one-line 500 that keeps the connection, and a generation whose client has gone stops at its next step."""
 
 import base64
+import collections
 import io
 import json
 import re
@@ -62,12 +63,14 @@ class OneConnection:
     def __init__(self, base: str):
         self.client = httpx.Client(base_url=base, timeout=60)
         self.connections = 0
+        self.sent: collections.Counter = collections.Counter()  # requests by route
 
     def _trace(self, event: str, info: dict) -> None:
         if event == "connection.connect_tcp.complete":
             self.connections += 1
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        self.sent[path.partition("?")[0]] += 1
         return self.client.request(method, path, extensions={"trace": self._trace}, **kwargs)
 
 
@@ -196,6 +199,8 @@ def test_every_route_refuses_bad_requests_and_keeps_the_connection(every_kind_ap
         checked += 1
     assert checked >= 7 + 3 * 4  # the model routes and at least healthz, models, page, openapi
     assert client.connections == 1, "a bad request cost the client its connection"
+    print(f"requests by route ({sum(client.sent.values())}, each refused with a 4xx but the last good one of a "
+          f"POST route): {dict(client.sent)}")  # bench/RESULTS.md's count (pytest -s)
 
 
 def test_an_unexpected_error_is_one_line_and_keeps_the_connection(served_app, server, monkeypatch):
