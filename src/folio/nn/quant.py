@@ -16,7 +16,7 @@ Formats (w: a weight, per output row):
   rounding is of scale and zero to bfloat16 (8 bits of mantissa): |Δw| ≤ (|q - 8|·|d| + |zero|)·2⁻⁹, a small
   part of 4-bit quantization's own step d.
 * int8: w = q · scale, q in -127..127, one scale per row. From float weights (`from_float`): the largest
-  |w| of the row is 127 steps, |Δw| ≤ scale / 2 = max|w| / 254. GGUF's Q8_0 has a scale per 32 weights; re-cut
+  |w| of the row is 127 steps (the scale rounded up to one bfloat16 holds exactly), |Δw| ≤ scale / 2 ≈ max|w| / 254. GGUF's Q8_0 has a scale per 32 weights; re-cut
   to one per row, the error added is at most half a step of the row's widest block, the size of Q8_0's own
   rounding there.
 * int4 from float weights (`from_float`, e.g. F16 GGUF tensors or a Hugging Face directory): per group of 32,
@@ -39,6 +39,7 @@ from folio.errors import ConfigError
 
 GROUP = 32  # inputs per int4 (scale, zero) pair: GGUF's block size
 _ROW_MULTIPLE = 16  # the int4 kernel wants a multiple of 16 output rows: others are padded
+_PACK_ROWS = 64  # its packed rows are independent in blocks of 32 (AVX2) or 64 rows: joined layers keep to those
 _CHUNK_ROWS = 4096  # rows quantized at a time, so a large matrix never exists whole in float32
 KINDS = ("int4", "int8")
 
@@ -116,7 +117,8 @@ class Int4Linear(QuantizedLinear):
         self.register_buffer("scale_zero", pairs.transpose(0, 1).contiguous())  # (in/32, N, 2): the kernel's layout
 
     def _matmul(self, rows: Tensor) -> Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, self.scale_zero)
+        pairs = self.scale_zero if self.scale_zero.is_contiguous() else self.scale_zero.contiguous()  # a joined part's
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, pairs)
         return y if y.size(1) == self.out_features else y[:, : self.out_features]
 
     def dequantized(self) -> Tensor:
@@ -124,7 +126,7 @@ class Int4Linear(QuantizedLinear):
         scale, zero = self.scale_zero.float().unbind(-1)  # (in/32, N)
         # the codes through the kernel itself: the identity with scale 1, zero 0 gives q - 8 (exact in bfloat16)
         unit = torch.stack([torch.ones_like(scale), torch.zeros_like(zero)], -1).to(self.compute_dtype)
-        codes = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, GROUP, unit).float().t()  # (N, in)
+        codes = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, GROUP, unit.contiguous()).float().t()
         weight = codes * scale.t().repeat_interleave(GROUP, 1) + zero.t().repeat_interleave(GROUP, 1)
         return weight[: self.out_features]
 
@@ -144,8 +146,8 @@ class Int4Linear(QuantizedLinear):
 
     @classmethod
     def _cat(cls, layers: Sequence[Int4Linear]) -> Int4Linear | None:
-        if any(layer.out_features % _ROW_MULTIPLE for layer in layers):
-            return None  # padded rows would land between the parts
+        if any(layer.out_features % _PACK_ROWS for layer in layers):
+            return None  # the parts' packed rows would not line up (or padded rows land between them)
         fused = cls.__new__(cls)
         QuantizedLinear.__init__(fused, layers[0].in_features, sum(layer.out_features for layer in layers),
                                  None if layers[0].bias is None else torch.cat([layer.bias for layer in layers]),
@@ -187,7 +189,8 @@ class Int8Linear(QuantizedLinear):
         codes, scales = [], []
         for chunk in _chunks(weight):
             chunk = chunk.float()
-            scale = chunk.abs().amax(1) / 127
+            # the scale the kernel will read (compute_dtype), rounded up so no code passes 127: |Δw| ≤ its half
+            scale = (chunk.abs().amax(1) / 127 * (1 + 2**-8)).to(compute_dtype).float()
             step = torch.where(scale > 0, scale, torch.ones_like(scale))
             codes.append((chunk / step[:, None]).round_().clamp_(-127, 127).to(torch.int8))
             scales.append(scale)
