@@ -199,3 +199,27 @@ def test_smollm2_int4_keeps_fp32s_greedy_tokens_on_most_prompts():
     same = sum(int4.generate(p, 50, top_k=1, stop_at_eos=False) == fp32.generate(p, 50, top_k=1, stop_at_eos=False)
                for p in PROMPTS)
     assert same >= 18, same
+
+
+def test_int4_packs_rows_in_chunks_as_the_kernel_packs_them_whole(monkeypatch):
+    import folio.nn.quant as quant
+
+    monkeypatch.setattr(quant, "_CHUNK_ROWS", 64)  # 200 rows: three full chunks, then 8 rows and 8 padded ones
+    codes = torch.randint(0, 16, (200, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    layer = Int4Linear(codes, torch.rand(200, 2), torch.rand(200, 2))
+    whole = torch.ops.aten._convert_weight_to_int4pack_for_cpu(F.pad(codes.int(), (0, 0, 0, 8), value=8), 1)
+    assert torch.equal(layer.packed, whole)
+    assert layer(torch.randn(3, 64)).shape == (3, 200)
+
+
+def test_a_llama_built_on_meta_imports_no_dynamo():
+    """The loader's placeholder model draws no initial values (on meta that would import torch._dynamo, ~95 MB)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom folio.models.llama import Llama, LlamaConfig\n"
+            "with torch.device('meta'):\n    model = Llama(LlamaConfig(vocab_size=64, hidden=32, heads=4, kv_heads=2, "
+            "ff_hidden=64, layers=1, context=16))\n"
+            "assert model.embedding.weight.is_meta\nprint('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

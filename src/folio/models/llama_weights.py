@@ -34,6 +34,7 @@ from torch import Tensor
 from folio.errors import CheckpointError, ConfigError
 from folio.models.llama import Llama, LlamaConfig
 from folio.nn.transformer import RotaryEmbedding
+from folio.runtime import low_peak_memory
 from folio.tokenizers.pretrained_lm import PretrainedLMTokenizer
 
 
@@ -115,12 +116,13 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
         tok = PretrainedLMTokenizer.from_gguf_metadata(metadata, path) if tokenizer else None
         config = gguf_config(metadata, set(tensors), path)
     config = replace(config, dropout=dropout)
-    kind, note = choose_dtype(dtype, tensors, config)
-    with torch.device("meta"):  # the layers without memory or random initialisation: the file gives every weight
-        model = Llama(config)
-    used = _load_quantized(model, tensors, path, kind) if kind in QUANTIZED_KINDS else set()
-    compute = COMPUTE_DTYPE.get(kind, dtype if isinstance(dtype, torch.dtype) else torch.float32)
-    model.load_state_dict(_file_state(model, tensors, path, compute, used), strict=not used, assign=True)
+    with low_peak_memory():  # a measurement, then tensor by tensor: the converted weights stay and the rest goes
+        kind, note = choose_dtype(dtype, tensors, config)
+        with torch.device("meta"):  # the layers without memory or random initialisation: the file gives every weight
+            model = Llama(config)
+        used = _load_quantized(model, tensors, path, kind) if kind in QUANTIZED_KINDS else set()
+        compute = COMPUTE_DTYPE.get(kind, dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        model.load_state_dict(_file_state(model, tensors, path, compute, used), strict=not used, assign=True)
     if config.tied and kind not in QUANTIZED_KINDS:
         model.head.weight = model.embedding.weight  # assign=True gave the head a Parameter of its own
     rotary = RotaryEmbedding(config.head_dim, config.context, config.rope_base).to(compute)  # derived: not in the file
@@ -131,6 +133,7 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
 
 
 QUANTIZED_KINDS = ("int4", "int8")
+_CHUNK_ROWS = 1024  # rows of a large tensor read and dequantized at a time (float32 of 576 columns: 2.4 MB)
 
 
 def choose_dtype(dtype: torch.dtype | str, tensors: Mapping[str, Any], config: LlamaConfig) -> tuple[str, str]:
@@ -183,7 +186,7 @@ def _float_rows(tensor: Any, heads: int | None):
     if heads is not None:
         whole = tensor.dequantize() if isinstance(tensor, StoredTensor) else tensor.float()
         return unpermute_rotary(whole, heads)
-    return tensor.row_chunks() if isinstance(tensor, StoredTensor) else tensor.float().split(4096)
+    return tensor.row_chunks() if isinstance(tensor, StoredTensor) else tensor.float().split(_CHUNK_ROWS)
 
 
 def _load_quantized(model: Llama, tensors: Mapping[str, Any], source: Path, kind: str) -> set[str]:
@@ -348,7 +351,7 @@ class StoredTensor:
         shape = (stop - start, self.shape[-1]) if len(self.shape) > 1 else self.shape
         return dequantize(self.raw(start, stop), self.qtype, shape, self.what)
 
-    def row_chunks(self, rows: int = 4096):
+    def row_chunks(self, rows: int = _CHUNK_ROWS):
         """The float32 rows, `rows` at a time (a large matrix is never whole in float32)."""
         total = self.shape[0]
         return (self.dequantize(start, start + rows) for start in range(0, total, rows))

@@ -40,7 +40,7 @@ from folio.errors import ConfigError
 GROUP = 32  # inputs per int4 (scale, zero) pair: GGUF's block size
 _ROW_MULTIPLE = 16  # the int4 kernel wants a multiple of 16 output rows: others are padded
 _PACK_ROWS = 64  # its packed rows are independent in blocks of 32 (AVX2) or 64 rows: joined layers keep to those
-_CHUNK_ROWS = 4096  # rows quantized at a time, so a large matrix never exists whole in float32
+_CHUNK_ROWS = 1024  # rows quantized at a time: a large matrix is never whole in float32 (1024 rows of 576: 2.4 MB)
 KINDS = ("int4", "int8")
 
 
@@ -97,6 +97,17 @@ def _chunks(weight: Tensor | Iterable[Tensor]) -> Iterable[Tensor]:
     return weight
 
 
+def _joined(chunks: list[Tensor]) -> Tensor:
+    """The chunks end to end, each freed as it is copied (`torch.cat` would hold every chunk and the whole)."""
+    whole = torch.empty(sum(c.size(0) for c in chunks), *chunks[0].shape[1:], dtype=chunks[0].dtype)
+    start = 0
+    while chunks:
+        chunk = chunks.pop(0)
+        whole[start : start + chunk.size(0)] = chunk
+        start += chunk.size(0)
+    return whole
+
+
 class Int4Linear(QuantizedLinear):
     """Groups of 32 weights of a row with a (scale, zero) each: w = (q - 8)·scale + zero. `codes` (out, in)
     integers 0..15; `scale`, `zero` (out, in/32)."""
@@ -110,10 +121,17 @@ class Int4Linear(QuantizedLinear):
             raise ConfigError(f"int4 weights need a multiple of {GROUP} inputs, got {in_features}")
         super().__init__(in_features, out_features, bias, compute_dtype)
         pad = -out_features % _ROW_MULTIPLE
-        codes = F.pad(codes.to(torch.int32), (0, 0, 0, pad), value=8)
         pairs = torch.stack([scale, zero], dim=-1).to(compute_dtype)  # (out, in/32, 2)
         pairs = F.pad(pairs, (0, 0, 0, 0, 0, pad))
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))  # (N, in/2)
+        # packed a block of rows at a time (the kernel packs rows independently), so that the int32 codes it
+        # wants are never whole: a (49152, 576) table's would be 113 MB
+        packed = torch.empty(out_features + pad, in_features // 2, dtype=torch.uint8)  # (N, in/2)
+        for start in range(0, out_features + pad, _CHUNK_ROWS):
+            chunk = codes[start : start + _CHUNK_ROWS].to(torch.int32)
+            if chunk.size(0) < min(_CHUNK_ROWS, out_features + pad - start):  # the padded rows at the end
+                chunk = F.pad(chunk, (0, 0, 0, min(_CHUNK_ROWS, out_features + pad - start) - chunk.size(0)), value=8)
+            packed[start : start + chunk.size(0)] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(chunk, 1)
+        self.register_buffer("packed", packed)
         self.register_buffer("scale_zero", pairs.transpose(0, 1).contiguous())  # (in/32, N, 2): the kernel's layout
 
     def _matmul(self, rows: Tensor) -> Tensor:
@@ -142,7 +160,7 @@ class Int4Linear(QuantizedLinear):
                          .reshape(chunk.shape))
             scales.append(scale)
             zeros.append(low + 8 * scale)
-        return cls(torch.cat(codes), torch.cat(scales), torch.cat(zeros), bias, compute_dtype)
+        return cls(_joined(codes), torch.cat(scales), torch.cat(zeros), bias, compute_dtype)
 
     @classmethod
     def _cat(cls, layers: Sequence[Int4Linear]) -> Int4Linear | None:
@@ -194,7 +212,7 @@ class Int8Linear(QuantizedLinear):
             step = torch.where(scale > 0, scale, torch.ones_like(scale))
             codes.append((chunk / step[:, None]).round_().clamp_(-127, 127).to(torch.int8))
             scales.append(scale)
-        return cls(torch.cat(codes), torch.cat(scales), bias, compute_dtype)
+        return cls(_joined(codes), torch.cat(scales), bias, compute_dtype)
 
     @classmethod
     def _cat(cls, layers: Sequence[Int8Linear]) -> Int8Linear:
@@ -254,8 +272,9 @@ def _best_seconds(fn, repeats: int = 5) -> float:
     return best
 
 
-def memory_bandwidth(megabytes: int = 64) -> float:
-    """Bytes per second one thread moves from memory (copying a buffer larger than the caches, best of 3)."""
+def memory_bandwidth(megabytes: int = 32) -> float:
+    """Bytes per second one thread moves from memory (copying a buffer larger than the caches, best of 3: source
+    and copy together twice a 32 MB L3 cache, and no more, since this runs in every `--dtype auto` load)."""
     source = torch.ones(megabytes << 18)  # float32: megabytes·2²⁰ bytes
     target = torch.empty_like(source)
     seconds = _best_seconds(lambda: target.copy_(source), repeats=3)
