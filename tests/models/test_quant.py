@@ -223,3 +223,13 @@ def test_a_llama_built_on_meta_imports_no_dynamo():
             "assert model.embedding.weight.is_meta\nprint('torch._dynamo' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_decode_threads_counts_a_quantized_models_buffers():
+    from folio.models.llama import Llama, LlamaConfig
+    from folio.tasks.lm.inference import model_weights
+
+    model = quantize_model(Llama(LlamaConfig(vocab_size=64, hidden=64, heads=4, kv_heads=2, ff_hidden=128, layers=2,
+                                             context=32)), "int4")
+    assert sum(p.numel() for p in model.parameters()) < model_weights(model)  # the weights are buffers now
+    assert model_weights(model) >= sum(b.numel() for b in model.buffers())
