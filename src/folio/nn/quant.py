@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.runtime import threads
 
 GROUP = 32  # inputs per int4 (scale, zero) pair: GGUF's block size
 _ROW_MULTIPLE = 16  # the int4 kernel wants a multiple of 16 output rows: others are padded
@@ -290,10 +291,12 @@ def fastest_kind(candidates: Sequence[str], rows: int, columns: int, bandwidth: 
         >>> fastest_kind(["fp32", "int4"], 3072, 576)      # doctest: +SKIP
         ('int4', {'fp32': 0.00064, 'int4': 0.00047})
     """
-    bandwidth = bandwidth or memory_bandwidth()
     weight = torch.randn(rows, columns) * 0.02
     estimates = {}
-    with torch.inference_mode():
+    # on one thread, as one stream decodes (`folio.tasks.lm.inference.decode_threads`): two threads on a busy
+    # machine once timed int4 at 7.9 ms against fp32's 0.8 (waiting on each other), and auto took fp32
+    with torch.inference_mode(), threads(1):
+        bandwidth = bandwidth or memory_bandwidth()
         for kind in candidates:
             if kind in LINEAR_CLASSES:
                 layer = LINEAR_CLASSES[kind].from_float(weight)
