@@ -26,14 +26,14 @@ def _readable(token: str) -> bool:
     return text.isascii() and text.isprintable()
 
 
-def tiny_llama(seed: int = 0, tied: bool = True, layers: int = 2):
+def tiny_llama(seed: int = 0, tied: bool = True, layers: int = 2, ff_hidden: int = 48):
     """A random Llama over `tiny_tokens()` (grouped-query attention, 4 heads, 2 key/value heads), its weights
     large enough that the logits are far from uniform, and its output rows of non-ASCII bytes small, so that it
     writes (random) ASCII text rather than broken UTF-8."""
     from folio.models.llama import Llama, LlamaConfig
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tiny_tokens()), layers=layers, heads=4, kv_heads=2, hidden=32, ff_hidden=48,
+    config = LlamaConfig(vocab_size=len(tiny_tokens()), layers=layers, heads=4, kv_heads=2, hidden=32, ff_hidden=ff_hidden,
                          context=64, rope_base=5000.0, tied=tied)
     model = Llama(config).eval()
     with torch.no_grad():
@@ -49,8 +49,9 @@ def _llama_cpp_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def write_gguf(path: str | Path, model, chat_template: str | None = CHAT_TEMPLATE) -> Path:
-    """`model` (a Folio Llama over `tiny_tokens()`) as a float32 GGUF file with its tokenizer."""
+def write_gguf(path: str | Path, model, chat_template: str | None = CHAT_TEMPLATE, types: dict | None = None) -> Path:
+    """`model` (a Folio Llama over `tiny_tokens()`) as a GGUF file with its tokenizer, each tensor in
+    `types.get(GGUF name, F32)` (Q4_0, Q4_1, Q8_0...: rows of a multiple of 32 values)."""
     from folio.models.llama_weights import _foreign_name
 
     c = model.config
@@ -59,7 +60,7 @@ def write_gguf(path: str | Path, model, chat_template: str | None = CHAT_TEMPLAT
     hyper = {"context_length": c.context, "embedding_length": c.hidden, "block_count": c.layers,
              "feed_forward_length": c.ff_hidden, "head_count": c.heads, "head_count_kv": c.kv_heads,
              "rope_freq_base": c.rope_base, "layer_norm_rms_eps": c.norm_eps, "vocab_size": c.vocab_size}
-    return write_gguf_file(path, hyper, tensors, chat_template=chat_template)
+    return write_gguf_file(path, hyper, tensors, chat_template=chat_template, types=types)
 
 
 def write_gguf_file(path: str | Path, hyper: dict, tensors: dict, arch: str = "llama", tokenizer: bool = True,

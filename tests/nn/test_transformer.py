@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from folio.errors import ConfigError
 from folio.nn.masks import causal_mask, lengths_to_mask
@@ -222,3 +223,20 @@ def test_fused_projections_give_the_same_outputs_keep_names_and_train_the_same_p
     block.train()
     block(x, causal=True)[0].sum().backward()
     assert attention.k_proj.weight.grad is not None and block.ff.gate.weight.grad is not None
+
+
+@pytest.mark.parametrize("kv_heads", [3, 9])
+def test_one_query_bf16_attention_matches_the_fused_kernel(kv_heads):
+    """A decoding step's attention in bf16 (two float32 products) against PyTorch's kernel on the same inputs, keys
+    read through a cache's view of a larger buffer, grouped and plain heads."""
+    from folio.nn.transformer import scaled_dot_product_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 9, 1, 64, generator=generator).bfloat16()
+    k, v = (torch.randn(2, kv_heads, 80, 64, generator=generator).bfloat16()[:, :, :70] for _ in range(2))
+    out, _ = scaled_dot_product_attention(q, k, v, causal=True)
+    group = 9 // kv_heads
+    expected = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(group, 1),
+                                              v.float().repeat_interleave(group, 1))
+    assert out.shape == (2, 9, 1, 64) and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, atol=1e-2, rtol=1e-2)

@@ -65,7 +65,8 @@ def normal_init(module: nn.Module) -> None:
 
         model.apply(normal_init)
     """
-    if isinstance(module, (nn.Linear, nn.Embedding)):
+    if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
+        # (a meta weight, a loader's placeholder, has no values to draw; drawing them imports torch._dynamo: 95 MB)
         nn.init.normal_(module.weight, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)

@@ -77,7 +77,10 @@ class Llama(GPT):
         nn.Module.__init__(self)  # not GPT.__init__: these layers take the places of GPT's, name for name
         self.config = config
         c = config
-        self.embedding = nn.Embedding(c.vocab_size, c.hidden)
+        # built on the meta device (a loader's placeholder, `load_pretrained`), no values are drawn: drawing them
+        # there imports torch._dynamo, 95 MB of a sampling process's memory
+        placeholder = torch.empty(c.vocab_size, c.hidden) if torch.empty(0).is_meta else None
+        self.embedding = nn.Embedding(c.vocab_size, c.hidden, _weight=placeholder)
         self.positions = None  # positions are rotations inside the attention
         self.dropout = nn.Dropout(c.dropout)
         rotary = RotaryEmbedding(c.head_dim, c.context, c.rope_base)  # one (context, head_dim) table for all layers

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch import Tensor
 from folio.errors import CheckpointError, ConfigError
 from folio.models.llama import Llama, LlamaConfig
 from folio.nn.transformer import RotaryEmbedding
+from folio.runtime import low_peak_memory
 from folio.tokenizers.pretrained_lm import PretrainedLMTokenizer
 
 
@@ -89,29 +91,152 @@ def is_pretrained_source(source: str | Path) -> bool:
     return isinstance(config, dict) and "model_type" in config and "task" not in config
 
 
-def load_pretrained(source: str | Path, dtype: torch.dtype = torch.float32, tokenizer: bool = True,
+DTYPES = ("auto", "fp32", "bf16", "int4", "int8")  # --dtype: how the weights are held and computed with
+FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+COMPUTE_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "int4": torch.bfloat16, "int8": torch.bfloat16}
+
+
+def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32, tokenizer: bool = True,
                     dropout: float = 0.0) -> tuple[Llama, PretrainedLMTokenizer | None]:
-    """The pretrained Llama (in eval mode, its weights in `dtype`) and its tokenizer (None when not asked for)
-    from a GGUF file, a Hugging Face directory, or a name in `PRETRAINED`. `dropout`: the model's dropout for
-    fine-tuning (`LlamaConfig.dropout`; a pretrained file has none)."""
+    """The pretrained Llama (in eval mode) and its tokenizer (None when not asked for) from a GGUF file, a
+    Hugging Face directory, or a name in `PRETRAINED`. `dropout`: the model's dropout for fine-tuning
+    (`LlamaConfig.dropout`; a pretrained file has none).
+
+    `dtype`: a torch float dtype, or one of `DTYPES`: fp32 | bf16 (the weights in that type); int4 | int8
+    (`folio.nn.quant`'s layers for every linear layer, with bfloat16 activations and cache: a GGUF's Q4_0/Q4_1
+    blocks kept as stored under int4, its Q8_0 tensors as int8 rows, other tensors quantized at load); auto
+    (of the formats that hold the file's weights without loss, the fastest on this CPU: `choose_dtype`). The
+    choice and its reason are `model.dtype_note`."""
     path = pretrained_path(source)
     if path.is_dir():
         config, tensors = _hf_checkpoint(path)
         tok = PretrainedLMTokenizer.from_directory(path) if tokenizer else None
     else:
-        metadata, tensors = read_gguf(path)
+        metadata, tensors = read_gguf_stored(path)
         tok = PretrainedLMTokenizer.from_gguf_metadata(metadata, path) if tokenizer else None
         config = gguf_config(metadata, set(tensors), path)
     config = replace(config, dropout=dropout)
-    with torch.device("meta"):  # the layers without memory or random initialisation: the file gives every weight
-        model = Llama(config)
-    model.load_state_dict(_file_state(model, tensors, path, dtype), strict=True, assign=True)
-    if config.tied:
+    with low_peak_memory():  # a measurement, then tensor by tensor: the converted weights stay and the rest goes
+        kind, note = choose_dtype(dtype, tensors, config)
+        with torch.device("meta"):  # the layers without memory or random initialisation: the file gives every weight
+            model = Llama(config)
+        used = _load_quantized(model, tensors, path, kind) if kind in QUANTIZED_KINDS else set()
+        compute = COMPUTE_DTYPE.get(kind, dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        model.load_state_dict(_file_state(model, tensors, path, compute, used), strict=not used, assign=True)
+    if config.tied and kind not in QUANTIZED_KINDS:
         model.head.weight = model.embedding.weight  # assign=True gave the head a Parameter of its own
-    rotary = RotaryEmbedding(config.head_dim, config.context, config.rope_base)  # derived, so not in the file
+    rotary = RotaryEmbedding(config.head_dim, config.context, config.rope_base).to(compute)  # derived: not in the file
     for block in model.blocks:
         block.self_attn.rotary = rotary
+    model.dtype_note = note
     return model.eval(), tok
+
+
+QUANTIZED_KINDS = ("int4", "int8")
+_CHUNK_ROWS = 1024  # rows of a large tensor read and dequantized at a time (float32 of 576 columns: 2.4 MB)
+
+
+def choose_dtype(dtype: torch.dtype | str, tensors: Mapping[str, Any], config: LlamaConfig) -> tuple[str, str]:
+    """`load_pretrained`'s `dtype` → (fp32 | bf16 | int4 | int8, a line saying what was chosen and why).
+
+    auto: the formats that hold the file's linear weights without loss (float32 always; int4 for Q4_0/Q4_1
+    blocks, int8 for Q8_0, bf16 for BF16 tensors) are measured by `folio.nn.quant.fastest_kind` on the
+    model's largest layer shape, and the fastest is taken."""
+    if isinstance(dtype, torch.dtype):
+        names = {v: k for k, v in FLOAT_DTYPES.items()}
+        if dtype not in names:
+            raise ConfigError(f"dtype {dtype}: choose {', '.join(DTYPES)}")
+        dtype = names[dtype]
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype, f"--dtype {dtype}: {_describe(dtype)}"
+    from collections import Counter
+
+    from folio.nn.quant import fastest_kind
+
+    stored = Counter(_stored_type(t) for name, t in tensors.items() if ".attn_" in name or ".ffn_" in name or "mlp." in name
+                     or "self_attn." in name)
+    lossless = {"Q4_0": "int4", "Q4_1": "int4", "Q8_0": "int8", "BF16": "bf16"}
+    candidates = ["fp32"] + sorted({lossless[t] for t in stored if t in lossless})
+    if len(candidates) == 1 or not torch.backends.cpu.get_cpu_capability():
+        return "fp32", f"--dtype auto: fp32 ({_describe('fp32')}; the file's weights are {', '.join(stored)})"
+    kind, seconds = fastest_kind(candidates, 2 * config.ff_hidden, config.hidden)
+    timings = ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in seconds.items())
+    return kind, (f"--dtype auto: {kind} ({_describe(kind)}), the fastest on this CPU of the formats that hold the "
+                  f"file's weights as stored (one-row product of {2 * config.ff_hidden}x{config.hidden}: {timings})")
+
+
+def _describe(kind: str) -> str:
+    return {"fp32": "float32 weights and activations", "bf16": "bfloat16 weights and activations",
+            "int4": "int4 weights (Q8_0 tensors int8), bfloat16 activations",
+            "int8": "int8 weights, bfloat16 activations"}[kind]
+
+
+def _stored_type(tensor: Any) -> str:
+    """A tensor's storage type name: GGML's (Q4_1, F16...) or PyTorch's (as F32, F16, BF16)."""
+    if isinstance(tensor, StoredTensor):
+        return tensor.qtype.name
+    return {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}.get(tensor.dtype, str(tensor.dtype))
+
+
+def _float_rows(tensor: Any, heads: int | None):
+    """A stored or loaded tensor as float32 rows: the whole of it, or chunks of rows (the large ones), with
+    llama.cpp's query/key row order undone (`heads`)."""
+    if heads is not None:
+        whole = tensor.dequantize() if isinstance(tensor, StoredTensor) else tensor.float()
+        return unpermute_rotary(whole, heads)
+    return tensor.row_chunks() if isinstance(tensor, StoredTensor) else tensor.float().split(_CHUNK_ROWS)
+
+
+def _load_quantized(model: Llama, tensors: Mapping[str, Any], source: Path, kind: str) -> set[str]:
+    """Put a quantized layer (`folio.nn.quant`) in the place of every linear layer of `model` (on the meta device),
+    made from the file's tensors: GGUF Q4_0/Q4_1 blocks as they are (int4), Q8_0 tensors as int8 rows, the rest
+    quantized to `kind`. The embedding reads its rows from an int8 table (the tied head's own). Returns the file's
+    tensor names used."""
+    from folio.nn.quant import LINEAR_CLASSES, Int4Linear, Int8Linear, QuantizedEmbedding
+
+    gguf = not source.is_dir()
+    used = set()
+
+    def tensor_of(ours: str, shape: tuple[int, ...]):
+        theirs = _foreign_name(ours, gguf)
+        if theirs not in tensors:
+            raise CheckpointError(f"{source}: the weight {theirs!r} is missing")
+        if tuple(tensors[theirs].shape) != shape:
+            raise CheckpointError(f"{source}: {theirs} has shape {tuple(tensors[theirs].shape)}, the model expects {shape}")
+        used.add(theirs)
+        return tensors[theirs]
+
+    def build(name: str, linear: torch.nn.Linear):
+        weight = tensor_of(f"{name}.weight", tuple(linear.weight.shape))
+        heads = {"self_attn.q_proj": model.config.heads, "self_attn.k_proj": model.config.kv_heads}.get(
+            name.split(".", 2)[-1]) if gguf else None
+        bias = None
+        if linear.bias is not None:
+            bias = _float_rows(tensor_of(f"{name}.bias", tuple(linear.bias.shape)), heads)
+            bias = bias if isinstance(bias, Tensor) else torch.cat(list(bias))
+        parts = weight.int4_parts() if kind == "int4" and isinstance(weight, StoredTensor) else None
+        if parts is not None:  # the file's own blocks
+            if heads is not None:
+                parts = tuple(unpermute_rotary(part, heads) for part in parts)
+            return Int4Linear(*parts, bias=bias)
+        layer_kind = "int8" if _stored_type(weight) == "Q8_0" else kind
+        return LINEAR_CLASSES[layer_kind].from_float(_float_rows(weight, heads), bias)
+
+    config = model.config
+    table = tensor_of("embedding.weight", (config.vocab_size, config.hidden))
+    for name, linear in [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]:
+        if name == "head" and config.tied:
+            # the embedding's matrix: its Q4 blocks as int4, as llama.cpp reads them; else one int8 table for both
+            parts = table.int4_parts() if kind == "int4" and isinstance(table, StoredTensor) else None
+            model.head = Int4Linear(*parts) if parts else Int8Linear.from_float(_float_rows(table, None))
+            continue
+        owner, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attribute, build(name, linear))
+    shared = config.tied and isinstance(model.head, Int8Linear)
+    model.embedding = QuantizedEmbedding(model.head if shared else Int8Linear.from_float(_float_rows(table, None)))
+    return used
 
 
 # The names of each block's weights: Folio's → (GGUF's after "blk.N.", Hugging Face's after "model.layers.N.").
@@ -140,27 +265,32 @@ def _foreign_name(ours: str, gguf: bool) -> str:
     return f"{_TOP_NAMES[module][which]}.{kind}"
 
 
-def _file_state(model: Llama, tensors: Mapping[str, Tensor], source: Path, dtype: torch.dtype) -> dict[str, Tensor]:
-    """The file's tensors under Folio's names, in `dtype`: each present with the model's shape, the GGUF query
-    and key rows put back in Folio's order, and every tensor of the file used."""
+def _file_state(model: Llama, tensors: Mapping[str, Any], source: Path, dtype: torch.dtype,
+                used: set[str] = frozenset()) -> dict[str, Tensor]:
+    """The file's tensors (loaded, or `StoredTensor`s) under Folio's names, in `dtype`, for the model's weights
+    still on the meta device: each present with the model's shape, the GGUF query and key rows put back in
+    Folio's order, and every tensor of the file used (`used`: those a quantized layer took already)."""
     gguf = not source.is_dir()
-    state, used = {}, set()
+    state, used = {}, set(used)
+    tied = model.config.tied and isinstance(model.head, torch.nn.Linear)
     for ours, target in model.state_dict().items():
-        if ours == "head.weight" and model.config.tied:
-            continue  # the embedding's matrix
+        if (ours == "head.weight" and tied) or not target.is_meta:
+            continue  # the embedding's matrix; a quantized layer's buffers
         theirs = _foreign_name(ours, gguf)
         if theirs not in tensors:
             raise CheckpointError(f"{source}: the weight {theirs!r} is missing")
         tensor = tensors[theirs]
         if tuple(tensor.shape) != tuple(target.shape):
             raise CheckpointError(f"{source}: {theirs} has shape {tuple(tensor.shape)}, the model expects {tuple(target.shape)}")
+        if isinstance(tensor, StoredTensor):
+            tensor = tensor.dequantize()
         if gguf and ".attn_q." in theirs:
             tensor = unpermute_rotary(tensor, model.config.heads)
         elif gguf and ".attn_k." in theirs:
             tensor = unpermute_rotary(tensor, model.config.kv_heads)
         state[ours] = tensor.to(dtype)
         used.add(theirs)
-    if model.config.tied:
+    if tied:
         state["head.weight"] = state["embedding.weight"]
     unused = sorted(set(tensors) - used)
     if unused:
@@ -177,6 +307,74 @@ GGUF_MAGIC = b"GGUF"
 def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """A GGUF file's metadata (field name → value) and its tensors, dequantized to float32 in PyTorch's
     (row-major) shapes."""
+    metadata, stored = read_gguf_stored(path)
+    return metadata, {name: tensor.dequantize() for name, tensor in stored.items()}
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """A GGUF tensor where it lies in its file, read when asked (with `pread`, so a process that converts a
+    model tensor by tensor holds neither the file's pages nor a float32 copy of the model)."""
+
+    path: Path
+    name: str
+    offset: int  # of its first byte in the file
+    qtype: Any  # gguf.GGMLQuantizationType
+    shape: tuple[int, ...]  # PyTorch's order: (rows, columns) for a matrix
+
+    @property
+    def what(self) -> str:
+        return f"{self.path}: tensor {self.name}"
+
+    @property
+    def row_bytes(self) -> int:
+        import gguf
+
+        block_size, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
+        return self.shape[-1] // block_size * type_size
+
+    def raw(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The bytes of rows start..stop (all by default) as a flat uint8 array."""
+        rows = math.prod(self.shape[:-1])
+        stop = rows if stop is None else min(stop, rows)
+        count = (stop - start) * self.row_bytes
+        with self.path.open("rb") as file:
+            data = os.pread(file.fileno(), count, self.offset + start * self.row_bytes)
+        if len(data) != count:
+            raise CheckpointError(f"{self.what} ends early: the file is truncated")
+        return np.frombuffer(bytearray(data), dtype=np.uint8)
+
+    def dequantize(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """Rows start..stop (all by default) in float32."""
+        rows = math.prod(self.shape[:-1])
+        stop = rows if stop is None else min(stop, rows)
+        shape = (stop - start, self.shape[-1]) if len(self.shape) > 1 else self.shape
+        return dequantize(self.raw(start, stop), self.qtype, shape, self.what)
+
+    def row_chunks(self, rows: int = _CHUNK_ROWS):
+        """The float32 rows, `rows` at a time (a large matrix is never whole in float32)."""
+        total = self.shape[0]
+        return (self.dequantize(start, start + rows) for start in range(0, total, rows))
+
+    def int4_parts(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Q4_0 or Q4_1 blocks as `folio.nn.quant.Int4Linear`'s (codes, scale, zero), exactly (None for other
+        types): Q4_0's d·(q - 8) is scale d, zero 0; Q4_1's d·q + m is scale d, zero m + 8d."""
+        name = self.qtype.name
+        if name not in ("Q4_0", "Q4_1") or len(self.shape) != 2:
+            return None
+        blocks = torch.from_numpy(self.raw()).view(self.shape[0], -1, 18 if name == "Q4_0" else 20)  # (rows, n, bytes)
+        scale = blocks[..., :2].contiguous().view(torch.float16).float()[..., 0]  # (rows, n)
+        packed = blocks[..., 2:] if name == "Q4_0" else blocks[..., 4:]
+        codes = torch.cat([packed & 0x0F, packed >> 4], dim=-1).reshape(self.shape)  # (rows, columns) 0..15
+        if name == "Q4_0":
+            return codes, scale, torch.zeros_like(scale)
+        minimum = blocks[..., 2:4].contiguous().view(torch.float16).float()[..., 0]
+        return codes, scale, minimum + 8 * scale
+
+
+def read_gguf_stored(path: str | Path) -> tuple[dict[str, Any], dict[str, StoredTensor]]:
+    """A GGUF file's metadata (field name → value: numbers, strings, lists) and its tensors as `StoredTensor`s,
+    unread (their types and sizes checked against the file)."""
     path = Path(path)
     try:
         import gguf
@@ -185,23 +383,104 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     try:
         with path.open("rb") as file:
             magic = file.read(4)
+            size = os.fstat(file.fileno()).st_size
+            if magic != GGUF_MAGIC:
+                raise CheckpointError(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
+            header = _GGUFHeader(file, path)
+            metadata, infos = header.read()
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err}") from err
-    if magic != GGUF_MAGIC:
-        raise CheckpointError(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
-    try:
-        reader = gguf.GGUFReader(path)
-        metadata = {name: field.contents() for name, field in reader.fields.items()}
-    except Exception as err:  # what the reader raises on a short or damaged file: ValueError, IndexError...
-        raise CheckpointError(f"{path} is truncated or damaged: the GGUF reader failed ({err})") from err
-    if reader.byte_order != "I":
-        raise CheckpointError(f"{path} is a big-endian GGUF file; Folio reads little-endian ones")
+    alignment = int(metadata.get("general.alignment", 32))
+    start = -(-header.position // alignment) * alignment  # the tensor data begins at the next multiple of the alignment
     tensors = {}
-    for tensor in reader.tensors:
-        shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists dimensions fastest first
-        raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)
-        tensors[tensor.name] = dequantize(raw, tensor.tensor_type, shape, f"{path}: tensor {tensor.name}")
+    for name, shape, type_id, offset in infos:
+        what = f"{path}: tensor {name}"
+        try:
+            qtype = gguf.GGMLQuantizationType(type_id)
+            block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{what} has the unknown GGML type {type_id}: re-quantize the model with llama.cpp's "
+                                  "llama-quantize (Q4_0, Q4_1, Q8_0, F16...)") from err
+        if qtype.name not in _DEQUANTIZERS:  # a type only the gguf package reads: probe it on one block now
+            dequantize(np.zeros(type_size, np.uint8), qtype, (block_size,), what)
+        count = math.prod(shape)
+        if count % block_size or shape[-1] % block_size:
+            raise CheckpointError(f"{what} has shape {shape}, not whole blocks of {block_size} {qtype.name} values")
+        if start + offset + count // block_size * type_size > size:
+            raise CheckpointError(f"{path} is truncated or damaged: tensor {name} ends past the end of the file")
+        tensors[name] = StoredTensor(path, name, start + offset, qtype, shape)
     return metadata, tensors
+
+
+class _GGUFHeader:
+    """GGUF's header (versions 2 and 3, little-endian): key/value metadata, then each tensor's name, shape, type
+    and offset. Read with `struct` in one pass: the `gguf` package's reader keeps a NumPy view per list item, a
+    few hundred MB for a tokenizer's 100,000 strings."""
+
+    _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+    _STRING, _ARRAY = 8, 9
+
+    def __init__(self, file, path: Path):
+        file.seek(0)
+        self.file, self.data, self.path, self.position = file, bytearray(), path, 4
+
+    def _need(self, count: int) -> None:
+        """Read on until `count` bytes past the position are in hand (the header only, never the tensors)."""
+        while len(self.data) < self.position + count:
+            chunk = self.file.read(max(1 << 20, self.position + count - len(self.data)))
+            if not chunk:
+                raise CheckpointError(f"{self.path} is truncated or damaged: its header ends early")
+            self.data += chunk
+
+    def _take(self, fmt: str):
+        import struct
+
+        size = struct.calcsize(fmt)
+        self._need(size)
+        value = struct.unpack_from(fmt, self.data, self.position)[0]
+        self.position += size
+        return value
+
+    def _string(self) -> str:
+        length = self._take("<Q")
+        self._need(length)
+        text = self.data[self.position : self.position + length].decode("utf-8", errors="replace")
+        self.position += length
+        return text
+
+    def _value(self, type_id: int):
+        if type_id == self._STRING:
+            return self._string()
+        if type_id == self._ARRAY:
+            item_type, count = self._take("<I"), self._take("<Q")
+            if item_type in self._SCALARS and item_type != 7:  # numbers: one NumPy read
+                dtype = np.dtype(self._SCALARS[item_type])
+                self._need(count * dtype.itemsize)
+                values = np.frombuffer(bytes(self.data[self.position : self.position + count * dtype.itemsize]),
+                                       dtype).tolist()
+                self.position += count * dtype.itemsize
+                return values
+            return [self._value(item_type) for _ in range(count)]
+        if type_id not in self._SCALARS:
+            raise CheckpointError(f"{self.path} is damaged: metadata value type {type_id} is not GGUF's")
+        return self._take(self._SCALARS[type_id])
+
+    def read(self) -> tuple[dict[str, Any], list[tuple[str, tuple[int, ...], int, int]]]:
+        version = self._take("<I")
+        if version not in (2, 3):
+            raise CheckpointError(f"{self.path}: GGUF version {version}; Folio reads versions 2 and 3 "
+                                  "(a big-endian file reads as a huge version)")
+        tensor_count, field_count = self._take("<Q"), self._take("<Q")
+        metadata = {}
+        for _ in range(field_count):
+            key = self._string()
+            metadata[key] = self._value(self._take("<I"))
+        infos = []
+        for _ in range(tensor_count):
+            name = self._string()
+            dims = [self._take("<Q") for _ in range(self._take("<I"))]
+            infos.append((name, tuple(reversed(dims)), self._take("<I"), self._take("<Q")))  # PyTorch's order
+        return metadata, infos
 
 
 def _half(pairs: Tensor) -> Tensor:
@@ -359,5 +638,5 @@ def _hf_checkpoint(directory: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
     return config, tensors
 
 
-__all__ = ["PRETRAINED", "PackagedModel", "dequantize", "gguf_config", "hf_config", "is_pretrained_source", "load_pretrained",
-           "pretrained_path", "read_gguf", "unpermute_rotary"]
+__all__ = ["DTYPES", "PRETRAINED", "PackagedModel", "StoredTensor", "choose_dtype", "dequantize", "gguf_config", "hf_config", "is_pretrained_source", "load_pretrained",
+           "pretrained_path", "read_gguf", "read_gguf_stored", "unpermute_rotary"]

