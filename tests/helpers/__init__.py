@@ -17,11 +17,12 @@ from tests.helpers.corpora import (
     synthetic_reviews,
     topic_documents,
 )
-from tests.helpers.processes import ForkServer, folio_command, free_port, run_folio, wait_until_healthy
+from tests.helpers.processes import ForkServer, folio_command, free_port, run_folio, serving, wait_until_healthy
 from tests.helpers.toy import ToyBatch, ToyBatches, ToyRecurrent, ToyRegressor
 
 __all__ = [
     "FILLER", "NEGATIVE", "NUMBERS", "PATTERN", "POSITIVE", "TOPICS", "number_pairs", "synthetic_reviews", "topic_documents",
-    "ForkServer", "folio_command", "free_port", "run_folio", "wait_until_healthy",
+    "ForkServer", "folio_command", "free_port", "run_folio",
+    "serving", "wait_until_healthy",
     "ToyBatch", "ToyBatches", "ToyRecurrent", "ToyRegressor",
 ]

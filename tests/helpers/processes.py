@@ -3,12 +3,14 @@ waiting for a server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -111,3 +113,22 @@ class ForkServer:
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def serving(app, seconds: float = 30):
+    """A real uvicorn server for `app` on a free loopback port, in a thread: yields its base URL once /healthz
+    answers, and stops it on exit."""
+    import uvicorn
+
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                             timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{instance.config.port}"
+    try:
+        assert wait_until_healthy(base, seconds), f"the server at {base} did not come up in {seconds} s"
+        yield base
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)

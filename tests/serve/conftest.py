@@ -2,11 +2,10 @@
 HTTP API tests and the browser tests of the page."""
 
 import json
-import threading
 
 import pytest
 
-from tests.helpers import PATTERN, free_port, number_pairs, synthetic_reviews, wait_until_healthy
+from tests.helpers import PATTERN, number_pairs, serving, synthetic_reviews
 
 
 def _train_models(root):
@@ -67,15 +66,6 @@ def served_app(served_models):
 def server(served_app):
     """The base URL of a running server with models `lm`, `imdb`, `numbers` and `shapes`."""
     pytest.importorskip("httpx")
-    uvicorn = pytest.importorskip("uvicorn")
-    app = served_app
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_until_healthy(base, seconds=10)
-    yield base
-    instance.should_exit = True
-    thread.join(timeout=10)
+    pytest.importorskip("uvicorn")
+    with serving(served_app) as base:
+        yield base

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.helpers import free_port, wait_until_healthy
+from tests.helpers import serving
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -139,16 +139,8 @@ def every_kind_app(served_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def every_kind_server(every_kind_app):
-    uvicorn = pytest.importorskip("uvicorn")
-    instance = uvicorn.Server(uvicorn.Config(every_kind_app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                             timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{instance.config.port}"
-    assert wait_until_healthy(base, seconds=30)
-    yield base
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with serving(every_kind_app) as base:
+        yield base
 
 
 def test_every_route_refuses_bad_requests_and_keeps_the_connection(every_kind_app, every_kind_server):

@@ -3,7 +3,6 @@ and chat (streamed and not), n, stop, seeds, usage, the model list, embeddings, 
 
 import base64
 import math
-import threading
 
 import pytest
 
@@ -12,7 +11,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("gguf")
 
-from tests.helpers import free_port, wait_until_healthy  # noqa: E402
+from tests.helpers import serving  # noqa: E402
 from tests.helpers.llama import tiny_llama, write_gguf  # noqa: E402
 
 # slow: the session's trained models (tests/serve/conftest.py)
@@ -38,15 +37,8 @@ def base(served_models, gguf_path):
     from folio.serve.app import create_app
 
     specs = [str(served_models / "lm"), str(served_models / "imdb"), f"tiny={gguf_path}"] + (["minilm"] if MINILM else [])
-    instance = uvicorn.Server(uvicorn.Config(create_app(specs), host="127.0.0.1", port=free_port(), log_level="warning",
-                                             timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{instance.config.port}"
-    assert wait_until_healthy(url, seconds=20)
-    yield url
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(specs)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
