@@ -27,11 +27,12 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from folio.errors import FolioError
-from folio.serve.schemas import MAX_TEXT_CHARS, MAX_TEXTS
+from folio.serve import schemas
+from folio.serve.schemas import MAX_TEXTS, text
 
 MAX_TOKENS = 4_096  # max_tokens per choice
 MAX_CHOICES = 16  # n, times the prompts of a /v1/completions request
@@ -46,19 +47,10 @@ def is_openai_path(path: str) -> bool:
     return path in (COMPLETIONS, CHAT_COMPLETIONS, EMBEDDINGS, MODELS) or path.startswith(MODELS + "/")
 
 
-def _encodable(text: str) -> str:
-    """JSON's \\ud800 escapes decode to lone surrogates, which no encoder (nor UTF-8) can take."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(f"the text is not encodable as UTF-8 (a lone surrogate at character {err.start})") from None
-    return text
-
-
-Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(_encodable)]
+Text = text()  # Pydantic itself refuses text UTF-8 cannot encode (JSON's lone \ud800 escapes)
 Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False, description="0: greedy decoding")]
 TopP = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, description="0: greedy decoding")]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="the same seed gives the same text (choice i: seed + i)")]
+Seed = Annotated[schemas.Seed, Field(description="the same seed gives the same text (choice i: seed + i)")]
 Stop = Annotated[Text, Field(min_length=1)]
 
 
