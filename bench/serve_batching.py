@@ -17,13 +17,12 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
-import sys
 import threading
 import time
 
 import httpx
+from _serving import start_folio_serve
 
 PROMPTS = ["Once upon a time, in a small village by the sea,", "The history of the printing press begins",
            "Here is a short story about a robot who learns to paint:", "In the morning the market opened and",
@@ -81,21 +80,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="the server's intra-op threads (OMP_NUM_THREADS); default: Folio's own choice")
     args = parser.parse_args()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
     print("load before:", _load())
-    server = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", args.model, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})})
+    server, base = start_folio_serve("--model", args.model, wait_s=120, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})})
     try:
-        for _ in range(1200):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         _round(base, 2, 8, 0)  # warm up: the engine's thread, the kernels
         one, many = [], []
         for r in range(args.rounds):

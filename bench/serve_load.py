@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from _serving import start_folio_serve
 
 
 def _fresh_models(root: Path) -> tuple[Path, Path]:
@@ -101,20 +100,9 @@ def main() -> None:
     short_reviews = imdb_splits("rt")["test"].texts
     with tempfile.TemporaryDirectory() as tmp:
         lm_dir, clf_dir = (Path(args.lm), Path(args.classify)) if args.lm and args.classify else _fresh_models(Path(tmp))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", f"lm={lm_dir}",
-                                   "--model", f"imdb={clf_dir}", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server, base = start_folio_serve("--model", f"lm={lm_dir}", "--model", f"imdb={clf_dir}",
+                                         stderr=subprocess.PIPE, text=True)
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(base + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
             results = {}
             with httpx.Client(base_url=base, timeout=60) as client:
                 firsts = []

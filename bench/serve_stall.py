@@ -19,15 +19,14 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from _serving import start_folio_serve
 
 
 def _tiny_captioner(root: Path) -> Path:
@@ -101,20 +100,9 @@ def main() -> None:
     print(f"each caption request: {len(body):,} bytes, {what}")
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.caption) if args.caption else _tiny_captioner(Path(tmp))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", str(model), "--port", str(port),
-                                   "--max-body-bytes", str(args.max_body_bytes)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server, base = start_folio_serve("--model", str(model), "--max-body-bytes", str(args.max_body_bytes),
+                                         stderr=subprocess.PIPE, text=True)
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(base + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
             idle = probe_health(base, args.seconds / 2)
             stop, captions, statuses = threading.Event(), [], []
 
