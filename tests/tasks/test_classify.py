@@ -194,7 +194,7 @@ def test_a_small_transformer_learns_from_scratch_and_explains(tmp_path):
     summary = train(options)
     assert summary["valid"]["accuracy"] >= 0.9
     clf = TextClassifier.from_pretrained(tmp_path / "tf")
-    assert clf.config["model"]["type"] == "transformer_classifier"
+    assert clf.config["model"]["arch"] == "transformer_classifier"
     assert [r["label"] for r in clf.predict(["brilliant wonderful film", "awful boring film"])] == ["pos", "neg"]
     explanation = clf.explain("the film was awful")
     assert explanation["label"] == "neg" and explanation["tokens"][explanation["scores"].index(max(explanation["scores"]))] == "awful"

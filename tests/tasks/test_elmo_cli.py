@@ -89,7 +89,7 @@ def test_classify_over_frozen_bilm_features_learns(bilms, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1])["valid"]["accuracy"] >= 0.95
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["type"] == "elmo_classifier" and config["model"]["features"] == str(models["chars"])
+    assert config["model"]["arch"] == "elmo_classifier" and config["model"]["features"] == str(models["chars"])
     predicted = folio("classify", "predict", "--model", str(out), "the bank approved the loan")
     assert predicted.returncode == 0 and predicted.stdout.split("\t")[0] == "money", predicted.stdout + predicted.stderr
     exported = folio("export", "--model", str(out), "--format", "onnx")  # the char CNN convolves every position there

@@ -146,7 +146,7 @@ def test_transformer_arch_trains_translates_and_shows_attention(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Transformer 1+1 blocks, width 64, 2 heads" in result.stderr
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["model_family"] == "transformer" and config["train"]["schedule"] == "inverse_sqrt"
+    assert config["model"]["arch"] == "transformer_seq2seq" and config["train"]["schedule"] == "inverse_sqrt"
     out = run(cmd, "run", "--model", str(tmp_path / "model"), "--beam-size", "3", "three one four",
               "--show-attention", str(tmp_path / "att.png"))
     assert out.returncode == 0, out.stderr

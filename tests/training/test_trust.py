@@ -14,16 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from folio.errors import CheckpointError, DivergedError, OutputError
+from folio.models.registry import build_checked, check_weights, load_weights
 from folio.training import checkpoint as checkpoint_module
-from folio.training.checkpoint import (
-    TRAINER_STATE,
-    build_checked,
-    check_output,
-    check_weights,
-    load_trainer_state,
-    load_weights,
-    save_checkpoint,
-)
+from folio.training.checkpoint import TRAINER_STATE, check_output, load_trainer_state, save_checkpoint
 from folio.training.trainer import TrainConfig, Trainer
 from tests.helpers import ToyBatches, ToyRegressor
 

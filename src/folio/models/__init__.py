@@ -11,6 +11,16 @@
     captioner.py            image captioning (CNN or EfficientNet grid + attention GRU decoder)
     sentence_encoder.py     a frozen BERT (MiniLM) as a sentence encoder, and the small head trained on it
 
+    registry.py             the one registry and loader: `model.arch` → config and module; build_model,
+                            load_checkpoint (and the checks of a checkpoint directory's files)
+
+The language models (`folio lm`) share one contract, so no caller asks which family a model is:
+`kind` says what it predicts ("causal": the next token, and it generates; "masked": masked tokens, BERT;
+"bidirectional": both directions, ELMo's biLM); a causal model's `forward(ids, state=None, last_only=False)`
+returns (logits, state), `merge_states`/`select_state` batch its states, `rewind(state, length)` cuts a
+Transformer's cache back (None for a recurrent state), and `attention_weights(ids)` gives a Transformer's
+attention (None for a recurrent model).
+
 The helpers below are what several families share: their config checks (so every config names a bad
 field, as the flag that sets it, and its value the same way), BERT/GPT-2 initialisation, and mean pooling
 over real tokens.

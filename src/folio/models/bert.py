@@ -321,6 +321,8 @@ class MaskedLanguageModel(BertMaskedLM):
     [CLS] and [SEP] are never masked, and a random replacement is never a special token.
     """
 
+    kind = "masked"  # the language models' contract: see folio.models
+
     def __init__(self, config: MaskedLMConfig):
         specials = config.special_ids()
         super().__init__(config.bert_config(), mask_id=specials["mask"],

@@ -113,6 +113,8 @@ class BiLM(nn.Module):
     takes the characters of any words, seen in training or not.
     """
 
+    kind = "bidirectional"  # the language models' contract: see folio.models
+
     def __init__(self, config: BiLMConfig):
         super().__init__()
         self.config = config

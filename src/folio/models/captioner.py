@@ -58,6 +58,7 @@ class CaptionerConfig:
     sos_id: int = 1
     eos_id: int = 2
     max_len: int = 30  # longest caption generated (tokens, EOS included)
+    arch: str = "captioner"
 
     def __post_init__(self):
         self.channels = tuple(self.channels)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from folio.errors import ConfigError
+from folio.errors import CheckpointError, ConfigError
 from folio.models import check_fractions, check_sizes, mean_pool
 from folio.models.bert import BertConfig, BertEncoder, BertPooler
 from folio.models.bilm import BiLM, BiLMConfig, ScalarMix
@@ -48,7 +48,7 @@ def check_classes(num_classes: int) -> None:
 class ClassifierConfig:
     vocab_size: int
     num_classes: int = 2
-    arch: str = "gru"  # gru | lstm
+    cell: str = "gru"  # gru | lstm
     layers: int = 1
     hidden: int = 64  # per direction
     embedding_dim: int = 128
@@ -58,10 +58,13 @@ class ClassifierConfig:
     masking: bool = True
     freeze_embedding: bool = False
     extra_features: int = 0  # per-token features read beside the embedding (an ELMo mix: ELMoClassifier)
+    arch: str = "rnn_classifier"
 
     def __post_init__(self):
-        if self.arch not in ("gru", "lstm"):
-            raise ConfigError(f"--arch {self.arch!r}: choose gru or lstm")
+        if self.arch in ("gru", "lstm"):  # the cell, under the key that named it before "rnn_classifier" (and `folio classify --arch`)
+            self.cell, self.arch = self.arch, "rnn_classifier"
+        if self.cell not in ("gru", "lstm"):
+            raise ConfigError(f"--arch {self.cell!r}: choose gru or lstm")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"--pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
         check_sizes(self, "vocab_size", "layers", "hidden", "embedding_dim")
@@ -69,7 +72,7 @@ class ClassifierConfig:
         check_fractions(self, "dropout")
 
     def describe(self) -> str:
-        return f"{'bi' if self.bidirectional else ''}{self.arch.upper()} {self.layers}x{self.hidden}"
+        return f"{'bi' if self.bidirectional else ''}{self.cell.upper()} {self.layers}x{self.hidden}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +84,7 @@ class RecurrentClassifier(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
         self.embedding.weight.requires_grad_(not config.freeze_embedding)
-        rnn_class = FastGRU if config.arch == "gru" else nn.LSTM
+        rnn_class = FastGRU if config.cell == "gru" else nn.LSTM
         directions = 2 if config.bidirectional else 1
         # One single-direction module per (layer, direction): the backward one reads reversed-within-
         # length input, which no packed sequence is needed for and which keeps FastGRU's fast path.
@@ -152,7 +155,7 @@ class ELMoClassifierConfig:
     bilm: dict
     classifier: dict
     features: str | None = None  # the biLM's directory, for the record
-    type: str = "elmo_classifier"
+    arch: str = "elmo_classifier"
 
     def __post_init__(self):
         BiLMConfig(**self.bilm), ClassifierConfig(**self.classifier)  # fail early on a bad field
@@ -226,7 +229,7 @@ class TransformerClassifierConfig:
     pooling: str = "mean"  # mean over real tokens | cls (the first token; BERT) | last (the last real token; GPT)
     dropout: float = 0.1  # before the head
     init_from: str | None = None  # where the encoder's weights came from (minilm, a directory), for the record
-    type: str = "transformer_classifier"
+    arch: str = "transformer_classifier"
     gpt: dict | None = None
     pooler: bool = False
     cls_id: int | None = None
@@ -318,3 +321,54 @@ __all__ = [
     "ClassifierConfig", "ELMoClassifier", "ELMoClassifierConfig", "POOLINGS", "RecurrentClassifier", "TransformerClassifier", "TransformerClassifierConfig",
     "reverse_within_length",
 ]
+
+
+# ---- a classifier started from a language model (ULMFiT; BERT and GPT fine-tuning) ----------------------
+def from_language_model(lm: nn.Module, num_classes: int, pooling: str | None = None, dropout: float = 0.1,
+                        masking: bool = True, source: str = "the language model") -> tuple[nn.Module, str]:
+    """A classifier whose embedding and layers are `lm`'s (a `folio lm` model: GRU/LSTM, GPT, or BERT), with a
+    new head; and what was loaded, for the log. The architecture is the language model's; `pooling` (None:
+    the family's default), `dropout` and `masking` are the classifier's. A BERT pretrained with next-sentence
+    prediction also gives its [CLS] pooler, which starts the head where pooling is "cls" (its default).
+
+    >>> model, loaded = from_language_model(lm_model, num_classes=2)      # doctest: +SKIP
+    """
+    c = lm.config
+    if c.arch in ("gru", "lstm"):
+        if not c.embedding_dim:
+            raise ConfigError(f"--init-from {source}: the language model reads one-hot input (--embedding-dim 0); "
+                              "a classifier needs one trained with --embedding-dim N")
+        model = RecurrentClassifier(ClassifierConfig(
+            vocab_size=c.vocab_size, num_classes=num_classes, cell=c.arch, layers=c.layers, hidden=c.hidden,
+            embedding_dim=c.embedding_dim, bidirectional=False, pooling=pooling or "max_mean", dropout=dropout,
+            masking=masking))
+        state = {"embedding.weight": lm.embedding.weight}
+        for name, value in lm.rnn.named_parameters():  # weight_ih_l{k} → rnns.{k}.0.weight_ih_l0
+            stem, layer = name.rsplit("_l", 1)
+            state[f"rnns.{layer}.0.{stem}_l0"] = value
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("head.") for k in missing):
+            raise CheckpointError(f"{source}: recurrent weights do not map onto the classifier "
+                                  f"(missing {missing}, unexpected {unexpected})")
+        return model, "embedding and recurrent layers"
+    if c.arch == "gpt":
+        config = TransformerClassifierConfig(None, num_classes, pooling or "mean", dropout, init_from=source,
+                                             gpt={**c.to_dict(), "dropout": dropout})
+        model = TransformerClassifier(config)
+        model.gpt.load_state_dict(lm.state_dict())
+        return model, "GPT embedding and blocks"
+    if c.arch == "bert":
+        pooling = pooling or ("cls" if c.nsp else "mean")
+        bert = c.bert_config()  # every embedding row: the tokenizer's ids, [MASK] (, [CLS], [SEP])
+        bert.hidden_dropout_prob = dropout
+        specials = c.special_ids()
+        pooler = c.nsp and pooling == "cls"
+        config = TransformerClassifierConfig(bert.to_dict(), num_classes, pooling, dropout, init_from=source,
+                                             pooler=pooler, cls_id=specials.get("cls"), sep_id=specials.get("sep"))
+        model = TransformerClassifier(config)
+        model.bert.load_state_dict(lm.bert.state_dict())
+        if model.pooler is not None:  # the NSP head itself is dropped: the new head reads the pooled vector
+            model.pooler.load_state_dict(lm.pooler.state_dict())
+        return model, "BERT embedding and blocks" + (" and the [CLS] pooler" if pooler else "")
+    raise ConfigError(f"--init-from {source}: a {c.arch} language model does not start a classifier here; give a "
+                      "gru, lstm, gpt or bert one (a biLM's layers: --features)")

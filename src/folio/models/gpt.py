@@ -92,6 +92,8 @@ class GPTState:
 class GPT(nn.Module):
     """Token embedding + positions → pre-LN causal blocks → LayerNorm → a head tied to the embedding."""
 
+    kind = "causal"  # the language models' contract: see folio.models
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch import Tensor
 
 from folio.errors import CheckpointError, ConfigError
 from folio.models.llama import Llama, LlamaConfig
+from folio.models.registry import Checkpoint
 from folio.nn.transformer import RotaryEmbedding
 from folio.runtime import low_peak_memory
 from folio.tokenizers.pretrained_lm import PretrainedLMTokenizer
@@ -133,6 +135,23 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
 
 
 QUANTIZED_KINDS = ("int4", "int8")
+
+
+def load_checkpoint(source: str | Path, device: str | torch.device = "cpu", dtype: str = "fp32") -> Checkpoint:
+    """`folio.models.registry.load_checkpoint` for a pretrained Llama (`is_pretrained_source`): the model on
+    `device` held as `dtype` says (`DTYPES`; auto says on stderr what it chose), its tokenizer, and an "lm"
+    config that records where it came from."""
+    if torch.device(device).type != "cpu":  # the int4/int8 kernels and auto's measurement are the CPU's
+        if dtype in QUANTIZED_KINDS:
+            raise ConfigError(f"--dtype {dtype} runs on the CPU (PyTorch's int4/int8 CPU kernels): use --device cpu, "
+                              f"or --dtype fp32/bf16 on {device}")
+        dtype = "fp32" if dtype == "auto" else dtype
+    model, tokenizer = load_pretrained(source, dtype=dtype)
+    if dtype == "auto":
+        print(f"{source}: {model.dtype_note}", file=sys.stderr)
+    config = {"task": "lm", "model": model.config.to_dict(), "pretrained": str(source), "dtype": model.dtype_note}
+    return Checkpoint(model.to(device), tokenizer, config)
+
 _CHUNK_ROWS = 1024  # rows of a large tensor read and dequantized at a time (float32 of 576 columns: 2.4 MB)
 
 

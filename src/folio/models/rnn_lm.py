@@ -44,6 +44,10 @@ class RNNLanguageModel(nn.Module):
     at a time and carry the state, and stateful training can carry it across batches.
     """
 
+    kind = "causal"  # the language models' contract: see folio.models
+    rewind = None  # a recurrent state cannot be cut back to an earlier length
+    attention_weights = None  # nor does it attend
+
     def __init__(self, config: RNNLMConfig):
         super().__init__()
         self.config = config

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from folio.errors import CheckpointError, DataError
 from folio.models import mean_pool
 from folio.models.bert import BertEncoder, load_bert, minilm_directory
+from folio.models.registry import Checkpoint
 
 
 class SentenceEncoder(nn.Module):
@@ -92,6 +93,29 @@ def load_sentence_encoder(name: str, max_length: int | None = None) -> SentenceE
     return SentenceEncoder.from_directory(name, max_length)
 
 
+def is_sentence_encoder(source: str | Path) -> bool:
+    """Whether `source` is a sentence encoder `load_sentence_encoder` reads: "minilm", or a Hugging Face BERT
+    directory (config.json with `"model_type": "bert"` and no Folio `task`, and tokenizer.json). Reads no weights."""
+    if str(source) == "minilm":
+        return True
+    path = Path(source)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and config.get("model_type") == "bert" and "task" not in config
+            and (path / "tokenizer.json").is_file())
+
+
+def load_checkpoint(source: str | Path, device: str | torch.device = "cpu", max_length: int | None = None) -> Checkpoint:
+    """`folio.models.registry.load_checkpoint` for a sentence encoder (`is_sentence_encoder`): the encoder (its
+    tokenizer inside it, also the checkpoint's tokenizer) and an "embed" config describing it."""
+    encoder = load_sentence_encoder(str(source), max_length).to(device)
+    config = {"task": "embed", "model": {"arch": "bert_sentence_encoder", "source": str(source), "dim": encoder.dim,
+                                         "max_length": encoder.max_length}}
+    return Checkpoint(encoder, encoder.tokenizer, config)
+
+
 @dataclass
 class SentenceHeadConfig:
     """A small head over frozen sentence vectors; the encoder itself is named, not stored."""
@@ -102,7 +126,7 @@ class SentenceHeadConfig:
     dropout: float = 0.1
     encoder: str = "minilm"
     max_length: int = 256  # encoder tokens per text
-    type: str = "sentence_head"
+    arch: str = "sentence_head"
 
     def to_dict(self) -> dict:
         return asdict(self)

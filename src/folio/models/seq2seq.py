@@ -60,6 +60,7 @@ class Seq2SeqConfig:
     sos_id: int = 1
     eos_id: int = 2
     max_src_len: int = 256  # longest source (in tokens, EOS included) the model accepts
+    arch: str = "rnn_seq2seq"
 
     def __post_init__(self):
         if self.cell not in ("gru", "lstm"):

@@ -43,6 +43,7 @@ class TransformerSeq2SeqConfig:
     eos_id: int = 2
     max_src_len: int = 256
     max_tgt_len: int = 1024  # positions the decoder has
+    arch: str = "transformer_seq2seq"
 
     def __post_init__(self):
         check_sizes(self, "src_vocab_size", "tgt_vocab_size", "layers", "heads", "hidden", "ff_dim", "max_src_len", "max_tgt_len")

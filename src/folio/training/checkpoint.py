@@ -26,28 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 import folio
 from folio.errors import CheckpointError, OutputError
+from folio.models.registry import CONFIG, WEIGHTS, read_config, unwrap
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 TRAINER_STATE = "trainer_state.pt"
 # The layout of trainer_state.pt: 2 holds tensors, numbers, strings, lists and dicts only (read with
 # torch.load(weights_only=True)); 1 (no "format" key, Folio <= 0.x) also held NumPy's RNG state as an array.
 TRAINER_STATE_FORMAT = 2
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
 
 
 def _unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -60,17 +49,6 @@ def _unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(key)
         out[name] = tensor.detach().contiguous().cpu()
     return out
-
-
-def _with_tied(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """`state` completed with the names of tied weights that were stored once (see _unique_tensors)."""
-    own = model.state_dict()
-    stored = {(t.data_ptr(), t.dtype, tuple(t.shape)): name for name, t in own.items() if name in state}
-    for name, tensor in own.items():
-        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
-        if name not in state and key in stored:
-            state[name] = state[stored[key]]
-    return state
 
 
 def save_checkpoint(
@@ -177,113 +155,6 @@ def write_atomic(path: str | Path, text: str) -> None:
         if isinstance(err, OSError):
             raise OutputError(f"cannot write {path}: {_reason(err)}") from err
         raise
-
-
-def read_config(directory: str | Path, task: str) -> dict:
-    """The checkpoint's config, checked to belong to `task`."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"model directory {directory} does not exist" if not directory.exists()
-                              else f"{directory} is a file, not a model directory (one with {CONFIG} and {WEIGHTS})")
-    path = directory / CONFIG
-    if not path.exists():
-        raise CheckpointError(f"{directory} is not a Folio checkpoint: it has no {CONFIG}")
-    if not path.is_file():  # a FIFO would block the read
-        raise CheckpointError(f"{path} is not a regular file")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
-    if not isinstance(config, dict) or config.get("task") != task:
-        found = config.get("task") if isinstance(config, dict) else None
-        raise CheckpointError(f"{directory} holds a {found!r} model, not a {task!r} model")
-    return config
-
-
-def _expected_tensors(model: nn.Module) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
-    """The shape of every tensor of `model`'s state dict, and its names grouped by tensor (tied weights:
-    one group, of which a checkpoint stores one name). Works on the meta device (nothing allocated)."""
-    state = unwrap(model).state_dict(keep_vars=True)  # the Parameter objects themselves: tied ones are one object
-    groups: dict[int, list[str]] = {}
-    for name, tensor in state.items():
-        groups.setdefault(id(tensor), []).append(name)
-    return {name: tuple(tensor.shape) for name, tensor in state.items()}, list(groups.values())
-
-
-def check_weights(model: nn.Module, directory: str | Path) -> None:
-    """Refuse (a `CheckpointError` naming the file and the tensor) a `model.safetensors` whose tensors are not
-    those of `model`: one missing, one extra, or one of another shape. Only the file's header is read, and
-    `model` may live on the meta device, so a config.json that asks for more than the weights hold is caught
-    before anything of that size is allocated.
-
-        with torch.device("meta"):
-            check_weights(build_model(config["model"]), directory)   # then build it for real
-    """
-    path = Path(directory) / WEIGHTS
-    if not path.is_file():
-        raise CheckpointError(f"{directory} has no {WEIGHTS}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
-    shapes, groups = _expected_tensors(model)
-    extra = sorted(set(stored) - set(shapes))
-    if extra:
-        raise CheckpointError(f"{path} holds tensor {extra[0]!r}, which the model in {CONFIG} does not have "
-                              f"({len(extra)} such); is it the checkpoint of another model?")
-    for names in groups:
-        if not any(name in stored for name in names):
-            raise CheckpointError(f"{path} lacks tensor {names[0]!r} of the model in {CONFIG}; the file is incomplete")
-    for name, shape in stored.items():
-        if shape != shapes[name]:
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}, but the model in {CONFIG} "
-                                  f"needs {list(shapes[name])}; the sizes in {CONFIG} do not match the weights")
-
-
-def build_checked(directory: str | Path, build: Callable[[], nn.Module]) -> nn.Module:
-    """`build()`, once `check_weights` has compared the model it builds, on the meta device, with
-    `model.safetensors` in `directory`: a config.json that asks for a billion-row embedding is refused
-    by name before a byte of it is allocated.
-
-        model = load_weights(build_checked(directory, lambda: build_model(config["model"])), directory)
-    """
-    with torch.device("meta"):
-        skeleton = build()
-    check_weights(skeleton, directory)
-    return build()
-
-
-def check_vocabulary(directory: str | Path, tokenizer, rows: int | None, which: str = "tokenizer") -> None:
-    """Refuse a tokenizer with more entries than the model's embedding has rows (its ids past the end would
-    fail mid-run); fewer is fine (a BERT pretrained with next-sentence prediction keeps 3 rows of its own)."""
-    if rows is not None and len(tokenizer) > rows:
-        raise CheckpointError(f"{directory}: the {which} has {len(tokenizer)} entries, more than the {rows} rows of "
-                              f"the model's embedding ({CONFIG}); the tokenizer files belong to another model")
-
-
-def load_weights(model: nn.Module, directory: str | Path) -> nn.Module:
-    """Load `model.safetensors` onto the model's device, whatever device it was saved from.
-
-    The file must hold exactly the model's tensors (`check_weights`), every one of them finite: a
-    `CheckpointError` names the file and the first tensor that is not.
-    """
-    path = Path(directory) / WEIGHTS
-    check_weights(model, directory)
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; the run that wrote it "
-                                  "diverged (retrain with a lower --lr)")
-    try:
-        unwrap(model).load_state_dict(_with_tied(state, unwrap(model)))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path} does not fit the model in {CONFIG}: {first}") from err
-    return model
 
 
 def resume_directory(resume: str | None, out_dir: str | Path, task: str) -> tuple[Path | None, dict | None]:

@@ -22,9 +22,10 @@ import torch.distributed as dist
 from torch import nn
 
 from folio.errors import CheckpointError, ConfigError, DivergedError
+from folio.models.registry import load_weights, unwrap
 from folio.runtime import Distributed
 from folio.training.batches import TrainBatches
-from folio.training.checkpoint import load_trainer_state, load_weights, save_checkpoint, unwrap
+from folio.training.checkpoint import load_trainer_state, save_checkpoint
 from folio.training.muon import Muon, split_for_muon
 from folio.training.progress import MetricsLog, Progress, format_seconds, plot_curves
 

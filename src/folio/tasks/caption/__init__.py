@@ -9,9 +9,9 @@ from folio.tasks.caption.data import CaptionData
 from folio.tasks.caption.inference import Caption, ImageCaptioner
 from folio.tasks.caption.metrics import box_mass, localization, score_captions
 from folio.tasks.caption.options import CaptionTrainOptions
-from folio.tasks.caption.recipe import CaptionRecipe, build_model, train
+from folio.tasks.caption.recipe import CaptionRecipe, train
 
 DataSpec = CaptionData  # the name scripts and tests written before `folio.data.spec.DataSpec` import
 
 __all__ = ["Caption", "CaptionData", "CaptionRecipe", "CaptionTrainOptions", "DataSpec", "ImageCaptioner", "box_mass",
-           "build_model", "localization", "score_captions", "train"]
+           "localization", "score_captions", "train"]

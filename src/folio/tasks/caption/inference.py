@@ -20,12 +20,12 @@ from folio.data.pairs import EOS, SOS
 from folio.decoding.beam import beam_search, check_decoding_options, greedy_decode
 from folio.errors import DataError
 from folio.models.captioner import Captioner
+from folio.models.registry import load_checkpoint
 from folio.runtime import select_device
 from folio.tasks.caption.data import images_tensor, make_batch, note
 from folio.tasks.caption.metrics import localization, score_captions
-from folio.tasks.caption.recipe import TASK, build_model, load_vocabulary
+from folio.tasks.caption.recipe import TASK
 from folio.tokenizers import SPACE, Tokenizer
-from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
 
 
 @dataclass
@@ -51,12 +51,8 @@ class ImageCaptioner:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> ImageCaptioner:
         """The model, weights and vocabulary a `folio caption train` directory holds."""
-        config = read_config(directory, TASK)
-        model = build_checked(directory, lambda: build_model(config, f"{directory}/config.json"))
-        vocabulary = load_vocabulary(directory)
-        check_vocabulary(directory, vocabulary, model.config.vocab_size, "caption vocabulary")
-        load_weights(model, directory)
-        return cls(model.to(select_device(device)), vocabulary, config)
+        model, vocabulary, config = load_checkpoint(directory, TASK, select_device(device))
+        return cls(model, vocabulary, config)
 
     @property
     def image_size(self) -> int:

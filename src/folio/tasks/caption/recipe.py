@@ -22,20 +22,6 @@ TASK = "caption"
 TOKENIZER = "tokenizer.json"
 
 
-def build_model(config: dict, where: str = "config.json") -> Captioner:
-    """The captioner a checkpoint's config.json describes, its weights still to load; `where` names that
-    file in errors.
-
-    >>> model = build_model(json.loads(Path("runs/caption/config.json").read_text()))  # doctest: +SKIP
-    """
-    try:
-        # The encoder's weights are in model.safetensors: no need to read the package's copy again.
-        model_config = CaptionerConfig.from_dict({**config["model"], "pretrained": False})
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{where} has no valid 'model' section: {err}") from err
-    return Captioner(model_config)
-
-
 def load_vocabulary(directory: str | Path) -> Tokenizer:
     """A checkpoint's caption vocabulary."""
     if not (Path(directory) / TOKENIZER).exists():

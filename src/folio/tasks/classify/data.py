@@ -20,7 +20,6 @@ from folio.data.sentence_pairs import truncate_pair
 from folio.data.splits import EVALUATION_SPLITS, SPLITS, USER_FRACTIONS, split_by_group
 from folio.errors import ConfigError, DataError
 from folio.models.bert import minilm_directory
-from folio.models.classifier import TransformerClassifier
 from folio.tasks.classify.options import ClassifyTrainOptions
 from folio.tokenizers import PretrainedTokenizer, TextCleaner, WordPieceTokenizer, WordTokenizer, truncate
 
@@ -175,7 +174,7 @@ class TextEncoding:
     def for_model(cls, model, tokenizer, max_len: int | None, truncation: str = "head", pairs: bool = False) -> TextEncoding:
         """The encoding a classifier `model` reads with `tokenizer`: its [CLS]/[SEP] (the model config's
         `cls_id`/`sep_id`, or the tokenizer's own); pairs only for a BERT encoder."""
-        bert = isinstance(model, TransformerClassifier) and model.config.bert is not None
+        bert = getattr(model.config, "bert", None) is not None  # a BERT encoder reads segments
         if pairs and not bert:
             raise ConfigError("pairs of texts (a text_pair field) need a BERT encoder, which reads segments: "
                               "--init-from a BERT pretrained with --objective mlm+nsp (the best start), "

@@ -20,13 +20,13 @@ from torch import nn
 
 from folio.data.reviews import LabeledTexts
 from folio.errors import CheckpointError, ConfigError, DataError
-from folio.models.sentence_encoder import SentenceEncoder, SentenceHead
+from folio.models.registry import load_checkpoint
+from folio.models.sentence_encoder import SentenceEncoder, load_sentence_encoder
 from folio.runtime import select_device
 from folio.tasks.classify.data import NoTokenizer, TextEncoding
 from folio.tasks.classify.metrics import classification_metrics, score_features, score_sequences
-from folio.tasks.classify.recipe import TASK, build_model
-from folio.tokenizers import load_tokenizer, truncate
-from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
+from folio.tasks.classify.recipe import TASK
+from folio.tokenizers import truncate
 
 
 class TextClassifier:
@@ -56,22 +56,15 @@ class TextClassifier:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> TextClassifier:
         """The classifier saved in `directory` (a `folio classify train --out` directory), on `device`."""
-        config = read_config(directory, TASK)
-        try:
-            model = build_checked(directory, lambda: build_model(config["model"]))
-            labels = config["labels"]
-        except (KeyError, TypeError, AttributeError, ConfigError) as err:
-            raise CheckpointError(f"{directory}/config.json has no valid 'model'/'labels' section: {err}") from err
-        if len(labels) != model.config.num_classes:
-            raise CheckpointError(f"{directory}/config.json: {len(labels)} labels for {model.config.num_classes} classes")
-        load_weights(model, directory)
         target = select_device(device)
-        if isinstance(model, SentenceHead):  # MiniLM reads the raw strings; the head, its sentence vectors
-            encoder = SentenceEncoder.from_package(model.config.max_length).to(target)
-            return cls(model.to(target), NoTokenizer, config, encoder)
-        tokenizer = load_tokenizer(directory)
-        check_vocabulary(directory, tokenizer, getattr(model.config, "vocab_size", None))
-        return cls(model.to(target), tokenizer, config)
+        model, tokenizer, config = load_checkpoint(directory, TASK, target)
+        labels = config.get("labels")
+        if not isinstance(labels, list) or len(labels) != model.config.num_classes:
+            raise CheckpointError(f"{directory}/config.json: labels {labels!r} for {model.config.num_classes} classes")
+        if tokenizer is None:  # a head over a frozen sentence encoder's vectors: the encoder reads the raw strings
+            encoder = load_sentence_encoder(model.config.encoder, model.config.max_length).to(target)
+            return cls(model, NoTokenizer, config, encoder)
+        return cls(model, tokenizer, config)
 
     @property
     def device(self) -> torch.device:

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from folio.data.embeddings import glove_matrix
 from folio.data.reviews import LabeledTexts
 from folio.data.text import ClassificationBatches, FeatureBatches
-from folio.errors import CheckpointError, ConfigError
+from folio.errors import ConfigError
 from folio.models.bert import load_bert, minilm_directory
 from folio.models.classifier import (
     ClassifierConfig,
@@ -37,14 +37,14 @@ from folio.models.classifier import (
     RecurrentClassifier,
     TransformerClassifier,
     TransformerClassifierConfig,
+    from_language_model,
 )
+from folio.models.registry import build_model, load_checkpoint, load_weights, model_section
 from folio.models.sentence_encoder import SentenceEncoder, SentenceHead, SentenceHeadConfig
 from folio.tasks.classify.data import NoTokenizer, TextEncoding, build_tokenizer, encode_texts, load_splits
 from folio.tasks.classify.metrics import classification_metrics, score_features, score_sequences
 from folio.tasks.classify.options import ClassifyTrainOptions
-from folio.tasks.lm import LanguageModel
 from folio.tokenizers import load_tokenizer
-from folio.training.checkpoint import load_weights
 from folio.training.progress import Progress
 from folio.training.run import Prepared, RunContext, run_training, trained_parameters
 from folio.training.trainer import Trainer
@@ -52,18 +52,6 @@ from folio.training.trainer import Trainer
 TASK = "classify"
 
 Classifier = RecurrentClassifier | TransformerClassifier | SentenceHead | ELMoClassifier
-
-
-def build_model(config: dict) -> Classifier:
-    """The classifier a `config.json` "model" section describes, by its "type": a Transformer classifier,
-    a sentence head (over frozen MiniLM vectors), or else a recurrent classifier."""
-    if config.get("type") == "transformer_classifier":
-        return TransformerClassifier(TransformerClassifierConfig(**config))
-    if config.get("type") == "sentence_head":
-        return SentenceHead(SentenceHeadConfig(**config))
-    if config.get("type") == "elmo_classifier":
-        return ELMoClassifier(ELMoClassifierConfig(**config))
-    return RecurrentClassifier(ClassifierConfig(**config))
 
 
 class ClassifyRecipe:
@@ -85,7 +73,7 @@ class ClassifyRecipe:
         label_names = splits["train"].label_names
         if context.resuming:
             tokenizer = load_tokenizer(context.resume_dir)
-            model, note = build_model(context.saved["model"]), ""
+            model, note = build_model(model_section(context.saved)), ""
         elif options.init_from not in (None, "minilm"):
             model, tokenizer, note = _from_language_model(options, len(label_names))
         elif options.features is not None:
@@ -204,58 +192,21 @@ def _prepare_sentence_head(options: ClassifyTrainOptions, context: RunContext, s
     )
 
 
-def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tuple[RecurrentClassifier | TransformerClassifier, object, str]:
+def _from_language_model(options: ClassifyTrainOptions, num_classes: int) -> tuple[nn.Module, object, str]:
     """ULMFiT-style: a classifier whose tokenizer, embedding and recurrent (or Transformer) layers are a
-    `folio lm` checkpoint's (read once), and a note for the log. The architecture is the checkpoint's;
-    pooling, dropout and masking are this run's."""
-    lm = LanguageModel.from_pretrained(options.init_from)
-    _check_padded(lm.vocab, f"--init-from {options.init_from}", "language model")
-    lm_config, arch = lm.model.config, lm.config["model"].get("arch", "gru")
+    `folio lm` checkpoint's (read once: `folio.models.classifier.from_language_model`), and a note for the log.
+    The architecture is the checkpoint's; pooling, dropout and masking are this run's."""
+    lm, vocab, _ = load_checkpoint(options.init_from, "lm")
+    _check_padded(vocab, f"--init-from {options.init_from}", "language model")
     model_dict = dict(options.model)
-    dropout = model_dict.get("dropout", 0.1)
-    if arch in ("gru", "lstm"):
-        if not lm_config.embedding_dim:
-            raise ConfigError(f"--init-from {options.init_from}: the language model reads one-hot input "
-                              "(--embedding-dim 0); a classifier needs one trained with --embedding-dim N")
-        config = ClassifierConfig(vocab_size=lm_config.vocab_size, num_classes=num_classes, arch=arch, layers=lm_config.layers,
-                                  hidden=lm_config.hidden, embedding_dim=lm_config.embedding_dim, bidirectional=False,
-                                  pooling=model_dict.get("pooling", "max_mean"), dropout=dropout,
-                                  masking=model_dict.get("masking", True))
-        model = RecurrentClassifier(config)
-        state = {"embedding.weight": lm.model.embedding.weight}
-        for name, value in lm.model.rnn.named_parameters():  # weight_ih_l{k} → rnns.{k}.0.weight_ih_l0
-            stem, layer = name.rsplit("_l", 1)
-            state[f"rnns.{layer}.0.{stem}_l0"] = value
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("head.") for k in missing):
-            raise CheckpointError(f"{options.init_from}: recurrent weights do not map onto the classifier "
-                                  f"(missing {missing}, unexpected {unexpected})")
-        loaded = "embedding and recurrent layers"
-    else:
-        nsp = arch == "bert" and lm_config.nsp  # pretrained with next-sentence prediction: its [CLS] pooler starts the head
-        pooling = model_dict.get("pooling", "cls" if nsp else "mean")
-        if arch == "gpt":
-            config = TransformerClassifierConfig(None, num_classes, pooling, dropout, init_from=str(options.init_from),
-                                                 gpt={**lm_config.to_dict(), "dropout": dropout})
-            model = TransformerClassifier(config)
-            model.gpt.load_state_dict(lm.model.state_dict())
-        else:
-            bert = lm_config.bert_config()  # every embedding row: the tokenizer's ids, [MASK] (, [CLS], [SEP])
-            bert.hidden_dropout_prob = dropout
-            specials = lm_config.special_ids()
-            config = TransformerClassifierConfig(bert.to_dict(), num_classes, pooling, dropout, init_from=str(options.init_from),
-                                                 pooler=nsp and pooling == "cls", cls_id=specials.get("cls"),
-                                                 sep_id=specials.get("sep"))
-            model = TransformerClassifier(config)
-            model.bert.load_state_dict(lm.model.bert.state_dict())
-            if model.pooler is not None:  # the NSP head itself is dropped: the new head reads the pooled vector
-                model.pooler.load_state_dict(lm.model.pooler.state_dict())
-        loaded = f"{arch.upper()} embedding and blocks" + (" and the [CLS] pooler" if nsp and pooling == "cls" else "")
-        if options.max_len is None or options.max_len > lm_config.context:
-            asked = f"--max-len {options.max_len}" if options.max_len else "--max-len 0 (every token)"
-            raise ConfigError(f"{asked} is longer than the language model's context "
-                              f"({lm_config.context}); give --max-len {lm_config.context} or less")
-    return model, lm.vocab, f"{loaded} from the language model in {options.init_from}"
+    model, loaded = from_language_model(lm, num_classes, model_dict.get("pooling"), model_dict.get("dropout", 0.1),
+                                        model_dict.get("masking", True), str(options.init_from))
+    context = getattr(lm.config, "context", None)  # a Transformer's positions
+    if context is not None and (options.max_len is None or options.max_len > context):
+        asked = f"--max-len {options.max_len}" if options.max_len else "--max-len 0 (every token)"
+        raise ConfigError(f"{asked} is longer than the language model's context ({context}); give --max-len "
+                          f"{context} or less")
+    return model, vocab, f"{loaded} from the language model in {options.init_from}"
 
 
 def _check_padded(vocab, flag: str, what: str) -> None:
@@ -335,8 +286,7 @@ def discriminative_groups(model: RecurrentClassifier | TransformerClassifier, pr
     >>> [g["lr_scale"] for g in discriminative_groups(model, layer_decay=2.0)]  # head, GRU, embedding
     [1.0, 0.5, 0.25]
     """
-    transformer = isinstance(model, TransformerClassifier)
-    pretrained = ("bert.", "gpt.", "pooler.") if transformer else ("embedding.",)
+    pretrained = ("bert.", "gpt.", "pooler.", "embedding.")  # a Transformer's trunk; a recurrent model's embedding
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     depth = {n: int(m.group(1)) + 1 if (m := re.search(r"(?:rnns|blocks)\.(\d+)\.", n)) else 0 for n, _ in named}
     top = max(depth.values(), default=0) + 1

@@ -19,8 +19,9 @@ import torch
 from folio.data.text import pad_sequences
 from folio.errors import CheckpointError, ConfigError
 from folio.models.bilm import BiLM, ScalarMix, word_chars
-from folio.tasks.lm import LanguageModel
-from folio.training.checkpoint import read_config
+from folio.models.registry import load_checkpoint, model_class, model_section, read_config
+from folio.runtime import select_device
+from folio.tokenizers import Tokenizer
 
 
 def is_bilm_directory(model: str | Path) -> bool:
@@ -29,7 +30,12 @@ def is_bilm_directory(model: str | Path) -> bool:
         config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(config, dict) and config.get("task") == "lm" and (config.get("model") or {}).get("arch") == "bilm"
+    if not isinstance(config, dict) or config.get("task") != "lm":
+        return False
+    try:
+        return model_class(model_section(config)).kind == "bidirectional"
+    except CheckpointError:
+        return False
 
 
 class ContextualEmbedder:
@@ -39,11 +45,9 @@ class ContextualEmbedder:
     still gets one of its own (an embedding table gives all unknown words of a hashed bucket the same start).
     """
 
-    def __init__(self, lm: LanguageModel):
-        if not isinstance(lm.model, BiLM):
-            raise CheckpointError(f"{lm.config.get('source', 'the model')} is not a biLM")
-        self.model: BiLM = lm.model.eval()
-        self.vocab = lm.vocab
+    def __init__(self, model: BiLM, vocab: Tokenizer):
+        self.model = model.eval()
+        self.vocab = vocab
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> ContextualEmbedder:
@@ -51,11 +55,12 @@ class ContextualEmbedder:
         if not is_bilm_directory(directory):
             need = "a biLM directory is needed (folio lm train --arch bilm)"
             try:
-                arch = read_config(directory, "lm").get("model", {}).get("arch", "gru")
+                arch = model_section(read_config(directory, "lm"))["arch"]
             except CheckpointError as err:  # missing, broken, or another task's: said, with what was wanted
                 raise CheckpointError(f"{err}; {need}") from err
             raise CheckpointError(f"{directory} holds a {arch} language model, not a biLM; {need}")
-        return cls(LanguageModel.from_pretrained(directory, device=device))
+        model, vocab, _ = load_checkpoint(directory, "lm", select_device(device))
+        return cls(model, vocab)
 
     @property
     def layers(self) -> int:

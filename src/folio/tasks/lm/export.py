@@ -14,9 +14,6 @@ from torch import Tensor, nn
 
 from folio.errors import ConfigError
 from folio.export import Graph
-from folio.models.bert import MaskedLanguageModel
-from folio.models.bilm import BiLM
-from folio.models.gpt import GPT
 from folio.tasks.lm import LanguageModel
 
 
@@ -24,7 +21,7 @@ class _RecurrentLM(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
-        self.lstm = model.config.arch == "lstm"
+        self.lstm = isinstance(model.rnn, nn.LSTM)
 
     def forward(self, ids: Tensor, h: Tensor, c: Tensor | None = None):
         logits, state = self.model(ids, (h, c) if self.lstm else h)
@@ -43,15 +40,15 @@ class _GPT(nn.Module):
 def graphs(directory: Path, fmt: str) -> tuple[list[Graph], None]:
     """The one graph of the language model in `directory`."""
     model = LanguageModel.from_pretrained(directory).model
-    if isinstance(model, MaskedLanguageModel | BiLM):
+    if model.kind != "causal":
         raise ConfigError(f"{directory} is a {model.config.arch} encoder, which does not generate: export the classifier it starts")
     vocab = model.config.vocab_size
-    if isinstance(model, GPT):
+    if model.rewind is not None:  # a Transformer (a cache), not a recurrent state
         context = model.config.context
         return [Graph("model", _GPT(model), lambda b, t: (torch.randint(vocab, (b, min(t, context))),), ["ids"], ["logits"],
                        {"ids": {0: "batch", 1: "steps"}, "logits": {0: "batch", 1: "steps"}})], None
     layers, hidden = model.config.layers, model.config.hidden
-    lstm = model.config.arch == "lstm"
+    lstm = isinstance(model.rnn, nn.LSTM)
 
     def example(b, t):
         state = (torch.randn(layers, b, hidden) * 0.5,) * (2 if lstm else 1)

@@ -17,15 +17,14 @@ from dataclasses import dataclass
 
 from folio.data.windows import make_batches
 from folio.errors import ConfigError
-from folio.models.llama import Llama
 from folio.models.llama_weights import load_pretrained
+from folio.models.registry import build_model, load_weights, model_section
 from folio.nn.lora import add_lora
 from folio.tasks.lm.data import corpus_ids, save_vocab, train_valid_ids
 from folio.tasks.lm.metrics import evaluate_ids
 from folio.tasks.lm.options import LMTrainOptions
-from folio.tasks.lm.recipe import TASK, build_model
+from folio.tasks.lm.recipe import TASK
 from folio.tokenizers import load_tokenizer
-from folio.training.checkpoint import load_weights
 from folio.training.run import Prepared, RunContext, run_training, trained_parameters
 
 
@@ -60,13 +59,11 @@ class FineTuneRecipe:
     def prepare(self, options: FineTuneOptions, context: RunContext) -> Prepared:
         dropout = float(options.model.get("dropout", 0.0))
         if context.resume_dir is not None:  # the merged weights of the last save
-            model = build_model({**context.saved["model"], "dropout": dropout})
+            model = build_model({**model_section(context.saved), "dropout": dropout})
             load_weights(model, context.resume_dir)
             vocab = load_tokenizer(context.resume_dir)
         else:
             model, vocab = load_pretrained(options.init_from, dropout=dropout)
-        if not isinstance(model, Llama):
-            raise ConfigError(f"--init-from {options.init_from}: not a pretrained Llama-family model")
         if options.lora_rank:
             add_lora(model, options.lora_rank, options.lora_alpha, options.lora_dropout)
         tokens = corpus_ids(options.corpus, options.split, vocab, context.dist)  # the token cache, as LMRecipe

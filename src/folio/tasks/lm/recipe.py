@@ -25,11 +25,7 @@ from folio.data.sentence_pairs import (
 )
 from folio.data.windows import make_batches
 from folio.errors import ConfigError
-from folio.models.bert import MaskedLanguageModel, MaskedLMConfig
-from folio.models.bilm import BiLM, BiLMConfig
-from folio.models.gpt import GPT, GPTConfig
-from folio.models.llama import Llama, LlamaConfig
-from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+from folio.models.registry import build_model, model_section
 from folio.tasks.lm.data import corpus_ids, save_vocab, spellings, train_valid_ids, vocab_fit
 from folio.tasks.lm.metrics import bilm_losses, evaluate_ids, sentence_pair_metrics
 from folio.tasks.lm.options import LMTrainOptions
@@ -37,20 +33,6 @@ from folio.tokenizers import load_tokenizer
 from folio.training.run import Prepared, RunContext, run_training, trained_parameters
 
 TASK = "lm"
-
-
-def build_model(config: dict) -> RNNLanguageModel | GPT | MaskedLanguageModel | BiLM:
-    """The model a `config.json` "model" section describes: arch gru/lstm → RNN, gpt → GPT, llama → Llama (a
-    fine-tuned pretrained model), bert → masked LM, bilm → ELMo's bidirectional LM."""
-    if config.get("arch") == "bilm":
-        return BiLM(BiLMConfig(**config))
-    if config.get("arch") == "gpt":
-        return GPT(GPTConfig(**config))
-    if config.get("arch") == "llama":
-        return Llama(LlamaConfig(**config))
-    if config.get("arch") == "bert":
-        return MaskedLanguageModel(MaskedLMConfig(**config))
-    return RNNLanguageModel(RNNLMConfig(**config))
 
 
 class LMRecipe:
@@ -61,7 +43,7 @@ class LMRecipe:
 
     def prepare(self, options: LMTrainOptions, context: RunContext) -> Prepared:
         """Build what `run_training` trains from `options` (or from the checkpoint being resumed)."""
-        model_options = context.saved["model"] if context.resume_dir is not None else options.model
+        model_options = model_section(context.saved) if context.resume_dir is not None else options.model
         arch = model_options.get("arch", "gru")
         if options.stateful and arch not in ("gru", "lstm"):  # before any data is read, for every recipe below
             raise ConfigError(f"--stateful carries a recurrent state across batches; --arch {arch} reads every "
@@ -70,14 +52,14 @@ class LMRecipe:
             return _prepare_nsp(options, context)
         if context.resume_dir is not None:
             tokens = corpus_ids(options.corpus, options.split, load_tokenizer(context.resume_dir), context.dist)
-            model_config = context.saved["model"]
+            model_config = model_options
         else:
             fit = vocab_fit(options.tokenizer, options.vocab_size, options.oov_buckets, options.lower)
             tokens = corpus_ids(options.corpus, options.split, fit, context.dist)
-            model_config = {"vocab_size": len(tokens.tokenizer), **options.model}
+            model_config = {"arch": arch, "vocab_size": len(tokens.tokenizer), **options.model}
         vocab = tokens.tokenizer
         model = build_model(model_config)
-        if isinstance(model, BiLM) and model.config.char_cnn and context.resume_dir is None:
+        if getattr(model.config, "char_cnn", False) and context.resume_dir is None:  # a biLM's character CNN
             if vocab.kind == "char":
                 raise ConfigError("--char-cnn builds a token's vector from its characters, and with --tokenizer char "
                                   "every token is one character: use --tokenizer word or bpe, or drop --char-cnn")
@@ -92,7 +74,7 @@ class LMRecipe:
             model=model,
             batches=batches,
             evaluate=(lambda m: {k: v for k, v in bilm_losses(m, valid_ids, options.seq_len).items() if k != "tokens"})
-            if isinstance(model, BiLM)
+            if model.kind == "bidirectional"
             else lambda m: evaluate_ids(m, valid_ids, streams=options.eval_streams)[0],
             saved_config={
                 "model": config.to_dict(),
@@ -115,7 +97,7 @@ def _prepare_nsp(options: LMTrainOptions, context: RunContext) -> Prepared:
     recipes' masked-token losses on the token stream's windows (`folio lm evaluate`) are comparable."""
     if context.resume_dir is not None:
         vocab = load_tokenizer(context.resume_dir)
-        model_config = context.saved["model"]
+        model_config = model_section(context.saved)
     else:
         fit = vocab_fit(options.tokenizer, options.vocab_size, options.oov_buckets, options.lower)
         vocab = corpus_ids(options.corpus, options.split, fit, context.dist).tokenizer  # fitted and cached as for mlm

@@ -9,9 +9,9 @@ from folio.tasks.translate.data import SourceEncoder, TranslateData
 from folio.tasks.translate.inference import Translation, Translator
 from folio.tasks.translate.metrics import bleu_by_length, score_translations
 from folio.tasks.translate.options import TranslateTrainOptions
-from folio.tasks.translate.recipe import MODEL_FAMILIES, TranslateRecipe, build_model, train
+from folio.tasks.translate.recipe import MODEL_FAMILIES, TranslateRecipe, train
 
 DataSpec = TranslateData  # the name scripts and tests written before `folio.data.spec.DataSpec` import
 
 __all__ = ["MODEL_FAMILIES", "DataSpec", "SourceEncoder", "TranslateData", "TranslateRecipe", "TranslateTrainOptions",
-           "Translation", "Translator", "bleu_by_length", "build_model", "score_translations", "train"]
+           "Translation", "Translator", "bleu_by_length", "score_translations", "train"]

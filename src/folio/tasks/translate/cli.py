@@ -22,7 +22,6 @@ from folio.flags import (
     train_config_from,
     utf8_text,
 )
-from folio.models.seq2seq import Seq2Seq
 from folio.render import plot_bleu_by_length, plot_translation_attention
 from folio.tasks.translate.data import TranslateData
 from folio.tasks.translate.inference import Translator
@@ -84,7 +83,7 @@ def _run(args) -> int:
     if args.n_best > args.beam_size:
         raise ConfigError(f"--n-best {args.n_best} needs --beam-size of at least {args.n_best} (got {args.beam_size})")
     translator = Translator.from_pretrained(args.model, device=args.device)
-    if args.show_attention and isinstance(translator.model, Seq2Seq) and translator.model.attention is None:
+    if args.show_attention and getattr(translator.model, "attention", "every Transformer attends") is None:
         raise ConfigError(f"{args.model} was trained with --attention none: there is no attention map to show")
     results = translator.translate(texts, num_return=args.n_best, return_attention=bool(args.show_attention),
                                    truncate=args.truncate, names=names, **_decoding_options(args))

@@ -21,12 +21,12 @@ import torch
 from folio.data.pairs import EOS, SOS, Pair, pad_batch
 from folio.decoding.beam import Hypothesis, beam_search, check_decoding_options, greedy_decode
 from folio.errors import DataError
+from folio.models.registry import load_checkpoint
 from folio.runtime import select_device
 from folio.tasks.translate.data import SourceEncoder
 from folio.tasks.translate.metrics import score_translations
-from folio.tasks.translate.recipe import TASK, build_model, load_tokenizers
+from folio.tasks.translate.recipe import TASK
 from folio.tokenizers import Tokenizer
-from folio.training.checkpoint import build_checked, check_vocabulary, load_weights, read_config
 
 
 @dataclass
@@ -55,13 +55,8 @@ class Translator:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> Translator:
         """The model, weights and tokenizers a `folio translate train` directory holds."""
-        config = read_config(directory, TASK)
-        model = build_checked(directory, lambda: build_model(config, f"{directory}/config.json"))
-        src_tok, tgt_tok = load_tokenizers(directory)
-        check_vocabulary(directory, src_tok, model.config.src_vocab_size, "source tokenizer")
-        check_vocabulary(directory, tgt_tok, model.config.tgt_vocab_size, "target tokenizer")
-        load_weights(model, directory)
-        return cls(model.to(select_device(device)), src_tok, tgt_tok, config)
+        model, (src_tok, tgt_tok), config = load_checkpoint(directory, TASK, select_device(device))
+        return cls(model, src_tok, tgt_tok, config)
 
     @property
     def device(self) -> torch.device:

@@ -17,8 +17,7 @@ from torch import nn
 
 from folio.data.pairs import EOS, PAD, SOS, Pair, PairBatches
 from folio.errors import CheckpointError, ConfigError, DataError
-from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from folio.models.transformer_seq2seq import TransformerSeq2Seq, TransformerSeq2SeqConfig
+from folio.models.registry import build_config, build_model, model_section
 from folio.tasks.translate.data import SourceEncoder, batches_by_length, encode_pairs
 from folio.tasks.translate.options import TranslateTrainOptions
 from folio.tokenizers import Tokenizer, fit_tokenizer, load_tokenizer
@@ -29,33 +28,9 @@ from folio.training.validation import teacher_forced_loss
 TASK = "translate"
 SRC_TOKENIZER = "src_tokenizer.json"
 TGT_TOKENIZER = "tgt_tokenizer.json"
-# Model families the task can build (`--arch`). A family's model offers encode / decode_step /
+# `--arch` → the model's `model.arch` (folio.models.registry). A family's model offers encode / decode_step /
 # reorder_state / expand_state (see models/seq2seq.py) and `loss(batch)`.
-MODEL_FAMILIES: dict[str, tuple[type, type]] = {
-    "rnn": (Seq2Seq, Seq2SeqConfig),
-    "transformer": (TransformerSeq2Seq, TransformerSeq2SeqConfig),
-}
-
-
-def model_config_of(config: dict, where: str = "config.json") -> tuple[str, object]:
-    """(model family, its model config) as a checkpoint's config.json describes them; `where` names that
-    file in errors. Checkpoints from before the Transformer have no "model_family": they are "rnn"."""
-    family = config.get("model_family", "rnn")
-    if family not in MODEL_FAMILIES:
-        raise CheckpointError(f"{where}: unknown model_family {family!r} (known: {', '.join(MODEL_FAMILIES)})")
-    try:
-        return family, MODEL_FAMILIES[family][1].from_dict(config["model"])
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{where} has no valid 'model' section: {err}") from err
-
-
-def build_model(config: dict, where: str = "config.json") -> nn.Module:
-    """The untrained model a translation checkpoint's config.json describes (by its "model_family").
-
-    >>> model = build_model(json.loads(Path("runs/dates/config.json").read_text()))  # doctest: +SKIP
-    """
-    family, model_config = model_config_of(config, where)
-    return MODEL_FAMILIES[family][0](model_config)
+MODEL_FAMILIES: dict[str, str] = {"rnn": "rnn_seq2seq", "transformer": "transformer_seq2seq"}
 
 
 def load_tokenizers(directory: str | Path) -> tuple[Tokenizer, Tokenizer]:
@@ -90,7 +65,7 @@ class TranslateRecipe:
             raise DataError(f"--data {options.data.data}: too few pairs to split into train and valid sets")
         if context.resume_dir is not None:
             src_tok, tgt_tok = load_tokenizers(context.resume_dir)
-            arch, model_config = model_config_of(context.saved, f"{context.resume_dir}/config.json")
+            model_config = build_config(model_section(context.saved), f"{context.resume_dir}/config.json")
             reverse, kind = context.saved["data"]["reverse_source"], context.saved["data"]["tokenizer"]
         else:
             arch = options.arch
@@ -101,16 +76,16 @@ class TranslateRecipe:
             src_tok, tgt_tok = fit_tokenizers(kind, train_pairs, options.vocab_size,
                                               joint=bool(options.model.get("share_embeddings")))
             max_src_len = 1 + (options.max_src_len or max(len(src_tok.encode(s)) for s, _ in train_pairs))
-            model_config = MODEL_FAMILIES[arch][1](
-                src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok), pad_id=PAD, sos_id=SOS, eos_id=EOS,
-                max_src_len=max_src_len, **options.model,
-            )
+            model_config = build_config({
+                "arch": MODEL_FAMILIES[arch], "src_vocab_size": len(src_tok), "tgt_vocab_size": len(tgt_tok),
+                "pad_id": PAD, "sos_id": SOS, "eos_id": EOS, "max_src_len": max_src_len, **options.model,
+            }, "the model options")
         encode_src = SourceEncoder(src_tok, reverse, model_config.max_src_len)
         train_src, train_tgt, dropped = encode_pairs(train_pairs, encode_src, tgt_tok, options.max_tgt_len)
         valid_src, valid_tgt, _ = encode_pairs(splits["valid"], encode_src, tgt_tok, 0)
         batches = PairBatches(train_src, train_tgt, options.batch_size, seed=options.train.seed,
                               rank=context.dist.rank, world_size=context.dist.world_size)
-        model = MODEL_FAMILIES[arch][0](model_config)
+        model = build_model(model_config.to_dict())
 
         def evaluate(m: nn.Module) -> float:  # without label smoothing: nats per target token
             return teacher_forced_loss(m, batches_by_length(valid_src, valid_tgt, options.eval_batch_size), PAD,
@@ -127,7 +102,6 @@ class TranslateRecipe:
         return Prepared(
             model, batches, evaluate,
             saved_config={
-                "model_family": arch,
                 "model": model_config.to_dict(),
                 "data": {**options.data.to_dict(), "tokenizer": kind, "vocab_size": options.vocab_size,
                          "reverse_source": reverse, "max_tgt_len": options.max_tgt_len, "batch_size": options.batch_size},
