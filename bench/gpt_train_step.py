@@ -20,7 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import folio.nn.multihead_attention as attention_layers
 from folio.models.gpt import GPT, GPTConfig
 from folio.runtime import threads
-from folio.training.trainer import TrainConfig, make_optimizer
+from folio.training.config import TrainConfig, make_optimizer
 
 folio_choice = attention_layers._kernel_for
 ROWS = [  # label, dropout, bf16, force the fused kernel, optimizer

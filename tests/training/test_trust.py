@@ -24,7 +24,8 @@ from folio.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from folio.training.trainer import TrainConfig, Trainer
+from folio.training.config import TrainConfig
+from folio.training.trainer import Trainer
 from tests.helpers import ToyBatches, ToyRegressor
 
 pytestmark = pytest.mark.usefixtures("no_curve_picture")
