@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from folio.nn.transformer import scaled_dot_product_attention
+from folio.nn.multihead_attention import scaled_dot_product_attention
 
 
 def timed(fn, repeats: int) -> float:

@@ -17,12 +17,12 @@ import time
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import folio.nn.transformer as transformer_layers
+import folio.nn.multihead_attention as attention_layers
 from folio.models.gpt import GPT, GPTConfig
 from folio.runtime import threads
-from folio.training.trainer import TrainConfig, make_optimizer
+from folio.training.config import TrainConfig, make_optimizer
 
-folio_choice = transformer_layers._kernel_for
+folio_choice = attention_layers._kernel_for
 ROWS = [  # label, dropout, bf16, force the fused kernel, optimizer
     ("fp32, dropout 0.1", 0.1, False, False, "adamw"),
     ("fp32, no dropout", 0.0, False, False, "adamw"),
@@ -41,7 +41,7 @@ def tokens_per_second(dropout: float, bf16: bool, fused: bool, optimizer: str, a
     batch = type("Batch", (), {"inputs": ids[:, :-1], "targets": ids[:, 1:]})
 
     # Folio picks the kernel inside each attention call; the fused row replaces that choice
-    transformer_layers._kernel_for = (lambda q: sdpa_kernel(SDPBackend.FLASH_ATTENTION)) if fused else folio_choice
+    attention_layers._kernel_for = (lambda q: sdpa_kernel(SDPBackend.FLASH_ATTENTION)) if fused else folio_choice
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -71,7 +71,7 @@ def main() -> None:
             rate = tokens_per_second(dropout, bf16, fused, optimizer, args)
             first = first or rate
             print(f"{label:<36} {rate:8,.0f} tokens/s  {rate / first:5.2f}x", flush=True)
-    transformer_layers._kernel_for = folio_choice
+    attention_layers._kernel_for = folio_choice
 
 
 if __name__ == "__main__":

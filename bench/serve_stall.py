@@ -31,7 +31,7 @@ from _serving import start_folio_serve
 
 def _tiny_captioner(root: Path) -> Path:
     from folio.tasks.caption import CaptionTrainOptions, DataSpec, train
-    from folio.training.trainer import TrainConfig
+    from folio.training.config import TrainConfig
 
     train(CaptionTrainOptions(data=DataSpec(image_size=32, scenes_train=64, scenes_valid=8, scenes_objects=(1, 1)),
                               out=str(root / "shapes"), model={"channels": (8, 8), "hidden": 16, "feature_dim": 8,

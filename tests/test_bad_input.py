@@ -444,7 +444,7 @@ def _train_models(root: Path) -> dict[str, str]:
     from folio.tasks.lm import train as train_lm
     from folio.tasks.translate import DataSpec, TranslateTrainOptions
     from folio.tasks.translate import train as train_translator
-    from folio.training.trainer import TrainConfig
+    from folio.training.config import TrainConfig
 
     steps = TrainConfig(lr=1e-2, max_steps=2, warmup_steps=1, eval_every=2, save_every=2, log_every=2)
     common = {"train": steps, "device": "cpu", "progress": False}

@@ -28,7 +28,7 @@ from folio.tasks.translate import DataSpec, TranslateTrainOptions, Translator
 from folio.tasks.translate import train as train_translator
 from folio.tokenizers import CharTokenizer, TextCleaner, WordTokenizer, fit_tokenizer
 from folio.training.checkpoint import save_checkpoint
-from folio.training.trainer import TrainConfig
+from folio.training.config import TrainConfig
 from tests.helpers import number_pairs
 
 pytest.importorskip("onnxruntime")

@@ -130,7 +130,7 @@ def add_training_flags(parser: argparse.ArgumentParser, lr: float, max_time: flo
 
 
 def train_config_from(args):
-    from folio.training.trainer import TrainConfig
+    from folio.training.config import TrainConfig
 
     return TrainConfig(
         lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup_steps, schedule=args.schedule,

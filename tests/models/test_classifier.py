@@ -13,7 +13,8 @@ from folio.models.classifier import (
     reverse_within_length,
 )
 from folio.models.gpt import GPTConfig
-from folio.training.trainer import TrainConfig, Trainer
+from folio.training.config import TrainConfig
+from folio.training.trainer import Trainer
 
 
 def test_reverse_within_length_keeps_padding_in_place_and_undoes_itself():

@@ -8,20 +8,13 @@ import torch
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.nn.feedforward import SwiGLU
+from folio.nn.kv_cache import KVCache
 from folio.nn.masks import causal_mask, lengths_to_mask
-from folio.nn.transformer import (
-    KVCache,
-    MultiHeadAttention,
-    PositionalEncoding,
-    RMSNorm,
-    RotaryEmbedding,
-    SwiGLU,
-    TransformerBlock,
-    fuse_projections,
-    reference_attention,
-    scaled_dot_product_attention,
-    sinusoidal_positions,
-)
+from folio.nn.multihead_attention import MultiHeadAttention, reference_attention, scaled_dot_product_attention
+from folio.nn.norms import RMSNorm
+from folio.nn.positions import PositionalEncoding, RotaryEmbedding, sinusoidal_positions
+from folio.nn.transformer import TransformerBlock, fuse_projections
 
 
 @pytest.mark.parametrize("dim", [8, 7, 1])
@@ -229,7 +222,7 @@ def test_fused_projections_give_the_same_outputs_keep_names_and_train_the_same_p
 def test_one_query_bf16_attention_matches_the_fused_kernel(kv_heads):
     """A decoding step's attention in bf16 (two float32 products) against PyTorch's kernel on the same inputs, keys
     read through a cache's view of a larger buffer, grouped and plain heads."""
-    from folio.nn.transformer import scaled_dot_product_attention
+    from folio.nn.multihead_attention import scaled_dot_product_attention
 
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(2, 9, 1, 64, generator=generator).bfloat16()

@@ -18,7 +18,7 @@ def _train_models(root):
     from folio.tasks.lm import train as train_lm
     from folio.tasks.translate import DataSpec, TranslateTrainOptions
     from folio.tasks.translate import train as train_translator
-    from folio.training.trainer import TrainConfig
+    from folio.training.config import TrainConfig
 
     def steps(n, lr):
         return TrainConfig(lr=lr, max_steps=n, warmup_steps=10, eval_every=n, save_every=10_000, log_every=n)

@@ -8,7 +8,7 @@ import torch
 from folio.data.reviews import reber_dataset
 from folio.errors import CheckpointError, DataError
 from folio.tasks.classify import ClassifyTrainOptions, TextClassifier, classification_metrics, train
-from folio.training.trainer import TrainConfig
+from folio.training.config import TrainConfig
 from tests.helpers import synthetic_reviews
 
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from folio.tasks.lm import LanguageModel, LMTrainOptions, train
-from folio.training.trainer import TrainConfig
+from folio.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow  # every test here trains a language model for 20 s to minutes
 
@@ -91,7 +91,7 @@ def test_muon_trains_a_gpt(small_corpus, tmp_path):
 def test_two_process_ddp_run_on_cpu(small_corpus, tmp_path, model):
     script = (
         "from folio.tasks.lm import LMTrainOptions, train\n"
-        "from folio.training.trainer import TrainConfig\n"
+        "from folio.training.config import TrainConfig\n"
         f"train(LMTrainOptions(corpus={str(small_corpus)!r}, out={str(tmp_path / 'ddp')!r}, model={model!r},"
         " seq_len=24, batch_size=8, device='cpu', progress=False,"
         " train=TrainConfig(lr=1e-2, warmup_steps=10, max_steps=120, eval_every=60, save_every=60, seed=1)))\n"

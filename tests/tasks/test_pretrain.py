@@ -14,7 +14,7 @@ from folio.tasks.classify import ClassifyTrainOptions, TextClassifier, discrimin
 from folio.tasks.classify import train as train_classifier
 from folio.tasks.lm import LanguageModel, LMTrainOptions
 from folio.tasks.lm import train as train_lm
-from folio.training.trainer import TrainConfig
+from folio.training.config import TrainConfig
 from tests.helpers import run_folio, synthetic_reviews, topic_documents
 
 

@@ -7,7 +7,8 @@ from folio.data.pairs import EOS, SOS, PairBatches, pad_batch
 from folio.decoding.beam import beam_search, greedy_decode
 from folio.errors import ConfigError
 from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from folio.training.trainer import TrainConfig, Trainer
+from folio.training.config import TrainConfig
+from folio.training.trainer import Trainer
 
 
 def _config(**kw):

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from folio.errors import CheckpointError
+from folio.training.config import TrainConfig
 from folio.training.run import Prepared, RunContext, RunOptions, run_training, trained_parameters
-from folio.training.trainer import TrainConfig
 from tests.helpers import ToyBatches, ToyRecurrent, ToyRegressor
 
 pytestmark = pytest.mark.usefixtures("no_curve_picture")

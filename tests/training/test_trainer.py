@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from folio.errors import ConfigError
 from folio.training import trainer as trainer_module
 from folio.training.batches import Batch, TrainBatches
-from folio.training.trainer import TrainConfig, Trainer
+from folio.training.config import TrainConfig
+from folio.training.trainer import Trainer
 from tests.helpers import ToyBatches, ToyRecurrent, ToyRegressor
 
 pytestmark = pytest.mark.usefixtures("no_curve_picture")

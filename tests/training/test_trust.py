@@ -17,7 +17,8 @@ from folio.errors import CheckpointError, DivergedError, OutputError
 from folio.models.registry import build_checked, check_weights, load_weights
 from folio.training import checkpoint as checkpoint_module
 from folio.training.checkpoint import TRAINER_STATE, check_output, load_trainer_state, save_checkpoint
-from folio.training.trainer import TrainConfig, Trainer
+from folio.training.config import TrainConfig
+from folio.training.trainer import Trainer
 from tests.helpers import ToyBatches, ToyRegressor
 
 pytestmark = pytest.mark.usefixtures("no_curve_picture")

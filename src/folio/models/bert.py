@@ -24,7 +24,8 @@ from torch.nn import functional as F
 
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models import check_heads, check_shape, normal_init
-from folio.nn.transformer import PositionalEncoding, TransformerBlock
+from folio.nn.positions import PositionalEncoding
+from folio.nn.transformer import TransformerBlock
 
 
 @dataclass

@@ -22,8 +22,10 @@ from torch.nn import functional as F
 
 from folio.errors import ConfigError
 from folio.models import check_fractions, check_shape, normal_init
+from folio.nn.kv_cache import KVCache
 from folio.nn.kv_rows import left_pad, select_rows, stack_right_aligned
-from folio.nn.transformer import KVCache, PositionalEncoding, TransformerBlock
+from folio.nn.positions import PositionalEncoding
+from folio.nn.transformer import TransformerBlock
 
 
 @dataclass

@@ -27,7 +27,9 @@ from torch import nn
 from folio.errors import ConfigError
 from folio.models import check_fractions, check_heads, check_sizes, normal_init
 from folio.models.gpt import GPT
-from folio.nn.transformer import RMSNorm, RotaryEmbedding, TransformerBlock
+from folio.nn.norms import RMSNorm
+from folio.nn.positions import RotaryEmbedding
+from folio.nn.transformer import TransformerBlock
 
 
 @dataclass

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 from folio.errors import ConfigError
 from folio.models import check_fractions, check_heads, check_sizes
 from folio.nn.masks import lengths_to_mask
-from folio.nn.transformer import PositionalEncoding, TransformerBlock
+from folio.nn.positions import PositionalEncoding
+from folio.nn.transformer import TransformerBlock
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from folio.nn.transformer import KVCache
+from folio.nn.kv_cache import KVCache
 
 
 def left_pad(rows: Tensor, length: int, value: bool | int) -> Tensor:

@@ -20,7 +20,8 @@ from torch import nn
 from folio.runtime import Distributed, init_distributed, seed_everything, select_device, shutdown_distributed
 from folio.training.batches import TrainBatches
 from folio.training.checkpoint import check_output, resume_directory
-from folio.training.trainer import TrainConfig, Trainer
+from folio.training.config import TrainConfig
+from folio.training.trainer import Trainer
 
 
 @dataclass

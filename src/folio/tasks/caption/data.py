@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from folio.data.images import CaptionExample, easy_vqa_splits, read_caption_folder, resize_array, scene_splits
+from folio.data.caption_folders import read_caption_folder
+from folio.data.easy_vqa import easy_vqa_splits
+from folio.data.images import CaptionExample, resize_array
 from folio.data.pairs import pad_targets
+from folio.data.scenes import scene_splits
 from folio.data.spec import DataSpec
 from folio.data.splits import LEGACY_FRACTIONS
 from folio.errors import DataError

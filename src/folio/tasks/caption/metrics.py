@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from folio.data.images import CaptionExample, parse_scene_caption
+from folio.data.images import CaptionExample
+from folio.data.scenes import parse_scene_caption
 
 if TYPE_CHECKING:
     from folio.tasks.caption.inference import Caption

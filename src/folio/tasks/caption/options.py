@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from folio.tasks.caption.data import CaptionData
+from folio.training.config import TrainConfig
 from folio.training.run import RunOptions
-from folio.training.trainer import TrainConfig
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from folio.errors import ConfigError
+from folio.training.config import TrainConfig
 from folio.training.run import RunOptions
-from folio.training.trainer import TrainConfig
 
 TRANSFORMER_MAX_LEN = 512  # positions of the Transformer classifiers (MiniLM's own limit)
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from folio.errors import ConfigError
 from folio.tasks.translate.data import TranslateData
+from folio.training.config import TrainConfig
 from folio.training.run import RunOptions
-from folio.training.trainer import TrainConfig
 
 
 @dataclass
