@@ -97,3 +97,22 @@ class Batcher:
                 if not future.done():
                     future.set_result(results[start : start + len(job_texts)])
                 start += len(job_texts)
+
+
+@dataclass(frozen=True)
+class PageTab:
+    """A task's tab on the web page at `/` (a task's `page` hook names one; `folio.serve.page` puts every
+    registered task's tab on the page, in the registry's order, the first one open).
+
+    The page fills the `<select id="{select}">` of `html` with the served models of the task, and runs `script`
+    after its own helpers: `$(id)`, `post(path, body)` (a JSON POST that throws an `Error` carrying the server's
+    one-line `detail`) and `fail(element, error)` (shows the error in the element). Ids in `html` start with a
+    prefix of the tab's own (`gen-`, `cls-`), as every tab shares one document.
+    """
+
+    id: str  # the section's id and its nav button's data-tab: "generate"
+    title: str  # the nav button's text
+    select: str  # the id of the <select> in `html` that lists the task's served models
+    html: str  # the section's content
+    script: str = ""  # JavaScript, run once on load
+    style: str = ""  # CSS rules for what `html` holds

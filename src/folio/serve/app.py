@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from folio.errors import CheckpointError, FolioError
 from folio.serve.api import ServedModel
 from folio.serve.openai import MODELS, OPENAI_ERRORS, OpenAIError, is_openai_path
-from folio.serve.page import PAGE
+from folio.serve.page import build_page, registered_tabs
 from folio.tasks import TASKS, task_of
 from folio.version import __version__
 
@@ -287,9 +287,11 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown:
             raise OpenAIError(404, f"unknown model {model_id!r} (served: {', '.join(models)})", "model", "model_not_found")
         return models[model_id].info()
 
+    html = build_page(registered_tabs())
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
-        return PAGE
+        return html
 
     for task in TASKS.values():  # every task's routes, whether or not a model of it is served (then: 404)
         if task.routes is not None:
