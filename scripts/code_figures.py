@@ -18,17 +18,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "src" / "folio"
 
 # Each module's floor, by its dotted name's longest matching prefix: an import may point at its own floor or
-# one below it, never above. `decoding` knows no model class, so it sits below `models`; `serve.api` and
-# `export_api` are the small plug-in modules that tasks import from their hosts.
+# one below it, never above. `decoding` knows no model class, so it sits below `models`; `serve.api`,
+# `serve.openai` (OpenAI's protocol: request bodies, response shapes, errors) and `export_api` are the small
+# plug-in modules that tasks import from their hosts; `version` is on the ground floor so that checkpoints, the CLI
+# and the server read it without importing the package root.
 FLOORS = {
-    "folio.errors": 0, "folio.flags": 0, "folio.runtime": 0, "folio.render": 0,
+    "folio.errors": 0, "folio.flags": 0, "folio.runtime": 0, "folio.render": 0, "folio.version": 0,
     "folio.tokenizers": 1,
     "folio.data": 2,
     "folio.nn": 3,
     "folio.decoding": 3,
     "folio.models": 4,
     "folio.training": 5,
-    "folio.serve.api": 6, "folio.serve.schemas": 6, "folio.export_api": 6,
+    "folio.serve.api": 6, "folio.serve.schemas": 6, "folio.serve.openai": 6, "folio.export_api": 6,
     "folio.tasks": 7,
     "folio.serve": 8, "folio.export": 8,
     "folio.cli": 9, "folio": 9,

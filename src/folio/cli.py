@@ -7,10 +7,10 @@ import sys
 
 from folio.errors import FolioError
 from folio.flags import Formatter, Parser
+from folio.version import __version__
 
 
 def build_parser() -> Parser:
-    from folio import __version__
     from folio.tasks import COMMANDS, TASKS
 
     parser = Parser(prog="folio", formatter_class=Formatter, description="Folio: recurrent networks and attention for NLP.")

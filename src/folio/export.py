@@ -5,7 +5,8 @@
     folio export --model runs/lm --format torchscript          # runs/lm/model.torchscript.pt
     folio export --model runs/dates --format onnx              # runs/dates/encoder.onnx + decoder_step.onnx
 
-What is exported is each task's choice (its `export.py`, named in `folio.tasks.TASKS`): one graph `model`
+What is exported is each task's choice (its `export.py`, named in `folio.tasks.TASKS`, builds `Graph`s from
+`folio.export_api`, the small module tasks import instead of this host): one graph `model`
 for a language model or a classifier, an `encoder` and a `decoder_step` graph for a translation model (then
 `out` is a folder, and the report's `decoding` tells a decoding loop what it needs). Batch and length are
 dynamic.
@@ -19,30 +20,17 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from folio.errors import CheckpointError, ConfigError
+from folio.export_api import Graph
 from folio.tasks import task_of
 from folio.training.checkpoint import check_output
 
 TOLERANCE = 1e-4
-
-
-@dataclass
-class Graph:
-    """One graph to export: the wrapper module, a maker of example inputs (batch, length), names, dynamic axes."""
-
-    name: str  # the file stem: model, encoder, decoder_step
-    wrapper: nn.Module
-    example: Callable[[int, int], tuple[Tensor, ...]]
-    inputs: list[str]
-    outputs: list[str]
-    axes: dict
 
 
 def _as_tuple(outputs) -> tuple:

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from folio.errors import ConfigError
 
-if TYPE_CHECKING:  # the task results some pictures draw (imported for the annotations only)
-    from folio.tasks.caption.inference import Caption
-    from folio.tasks.translate.inference import Translation
+if TYPE_CHECKING:
+    import torch
+
+
+# What the pictures read of a task's result, declared here so that this module, on the ground floor, knows no task:
+# `folio.tasks.translate.Translation` and `folio.tasks.caption.Caption` have these fields.
+class AttendedTranslation(Protocol):
+    attention: torch.Tensor | None  # (target tokens, source tokens)
+    source_pieces: list[str]
+    target_pieces: list[str]
+
+
+class AttendedCaption(Protocol):
+    text: str
+    words: list[str]
+    attention: torch.Tensor | None  # (words, grid, grid): where the model looked for each word
 
 
 def attention_heatmaps(
@@ -79,7 +92,7 @@ def attention_overlays(
     plt.close(fig)
 
 
-def plot_translation_attention(translation: Translation, path: str | Path) -> None:
+def plot_translation_attention(translation: AttendedTranslation, path: str | Path) -> None:
     """Heatmap of a translation's attention: target tokens (rows) × source tokens (columns)."""
     if translation.attention is None:
         raise ConfigError("this model has no attention (attention 'none'): there is no map to show")
@@ -108,7 +121,7 @@ def plot_bleu_by_length(rows: list[dict], path: str | Path, title: str = "BLEU b
     plt.close(fig)
 
 
-def plot_caption_attention(image: np.ndarray, caption: Caption, path: str | Path) -> None:
+def plot_caption_attention(image: np.ndarray, caption: AttendedCaption, path: str | Path) -> None:
     """The image and, for each word of the caption, where the model looked (`attention_overlays`)."""
     if caption.attention is None:
         raise ConfigError("this caption has no attention weights: describe it with return_attention=True")

@@ -13,7 +13,7 @@ from folio.data.pairs import (
     EOS,
     PAD,
     SOS,
-    PairBatches,
+    TranslationBatches,
     date_splits,
     download_pairs,
     pad_batch,
@@ -120,10 +120,10 @@ def test_bible_is_split_by_chapter():
 def test_batches_are_padded_deterministic_and_cover_an_epoch():
     sources = [[4 + i % 5] * (1 + i % 7) + [EOS] for i in range(100)]
     targets = [[5] * (1 + i % 3) for i in range(100)]
-    data = PairBatches(sources, targets, batch_size=8, seed=3)
+    data = TranslationBatches(sources, targets, batch_size=8, seed=3)
     assert len(data) == 12
     batch = data.batch(0, 0)
-    again = PairBatches(sources, targets, batch_size=8, seed=3).batch(0, 0)
+    again = TranslationBatches(sources, targets, batch_size=8, seed=3).batch(0, 0)
     assert torch.equal(batch.src, again.src) and torch.equal(batch.tgt_out, again.tgt_out)
     assert (batch.tgt_in[:, 0] == SOS).all()
     lengths = (batch.tgt_out != PAD).sum(1)

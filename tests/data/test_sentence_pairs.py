@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from folio.data.sentence_pairs import (
-    PairBatches,
     SentenceDocuments,
+    SentencePairBatches,
     check_documents,
     held_out_pairs,
     sentences,
@@ -88,7 +88,7 @@ def test_a_long_pair_keeps_its_seam():
 
 def test_pairs_are_a_true_continuation_half_the_time_and_another_document_otherwise():
     docs = _documents([2, 5, 3, 1, 8, 4, 2, 6] * 8)  # a one-sentence document gives B's, never A's
-    batches = PairBatches(docs, batch_size=8, max_tokens=29, cls_id=CLS, sep_id=SEP, seed=1)
+    batches = SentencePairBatches(docs, batch_size=8, max_tokens=29, cls_id=CLS, sep_id=SEP, seed=1)
     assert len(batches) == 56 // 8  # the 56 documents of two sentences or more start one pair each an epoch
     is_next, starts = [], []
     for index in range(len(batches)):
@@ -114,7 +114,7 @@ def test_pairs_are_a_function_of_seed_epoch_and_index_and_held_out_pairs_are_fix
     docs = _documents([3, 4, 2, 5] * 10)
 
     def batches(seed):
-        return PairBatches(docs, batch_size=4, max_tokens=20, cls_id=CLS, sep_id=SEP, seed=seed)
+        return SentencePairBatches(docs, batch_size=4, max_tokens=20, cls_id=CLS, sep_id=SEP, seed=seed)
 
     first, again = batches(0), batches(0)
     for epoch, index in ((0, 3), (2, 1)):
@@ -123,7 +123,7 @@ def test_pairs_are_a_function_of_seed_epoch_and_index_and_held_out_pairs_are_fix
         assert torch.equal(one.is_next, two.is_next)
     assert not torch.equal(first.batch(0, 0).ids, first.batch(1, 0).ids)  # a new draw every epoch
     assert not torch.equal(first.batch(0, 0).ids, batches(5).batch(0, 0).ids)
-    shards = [PairBatches(docs, 2, 20, CLS, SEP, seed=0, rank=r, world_size=2).batch(0, 3) for r in (0, 1)]
+    shards = [SentencePairBatches(docs, 2, 20, CLS, SEP, seed=0, rank=r, world_size=2).batch(0, 3) for r in (0, 1)]
     assert sorted(shards[0].ids[:, 1].tolist() + shards[1].ids[:, 1].tolist()) == sorted(first.batch(0, 3).ids[:, 1].tolist())
 
     held = held_out_pairs(docs, 20, CLS, SEP)

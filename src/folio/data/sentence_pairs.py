@@ -8,7 +8,7 @@ text that follows A half of the time and text from another document otherwise.
   `folio lm evaluate` use), so no document's sentences are in two splits, and the held-out windows of
   the token stream never hold text a pair model trained on.
 * `tokenize_documents(documents, tokenizer)`: each document's sentences as token ids (`SentenceDocuments`).
-* `PairBatches`: training pairs, a new draw every epoch, addressable by (epoch, index) like every
+* `SentencePairBatches`: training pairs, a new draw every epoch, addressable by (epoch, index) like every
   `TrainBatches` (`folio.training.batches`), so a resumed run continues at the same batch.
 * `held_out_pairs(...)`: a fixed set of pairs (one per document), for validation and evaluation.
 
@@ -20,7 +20,7 @@ loses tokens from its longer side, A from its front and B from its end, so the s
 next-sentence prediction looks at) is kept.
 
     >>> docs = tokenize_documents(["One. Two. Three.", "Four. Five."], tokenizer)       # doctest: +SKIP
-    >>> batches = PairBatches(docs, batch_size=2, max_tokens=30, cls_id=101, sep_id=102)  # doctest: +SKIP
+    >>> batches = SentencePairBatches(docs, batch_size=2, max_tokens=30, cls_id=101, sep_id=102)  # doctest: +SKIP
     >>> batches.batch(0, 0).segments                                                      # doctest: +SKIP
 """
 
@@ -229,7 +229,7 @@ def _pair_rng(seed: int, epoch: int, position: int) -> random.Random:
     return random.Random((seed * 1_000_003 + epoch) * 1_000_003 + position)
 
 
-class PairBatches:
+class SentencePairBatches:
     """Training pairs: every epoch each document of at least two sentences starts one pair, in an order
     and with choices (start, cut, IsNext or a coin's NotNext, the other document) that are a pure function
     of (seed, epoch, position): a resumed run draws the same pairs.
@@ -301,7 +301,7 @@ def held_out_pairs(docs: SentenceDocuments, max_tokens: int, cls_id: int, sep_id
 
 
 __all__ = [
-    "HeldOutPairs", "PairBatch", "PairBatches", "SentenceDocuments", "check_documents", "collate_pairs",
+    "HeldOutPairs", "PairBatch", "SentenceDocuments", "SentencePairBatches", "check_documents", "collate_pairs",
     "corpus_documents", "document_kind", "held_out_pairs", "make_pair", "sentences", "split_documents",
     "tokenize_documents", "truncate_pair",
 ]

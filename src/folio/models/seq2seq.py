@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from folio.data.pairs import Seq2SeqBatch
 from folio.errors import ConfigError
 from folio.models import check_fractions, check_sizes
 from folio.nn.attention import ATTENTION_TYPES, make_attention
@@ -94,27 +95,6 @@ class Seq2SeqConfig:
     def from_dict(cls, data: dict) -> Seq2SeqConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class Seq2SeqBatch:
-    """Padded sources and targets. tgt_in = SOS y_1..y_n, tgt_out = y_1..y_n EOS (same length)."""
-
-    src: Tensor  # (B, S)
-    src_lengths: Tensor  # (B,) on CPU (packing needs them there)
-    tgt_in: Tensor | None = None  # (B, T); None when only translating
-    tgt_out: Tensor | None = None  # (B, T), pad_id where there is no target
-    reset_state = False  # a class attribute, not a field: no state is carried across these batches
-
-    def to(self, device: torch.device) -> Seq2SeqBatch:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Seq2SeqBatch(move(self.src), self.src_lengths, move(self.tgt_in), move(self.tgt_out))
-
-    @property
-    def num_tokens(self) -> int:
-        """Source and target tokens, padding excluded."""
-        target = 0 if self.tgt_out is None else int((self.tgt_out != 0).sum())
-        return int(self.src_lengths.sum()) + target
 
 
 @dataclass

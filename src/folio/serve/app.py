@@ -5,9 +5,10 @@
 Each registered task (`folio.tasks.TASKS`) adds its own routes from its `serve.py`: `POST /v1/generate`
 (lm: server-sent events), `POST /v1/classify`, `POST /v1/translate`, `POST /v1/caption`. Here: the models,
 `GET /v1/models` (OpenAI's list shape), `GET /healthz`, the OpenAPI schema at `/openapi.json`, the page at `/`, and
-what the task routes share (`ServedModel`, `pick`, `ERRORS`, `Batcher`, the body limit). OpenAI-compatible
-routes (`/v1/completions`, `/v1/chat/completions`, `/v1/embeddings`) come from the tasks too, on the protocol
-module `folio.serve.openai`, which also gives errors on OpenAI's paths OpenAI's shape.
+the body limit. What the task routes build on (`ServedModel`, `Pick`, `ERRORS`, `Batcher`) is published in
+`folio.serve.api`, which tasks import (never this module, which imports them). OpenAI-compatible routes
+(`/v1/completions`, `/v1/chat/completions`, `/v1/embeddings`) come from the tasks too, on the protocol module
+`folio.serve.openai`, which also gives errors on OpenAI's paths OpenAI's shape.
 
 The event loop only moves bytes: decoding images, tokenizing and model work run in worker threads
 (`asyncio.to_thread`, `Batcher`, and for generation `folio.tasks.lm.batching`). Classification requests that arrive together are
@@ -21,66 +22,51 @@ with a one-line body, the traceback in the server's log only, and the client's c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from folio.errors import CheckpointError, FolioError
-from folio.serve.openai import (
-    MODELS,
-    OPENAI_ERRORS,
-    ModelCard,
-    ModelList,
-    OpenAIError,
-    install_error_handlers,
-    is_openai_path,
-)
-from folio.serve.page import PAGE
-from folio.serve.schemas import ErrorResponse
+from folio.serve.api import ServedModel
+from folio.serve.openai import MODELS, OPENAI_ERRORS, OpenAIError, is_openai_path
+from folio.serve.page import build_page, registered_tabs
 from folio.tasks import TASKS, task_of
+from folio.version import __version__
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB per request body
 log = logging.getLogger("folio.serve")
 
-# What the model routes answer besides 200, in the OpenAPI schema: every error body is an `ErrorResponse`, its
-# `detail` one line (validation errors, the model's own checks, `pick`, `BodyLimit` and `Guard` alike).
-ERRORS: dict = {status: {"model": ErrorResponse, "description": why} for status, why in [
-    (400, "The body cannot be parsed (not UTF-8, or a broken form)"),
-    (404, "No such model, or none of this task, is being served"),
-    (413, "The body is over the size limit"),
-    (422, "A field, or the input itself, is not valid (the message names it)"),
-    (500, "An unexpected error (a bug: the server's log has the details)"),
-]}
 
+# `GET /v1/models`: OpenAI's list shape, with Folio's own fields (the host's alone: no task route answers it).
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
-@dataclass
-class ServedModel:
-    name: str
-    task: str  # a registered task's name (folio.tasks.TASKS)
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    task: str = Field(description="Folio's task: lm, classify, translate, caption, embed")
     directory: str
-    model: object  # the task's inference object (LanguageModel, TextClassifier, ...)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    batcher: Batcher | None = None
-    created: int = field(default_factory=lambda: int(time.time()))  # when it was loaded
-    engine: object | None = None  # a language model's generations, batched (folio.tasks.lm.batching), once started
+    model: dict = Field(description="the model section of its config.json")
+    labels: list[str] | None = None
 
-    def info(self) -> dict:
-        """The model as OpenAI lists one (`id`, `object`, `created`, `owned_by`), with Folio's own fields."""
-        config = getattr(self.model, "config", {}) or {}
-        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "folio", "task": self.task,
-                "directory": self.directory, "model": config.get("model", {}), "labels": getattr(self.model, "labels", None)}
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 def load_model(spec: str, dtype: str = "auto") -> ServedModel:
@@ -91,60 +77,6 @@ def load_model(spec: str, dtype: str = "auto") -> ServedModel:
     if task.routes is None:
         raise CheckpointError(f"{path}/config.json: task {task.name!r} cannot be served")
     return ServedModel(name or path.resolve().name, task.name, str(path), task.load(path, dtype=dtype))
-
-
-# A task route's way to its model: pick(name) → the served model of that name (which must be of the task), or
-# the first served model of the task when name is None; an HTTPException (404/422) otherwise.
-Pick = Callable[[str | None], ServedModel]
-
-
-class Batcher:
-    """Merges the texts of requests that arrive within `max_wait` seconds into one call of `fn`.
-
-    `await submit(texts)` returns `fn(texts)`'s results for those texts; `fn` runs in a worker thread
-    on up to `max_batch` texts at a time, one call after another.
-    """
-
-    def __init__(self, fn, max_batch: int = 128, max_wait: float = 0.005):
-        self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.worker: asyncio.Task | None = None
-
-    async def submit(self, texts: list[str]) -> list:
-        if self.worker is None or self.worker.done():
-            self.worker = asyncio.create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
-        return await future
-
-    async def _run(self) -> None:
-        while True:
-            jobs = [await self.queue.get()]
-            size = len(jobs[0][0])
-            deadline = time.perf_counter() + self.max_wait
-            while size < self.max_batch:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
-                jobs.append(job)
-                size += len(job[0])
-            texts = [t for job_texts, _ in jobs for t in job_texts]
-            try:
-                results = await asyncio.to_thread(self.fn, texts)
-            except Exception as err:  # every waiting request gets the error
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
-            start = 0
-            for job_texts, future in jobs:
-                if not future.done():
-                    future.set_result(results[start : start + len(job_texts)])
-                start += len(job_texts)
 
 
 class BodyLimit:
@@ -250,14 +182,58 @@ async def _send_json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+def _param(loc: tuple) -> str | None:
+    """A validation error's location → OpenAI's `param`: the request field (`messages[0].content`), without
+    FastAPI's leading "body" and Pydantic's union-member names ("str", "list[str]")."""
+    parts = [p for p in loc[1:] if isinstance(p, int) or (p.isidentifier() and p not in ("str", "int", "float"))]
+    if not parts or isinstance(parts[0], int):
+        return None  # the body itself (not JSON, or not an object)
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(parts))
+
+
+def _validation_error(err: RequestValidationError) -> OpenAIError:
+    errors = err.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    param = _param(tuple(first["loc"]))
+    message = "; ".join(f"{_param(tuple(e['loc'])) or 'body'}: {e['msg']}" for e in errors[:4]) or first["msg"]
+    if first.get("type") == "json_invalid":
+        message = f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
+    return OpenAIError(400, message, param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer errors on OpenAI's paths in OpenAI's shape; every other path keeps the handler it had (Folio's
+    `{"detail": ...}`). Call after the app's own handlers are installed."""
+
+    def scoped(kind: type[Exception], fallback, to_openai: Callable[[Any], OpenAIError]):
+        previous = app.exception_handlers.get(kind, fallback)
+
+        async def handle(request: Request, err):
+            if not is_openai_path(request.url.path):
+                return await previous(request, err)
+            error = to_openai(err)
+            return JSONResponse(error.body(), status_code=error.status)
+
+        app.add_exception_handler(kind, handle)
+
+    scoped(RequestValidationError, request_validation_exception_handler, _validation_error)
+    scoped(StarletteHTTPException, http_exception_handler, lambda err: OpenAIError(
+        err.status_code, str(err.detail), code="model_not_found" if err.status_code == 404 else None,
+        type="invalid_request_error" if err.status_code < 500 else "server_error"))
+    scoped(FolioError, None, lambda err: OpenAIError(400, str(err)))  # bad input the model itself found
+
+    async def openai_error(request: Request, err: OpenAIError):
+        return JSONResponse(err.body(), status_code=err.status)
+
+    app.add_exception_handler(OpenAIError, openai_error)
+
+
 def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown: threading.Event | None = None,
                dtype: str = "auto") -> FolioApp:
     """The FastAPI application serving the models in `specs` (`DIR` or `NAME=DIR` each).
 
     `shutdown`, once set, tells long work in flight (generation streams) to end at its next step.
     """
-    from folio import __version__
-
     models: dict[str, ServedModel] = {}
     for spec in specs:
         served = load_model(spec, dtype)
@@ -311,9 +287,11 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown:
             raise OpenAIError(404, f"unknown model {model_id!r} (served: {', '.join(models)})", "model", "model_not_found")
         return models[model_id].info()
 
+    html = build_page(registered_tabs())
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
-        return PAGE
+        return html
 
     for task in TASKS.values():  # every task's routes, whether or not a model of it is served (then: 404)
         if task.routes is not None:

@@ -1,7 +1,8 @@
 """OpenAI's HTTP protocol, the small API module the tasks' OpenAI-compatible routes import: request bodies,
 response shapes, server-sent chunks and errors. The routes themselves are each task's (`folio.tasks.lm.openai_routes`:
-`/v1/completions` and `/v1/chat/completions`; `folio.tasks.embed.serve`: `/v1/embeddings`); the host serves
-`GET /v1/models` in OpenAI's list shape and installs the error handlers (`install_error_handlers`).
+`/v1/completions` and `/v1/chat/completions`; `folio.tasks.embed.serve`: `/v1/embeddings`); the host
+(`folio.serve.app`) serves `GET /v1/models` in OpenAI's list shape and installs the error handlers that answer
+OpenAI's paths in OpenAI's shape. Like `folio.serve.api`, this module imports neither a task nor the host.
 
 So the official clients (`openai`, LangChain's, chat UIs) talk to `folio serve` as they talk to OpenAI:
 
@@ -24,15 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from folio.errors import FolioError
-from folio.serve import schemas
 from folio.serve.schemas import MAX_TEXTS, text
+from folio.serve.schemas import Seed as FolioSeed
 
 MAX_TOKENS = 4_096  # max_tokens per choice
 MAX_CHOICES = 16  # n, times the prompts of a /v1/completions request
@@ -50,7 +47,7 @@ def is_openai_path(path: str) -> bool:
 Text = text()  # Pydantic itself refuses text UTF-8 cannot encode (JSON's lone \ud800 escapes)
 Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False, description="0: greedy decoding")]
 TopP = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, description="0: greedy decoding")]
-Seed = Annotated[schemas.Seed, Field(description="the same seed gives the same text (choice i: seed + i)")]
+Seed = Annotated[FolioSeed, Field(description="the same seed gives the same text (choice i: seed + i)")]
 Stop = Annotated[Text, Field(min_length=1)]
 
 
@@ -153,24 +150,6 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class ModelCard(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    task: str = Field(description="Folio's task: lm, classify, translate, caption, embed")
-    directory: str
-    model: dict = Field(description="the model section of its config.json")
-    labels: list[str] | None = None
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
 # What OpenAI's routes answer besides 200, in the OpenAPI schema.
 OPENAI_ERRORS: dict = {status: {"model": ErrorBody, "description": why} for status, why in [
     (400, "A field is not valid (`param` names it), or the model cannot do this"),
@@ -221,50 +200,3 @@ def sse(chunk: dict) -> str:
 
 
 DONE = "data: [DONE]\n\n"
-
-
-def _param(loc: tuple) -> str | None:
-    """A validation error's location → OpenAI's `param`: the request field (`messages[0].content`), without
-    FastAPI's leading "body" and Pydantic's union-member names ("str", "list[str]")."""
-    parts = [p for p in loc[1:] if isinstance(p, int) or (p.isidentifier() and p not in ("str", "int", "float"))]
-    if not parts or isinstance(parts[0], int):
-        return None  # the body itself (not JSON, or not an object)
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(parts))
-
-
-def _validation_error(err: RequestValidationError) -> OpenAIError:
-    errors = err.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    param = _param(tuple(first["loc"]))
-    message = "; ".join(f"{_param(tuple(e['loc'])) or 'body'}: {e['msg']}" for e in errors[:4]) or first["msg"]
-    if first.get("type") == "json_invalid":
-        message = f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
-    return OpenAIError(400, message, param)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer errors on OpenAI's paths in OpenAI's shape; every other path keeps the handler it had (Folio's
-    `{"detail": ...}`). Call after the app's own handlers are installed."""
-    from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
-
-    def scoped(kind: type[Exception], fallback, to_openai: Callable[[Any], OpenAIError]):
-        previous = app.exception_handlers.get(kind, fallback)
-
-        async def handle(request: Request, err):
-            if not is_openai_path(request.url.path):
-                return await previous(request, err)
-            error = to_openai(err)
-            return JSONResponse(error.body(), status_code=error.status)
-
-        app.add_exception_handler(kind, handle)
-
-    scoped(RequestValidationError, request_validation_exception_handler, _validation_error)
-    scoped(StarletteHTTPException, http_exception_handler, lambda err: OpenAIError(
-        err.status_code, str(err.detail), code="model_not_found" if err.status_code == 404 else None,
-        type="invalid_request_error" if err.status_code < 500 else "server_error"))
-    scoped(FolioError, None, lambda err: OpenAIError(400, str(err)))  # bad input the model itself found
-
-    async def openai_error(request: Request, err: OpenAIError):
-        return JSONResponse(err.body(), status_code=err.status)
-
-    app.add_exception_handler(OpenAIError, openai_error)

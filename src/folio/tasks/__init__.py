@@ -8,8 +8,11 @@ A task package holds:
     inference.py   the Python API class (`from_pretrained`, predict/generate/...)
     metrics.py     the task's figures
     cli.py         `add_cli(parser)`: the task's verbs
-    serve.py       `add_routes(app, pick)`: its HTTP routes (where it is served)
-    export.py      `graphs(directory, config, fmt)`: its export graphs (where it is exported)
+    serve.py       `add_routes(app, pick)`: its HTTP routes (where it is served; on `folio.serve.api`)
+    page.py        `TAB`, a `folio.serve.api.PageTab`: its tab on the web page at `/` (where it has one)
+    export.py      `graphs(directory, fmt)`: its export graphs (where it is exported; on `folio.export_api`)
+
+Each hook's shape is a Protocol in `folio.tasks.registry`.
 
 Adding a task means writing such a package and one `Task(...)` line below.
 """
@@ -27,18 +30,20 @@ TASKS: dict[str, Task] = {task.name: task for task in [
          inference="folio.tasks.embed.inference:SentenceEmbedder", routes="folio.tasks.embed.serve:add_routes",
          pretrained="folio.tasks.embed.inference:is_sentence_encoder"),
     Task("lm", "language models: Char-RNN, GPT, masked-LM pretraining", "folio.tasks.lm.cli:add_cli",
-         inference="folio.tasks.lm:LanguageModel", build_model="folio.tasks.lm.recipe:build_model",
-         routes="folio.tasks.lm.serve:add_routes", export="folio.tasks.lm.export:graphs",
+         inference="folio.tasks.lm:LanguageModel", routes="folio.tasks.lm.serve:add_routes",
+         export="folio.tasks.lm.export:graphs", page="folio.tasks.lm.page:TAB",
          pretrained="folio.models.llama_weights:is_pretrained_source"),
     Task("classify", "text classification (IMDb sentiment by default)", "folio.tasks.classify.cli:add_cli",
-         inference="folio.tasks.classify:TextClassifier", build_model="folio.tasks.classify.recipe:build_model",
-         routes="folio.tasks.classify.serve:add_routes", export="folio.tasks.classify.export:graphs"),
+         inference="folio.tasks.classify:TextClassifier",
+         routes="folio.tasks.classify.serve:add_routes", export="folio.tasks.classify.export:graphs",
+         page="folio.tasks.classify.page:TAB"),
     Task("translate", "encoder–decoder translation with attention and beam search", "folio.tasks.translate.cli:add_cli",
-         inference="folio.tasks.translate:Translator", build_model="folio.tasks.translate.recipe:build_model",
-         routes="folio.tasks.translate.serve:add_routes", export="folio.tasks.translate.export:graphs"),
+         inference="folio.tasks.translate:Translator",
+         routes="folio.tasks.translate.serve:add_routes", export="folio.tasks.translate.export:graphs",
+         page="folio.tasks.translate.page:TAB"),
     Task("caption", "image captioning with visual attention", "folio.tasks.caption.cli:add_cli",
-         inference="folio.tasks.caption:ImageCaptioner", build_model="folio.tasks.caption.recipe:build_model",
-         routes="folio.tasks.caption.serve:add_routes"),
+         inference="folio.tasks.caption:ImageCaptioner",
+         routes="folio.tasks.caption.serve:add_routes", page="folio.tasks.caption.page:TAB"),
 ]}
 
 # Sub-commands that are not tasks of their own: they read models of any task.

@@ -2,7 +2,9 @@
 trains and loads models, and so can be served and exported).
 
 Hooks are named as `"module:attribute"` strings and imported only when used, so `folio --help` does not
-import FastAPI or onnx, and a task's heavy parts load only for that task.
+import FastAPI or onnx, and a task's heavy parts load only for that task. What each hook must be is a Protocol
+below (`HOOKS` maps a hook's field to it); tests/tasks/test_registry.py resolves every registered hook and checks
+its signature against its Protocol.
 """
 
 from __future__ import annotations
@@ -11,14 +13,63 @@ import argparse
 import importlib
 import inspect
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from folio.errors import CheckpointError, ConfigError
 
+if TYPE_CHECKING:  # the hooks' argument types: their modules load FastAPI, torch; a hook's own module imports them
+    from fastapi import FastAPI
 
-def resolve(reference: str):
+    from folio.export_api import Graph
+    from folio.serve.api import Pick
+
+
+class AddCli(Protocol):
+    """`cli`: adds the flags (or verbs, each with its `func`) to the parser `folio NAME` gets."""
+
+    def __call__(self, parser: argparse.ArgumentParser, /) -> None: ...
+
+
+class Inference(Protocol):
+    """`inference`: the task's Python API class, loaded from a model directory (or, where the task has a
+    `pretrained` hook, a source that hook accepts). A class whose `from_pretrained` also takes `dtype` gets
+    `folio serve --dtype` (see `Task.load`)."""
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, /, device: str = "cpu") -> Any: ...
+
+
+class AddRoutes(Protocol):
+    """`routes`: adds the task's HTTP routes to the app; `pick(name)` finds a served model of the task (see
+    `folio.serve.api`)."""
+
+    def __call__(self, app: FastAPI, pick: Pick, /) -> None: ...
+
+
+class ExportGraphs(Protocol):
+    """`export`: the graphs that export a model directory in `fmt` ("onnx" or "torchscript"), and what a decoding
+    loop needs to run them (None for a single graph; see `folio.export`)."""
+
+    def __call__(self, directory: Path, fmt: str, /) -> tuple[list[Graph], dict | None]: ...
+
+
+class ReadsPretrained(Protocol):
+    """`pretrained`: whether the task's `inference` class reads `source`, a model that is not a Folio directory
+    (lm: "smollm2", a GGUF file, a Hugging Face directory), so that `folio serve --model smollm2` finds its task
+    without a config.json."""
+
+    def __call__(self, source: str | Path, /) -> bool: ...
+
+
+# A hook's field → what the attribute it names must be. `page` names a value, not a function: a
+# `folio.serve.api.PageTab`, the task's tab on the web page at `/`.
+HOOKS: dict[str, type] = {"cli": AddCli, "inference": Inference, "routes": AddRoutes, "export": ExportGraphs,
+                          "pretrained": ReadsPretrained}
+
+
+def resolve(reference: str) -> Any:
     """`"package.module:attribute"` → the attribute, imported now."""
     module, _, attribute = reference.partition(":")
     return getattr(importlib.import_module(module), attribute)
@@ -26,51 +77,51 @@ def resolve(reference: str):
 
 @dataclass(frozen=True)
 class Command:
-    """`folio NAME ...`: `cli` adds the flags (or verbs) to the parser `folio NAME` gets."""
+    """`folio NAME ...`: `cli` ("module:add_cli", an `AddCli`) adds the flags (or verbs) to the parser `folio NAME`
+    gets."""
 
     name: str
     help: str
-    cli: str  # "module:add_cli", add_cli(parser: argparse.ArgumentParser) -> None
+    cli: str
     description: str | None = None
 
     def add_cli(self, parser: argparse.ArgumentParser) -> None:
         resolve(self.cli)(parser)
 
+    def hook(self, name: str) -> Any:
+        """The attribute the hook field `name` names, imported now (None where the task has none)."""
+        reference = getattr(self, name)
+        return None if reference is None else resolve(reference)
+
 
 @dataclass(frozen=True)
 class Task(Command):
-    """A task with checkpoints: a model directory's `config.json` names it as `"task"`.
+    """A task with checkpoints: a model directory's `config.json` names it as `"task"`. Each hook is a
+    `"module:attribute"` string (or None where the task has none):
 
-    inference: "module:Class", the Python API class; `Class.from_pretrained(directory, device=...)`.
-    build_model: "module:function", the (untrained) model a config.json describes: `function(config) -> nn.Module`.
-    routes: "module:add_routes", the task's HTTP routes: `add_routes(app, pick)` (see `folio.serve.app`).
-    export: "module:graphs", the task's export graphs: `graphs(directory, config, fmt) -> (graphs, extra)`
-        (see `folio.export`).
-    pretrained: "module:function", `function(source) -> bool`: whether the task's `inference` class also reads
-        `source`, a model that is not a Folio directory (lm: "smollm2", a GGUF file, a Hugging Face directory),
-        so that `folio serve --model smollm2` finds its task without a config.json.
+    inference: "module:Class", an `Inference` (the Python API class).
+    routes: "module:add_routes", an `AddRoutes` (the task's HTTP routes).
+    export: "module:graphs", an `ExportGraphs` (the task's export graphs).
+    pretrained: "module:function", a `ReadsPretrained`.
+    page: "module:TAB", a `folio.serve.api.PageTab`: the task's tab on the web page at `/`.
     """
 
     inference: str | None = None
-    build_model: str | None = None
     routes: str | None = None
     export: str | None = None
     pretrained: str | None = None
+    page: str | None = None
 
     def load(self, directory: str | Path, device: str = "cpu", dtype: str = "auto"):
         """The task's inference object for a model directory (weights loaded). `dtype` (`folio serve --dtype`):
         passed on where the inference class takes one (lm); for the others only auto and fp32 apply."""
-        loader = resolve(self.inference).from_pretrained
+        loader = self.hook("inference").from_pretrained
         if "dtype" in inspect.signature(loader).parameters:
             return loader(directory, device=device, dtype=dtype)
         if dtype not in ("auto", "fp32"):
             raise ConfigError(f"--dtype {dtype} applies to language models; {directory} is a {self.name} model: use "
                               "--dtype fp32")
         return loader(directory, device=device)
-
-    def hook(self, name: str) -> Callable | None:
-        reference = getattr(self, name)
-        return None if reference is None else resolve(reference)
 
 
 def read_task_name(directory: str | Path) -> str:

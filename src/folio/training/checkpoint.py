@@ -29,9 +29,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-import folio
 from folio.errors import CheckpointError, OutputError
 from folio.models.registry import CONFIG, WEIGHTS, read_config, unwrap
+from folio.version import __version__
 
 TRAINER_STATE = "trainer_state.pt"
 # The layout of trainer_state.pt: 2 holds tensors, numbers, strings, lists and dicts only (read with
@@ -86,7 +86,7 @@ def _save(directory: Path, model: nn.Module, config: dict, write_extras: Callabl
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
         save_file(_unique_tensors(unwrap(model).state_dict()), str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps({"folio_version": folio.__version__, **config}, indent=2) + "\n")
+        (tmp / CONFIG).write_text(json.dumps({"folio_version": __version__, **config}, indent=2) + "\n")
         if write_extras is not None:
             write_extras(tmp)
         if trainer_state is not None:

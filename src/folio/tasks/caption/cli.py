@@ -10,18 +10,17 @@ from folio.data.splits import EVALUATION_SPLITS, chosen_split
 from folio.errors import DataError
 from folio.flags import (
     Formatter,
-    add_training_flags,
     finite_float,
     non_negative_int,
     positive_int,
     seed,
-    train_config_from,
 )
 from folio.render import plot_caption_attention
 from folio.tasks.caption.data import CaptionData, note
 from folio.tasks.caption.inference import ImageCaptioner
 from folio.tasks.caption.options import CaptionTrainOptions
 from folio.tasks.caption.recipe import train
+from folio.training.flags import add_training_flags, train_config_from
 
 
 def _data_spec(args) -> CaptionData:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
 
 from folio.data.images import MAX_IMAGE_PIXELS
-from folio.serve.app import ERRORS, Pick
+from folio.serve.api import ERRORS, Pick
 from folio.serve.schemas import BeamSize, LengthPenalty, ModelRequest, text
 
 MAX_IMAGES = 32  # images per caption request

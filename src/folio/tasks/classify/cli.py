@@ -11,14 +11,12 @@ from folio.data.splits import EVALUATION_SPLITS
 from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
-    add_training_flags,
     finite_float,
     integer,
     positive_float,
     positive_int,
     read_stdin_lines,
     seed,
-    train_config_from,
     unit_float,
     utf8_text,
 )
@@ -28,6 +26,7 @@ from folio.tasks.classify.inference import TextClassifier
 from folio.tasks.classify.options import ClassifyTrainOptions
 from folio.tasks.classify.recipe import train
 from folio.training.checkpoint import write_atomic
+from folio.training.flags import add_training_flags, train_config_from
 
 
 def _labels_arg(text: str) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from folio.errors import ConfigError
-from folio.export import Graph
+from folio.export_api import Graph
 from folio.tasks.classify import TextClassifier
 
 

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import FastAPI
 from pydantic import Field
 
-from folio.serve.app import ERRORS, Batcher, Pick
+from folio.serve.api import ERRORS, Batcher, Pick
 from folio.serve.schemas import ModelRequest, Texts
 
 

@@ -7,7 +7,7 @@ import base64
 
 from fastapi import FastAPI
 
-from folio.serve.app import Batcher, Pick
+from folio.serve.api import Batcher, Pick
 from folio.serve.openai import EMBEDDINGS, OPENAI_ERRORS, EmbeddingRequest, OpenAIError, pick_model
 
 

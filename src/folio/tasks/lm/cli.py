@@ -9,7 +9,6 @@ import sys
 from folio.errors import ConfigError
 from folio.flags import (
     Formatter,
-    add_training_flags,
     finite_float,
     integer,
     is_worker,
@@ -17,7 +16,6 @@ from folio.flags import (
     positive_float,
     positive_int,
     seed,
-    train_config_from,
     unit_float,
     utf8_text,
 )
@@ -26,6 +24,7 @@ from folio.tasks.lm.data import corpus_ids
 from folio.tasks.lm.inference import LanguageModel
 from folio.tasks.lm.options import LMTrainOptions
 from folio.tasks.lm.recipe import train
+from folio.training.flags import add_training_flags, train_config_from
 
 
 def _lm_train(args) -> int:

@@ -116,9 +116,13 @@ def evaluate_ids(model: torch.nn.Module, ids: torch.Tensor, seq_len: int = 256, 
 
 
 def loss_report(loss: float, tokens: int, level: str = "char") -> dict:
-    """`loss` in nats per token; `bits_per_char` is bits per token at word or BPE level (see `level`).
+    """`loss` in nats per token, and `bits_per_token`: per character at `level` "char", per word or BPE token
+    otherwise. `bits_per_char` is the same figure under its old name, kept in the output for one release
+    (a misnomer except at character level).
 
-    >>> loss_report(math.log(2), 10)["bits_per_char"]
+    >>> loss_report(math.log(2), 10)["bits_per_token"]
     1.0
     """
-    return {"loss": loss, "bits_per_char": loss / math.log(2), "perplexity": math.exp(loss), "tokens": tokens, "level": level}
+    bits = loss / math.log(2)
+    return {"loss": loss, "bits_per_token": bits, "bits_per_char": bits, "perplexity": math.exp(loss), "tokens": tokens,
+            "level": level}

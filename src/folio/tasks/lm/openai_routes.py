@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from folio.errors import FolioError
-from folio.serve.app import Pick, ServedModel
+from folio.serve.api import Pick, ServedModel
 from folio.serve.openai import (
     CHAT_COMPLETIONS,
     COMPLETIONS,

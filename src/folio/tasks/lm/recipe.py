@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from folio.data.sentence_pairs import (
-    PairBatches,
+    SentencePairBatches,
     check_documents,
     corpus_documents,
     document_kind,
@@ -113,8 +113,8 @@ def _prepare_nsp(options: LMTrainOptions, context: RunContext) -> Prepared:
     check_documents(docs["valid"], f"corpus {options.corpus}, its valid split (the documents that end in the "
                                    f"{options.split[1]:.0%} of the text after the first {options.split[0]:.0%})")
     max_tokens = config.context - 3  # [CLS] A [SEP] B [SEP]
-    batches = PairBatches(docs["train"], options.batch_size, max_tokens, specials["cls"], specials["sep"],
-                          seed=options.train.seed, rank=context.dist.rank, world_size=context.dist.world_size)
+    batches = SentencePairBatches(docs["train"], options.batch_size, max_tokens, specials["cls"], specials["sep"],
+                                  seed=options.train.seed, rank=context.dist.rank, world_size=context.dist.world_size)
     valid_pairs = held_out_pairs(docs["valid"], max_tokens, specials["cls"], specials["sep"])
     figures = ("loss", "masked_loss", "nsp_loss", "nsp_accuracy")
     train_docs = docs["train"]

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from folio.serve.app import ERRORS, Pick, ServedModel
+from folio.serve.api import ERRORS, Pick, ServedModel
 from folio.serve.schemas import FiniteFloat, ModelRequest, Seed, text
 from folio.tasks.lm import encode
 from folio.tasks.lm.batching import BatchedGenerator

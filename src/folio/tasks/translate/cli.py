@@ -12,14 +12,12 @@ from folio.data.splits import EVALUATION_SPLITS, chosen_split
 from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
-    add_training_flags,
     finite_float,
     integer,
     non_negative_int,
     positive_int,
     read_stdin_lines,
     seed,
-    train_config_from,
     utf8_text,
 )
 from folio.render import plot_bleu_by_length, plot_translation_attention
@@ -27,6 +25,7 @@ from folio.tasks.translate.data import TranslateData
 from folio.tasks.translate.inference import Translator
 from folio.tasks.translate.options import TranslateTrainOptions
 from folio.tasks.translate.recipe import MODEL_FAMILIES, train
+from folio.training.flags import add_training_flags, train_config_from
 
 
 def _data_spec(args) -> TranslateData:

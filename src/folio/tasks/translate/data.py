@@ -16,6 +16,7 @@ from folio.data.download import sha256_of
 from folio.data.pairs import (
     EOS,
     Pair,
+    Seq2SeqBatch,
     bible_splits,
     date_splits,
     download_pairs,
@@ -25,7 +26,6 @@ from folio.data.pairs import (
 )
 from folio.data.spec import DataSpec
 from folio.errors import ConfigError, DataError
-from folio.models.seq2seq import Seq2SeqBatch
 from folio.tokenizers import Tokenizer
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from folio.export import Graph
+from folio.export_api import Graph
 from folio.models.seq2seq import DecoderState, Seq2Seq
 from folio.models.transformer_seq2seq import TransformerDecoderState
 from folio.nn.gru import FastGRU

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from folio.data.pairs import EOS, PAD, SOS, Pair, PairBatches
+from folio.data.pairs import EOS, PAD, SOS, Pair, TranslationBatches
 from folio.errors import CheckpointError, ConfigError, DataError
 from folio.models.registry import build_config, build_model, model_section
 from folio.tasks.translate.data import SourceEncoder, batches_by_length, encode_pairs
@@ -83,8 +83,8 @@ class TranslateRecipe:
         encode_src = SourceEncoder(src_tok, reverse, model_config.max_src_len)
         train_src, train_tgt, dropped = encode_pairs(train_pairs, encode_src, tgt_tok, options.max_tgt_len)
         valid_src, valid_tgt, _ = encode_pairs(splits["valid"], encode_src, tgt_tok, 0)
-        batches = PairBatches(train_src, train_tgt, options.batch_size, seed=options.train.seed,
-                              rank=context.dist.rank, world_size=context.dist.world_size)
+        batches = TranslationBatches(train_src, train_tgt, options.batch_size, seed=options.train.seed,
+                                     rank=context.dist.rank, world_size=context.dist.world_size)
         model = build_model(model_config.to_dict())
 
         def evaluate(m: nn.Module) -> float:  # without label smoothing: nats per target token

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import FastAPI, HTTPException
 from pydantic import Field
 
-from folio.serve.app import ERRORS, Pick
+from folio.serve.api import ERRORS, Pick
 from folio.serve.schemas import BeamSize, LengthPenalty, ModelRequest, Texts
 
 
