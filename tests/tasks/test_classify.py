@@ -1,6 +1,5 @@
 """`folio classify` through its Python API: Reber, metrics, saved models that take raw strings."""
 
-import time
 
 import pytest
 import torch
@@ -12,9 +11,9 @@ from folio.training.config import TrainConfig
 from tests.helpers import synthetic_reviews
 
 
-def test_reber_grammar_is_learned_by_a_small_gru_in_under_a_minute(tmp_path):
-    # CPU seconds, not wall-clock: on a shared machine the wall clock measures the neighbours (about 6 s alone)
-    start = time.process_time()
+def test_reber_grammar_is_learned_by_a_small_gru(tmp_path):
+    # (about 6 s alone; its speed is bench/classify_speed.py's business, not a timed test's: CPU time too grows
+    # on a loaded machine, where idle OpenMP threads spin)
     options = ClassifyTrainOptions(
         data="reber", out=str(tmp_path / "reber"), text={"level": "char"}, reber_size=4000, max_len=None,
         model={"hidden": 32, "embedding_dim": 8, "bidirectional": False, "pooling": "last", "dropout": 0.0},
@@ -26,7 +25,6 @@ def test_reber_grammar_is_learned_by_a_small_gru_in_under_a_minute(tmp_path):
     clf = TextClassifier.from_pretrained(tmp_path / "reber")
     fresh = reber_dataset(1000, seed=12345)  # strings generated apart from training
     report = clf.evaluate(fresh)
-    assert time.process_time() - start < 60
     assert report["accuracy"] > 0.95, report
 
 
