@@ -28,7 +28,7 @@ TASKS: dict[str, Task] = {task.name: task for task in [
     Task("embed", "sentence embeddings (MiniLM)", "folio.tasks.embed.cli:add_cli",
          description='Print one JSON line per text: {"text", "embedding"}, a unit-length vector.',
          inference="folio.tasks.embed.inference:SentenceEmbedder", routes="folio.tasks.embed.serve:add_routes",
-         pretrained="folio.tasks.embed.inference:is_sentence_encoder"),
+         pretrained="folio.models.sentence_encoder:is_sentence_encoder"),
     Task("lm", "language models: Char-RNN, GPT, masked-LM pretraining", "folio.tasks.lm.cli:add_cli",
          inference="folio.tasks.lm:LanguageModel", routes="folio.tasks.lm.serve:add_routes",
          export="folio.tasks.lm.export:graphs", page="folio.tasks.lm.page:TAB",

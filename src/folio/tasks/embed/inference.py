@@ -8,41 +8,32 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from folio.models.sentence_encoder import SentenceEncoder, load_sentence_encoder
+from folio.models import sentence_encoder
+from folio.models.registry import load_checkpoint
+from folio.models.sentence_encoder import SentenceEncoder, is_sentence_encoder
 from folio.runtime import select_device
-
-
-def is_sentence_encoder(source: str | Path) -> bool:
-    """Whether `source` is a sentence encoder `folio embed` reads: "minilm", or a Hugging Face BERT directory
-    (config.json with `"model_type": "bert"` and no Folio `task`, and tokenizer.json). Reads no weights."""
-    if str(source) == "minilm":
-        return True
-    path = Path(source)
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (isinstance(config, dict) and config.get("model_type") == "bert" and "task" not in config
-            and (path / "tokenizer.json").is_file())
 
 
 class SentenceEmbedder:
     """A frozen sentence encoder: texts → unit vectors (N, dim), and how many tokens it read of each."""
 
-    def __init__(self, encoder: SentenceEncoder, source: str):
+    def __init__(self, encoder: SentenceEncoder, config: dict):
         self.encoder = encoder
-        self.config = {"task": "embed", "model": {"arch": "bert_sentence_encoder", "source": source, "dim": encoder.dim,
-                                                  "max_length": encoder.max_length}}
+        self.config = config
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: str = "cpu") -> SentenceEmbedder:
-        encoder = load_sentence_encoder(str(source))
-        return cls(encoder.to(select_device(device)), str(source))
+        """"minilm", or a Hugging Face BERT sentence-encoder directory (`folio.models.registry.load_checkpoint`)."""
+        # (a source that is not one goes to the encoder's reader itself, whose error says what is missing)
+        if is_sentence_encoder(source):
+            encoder, _, config = load_checkpoint(source, "embed", select_device(device))
+        else:
+            encoder, _, config = sentence_encoder.load_checkpoint(source, select_device(device))
+        return cls(encoder, config)
 
     @property
     def dim(self) -> int:
@@ -54,4 +45,4 @@ class SentenceEmbedder:
         return self.encoder.encode(texts, batch_size), tokens
 
 
-__all__ = ["SentenceEmbedder", "is_sentence_encoder"]
+__all__ = ["SentenceEmbedder"]
