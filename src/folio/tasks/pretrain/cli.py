@@ -45,13 +45,10 @@ def check_objective_flags(args) -> None:
 def train_from_args(args) -> int:
     """`folio pretrain train` (and `folio lm train --arch bert|bilm`): an encoder prints no samples."""
     check_objective_flags(args)
-    model = base_model(args)
-    if args.arch == "bert":
-        model.update(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob,
-                     objective=args.objective)
-    else:
-        model.update(char_cnn=args.char_cnn, softmax_samples=args.softmax_samples)
-    train(PretrainOptions(model=model, **corpus_options(args)))
+    own = (dict(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob,
+                objective=args.objective) if args.arch == "bert"
+           else dict(char_cnn=args.char_cnn, softmax_samples=args.softmax_samples))
+    train(PretrainOptions(model={**base_model(args), **own}, **corpus_options(args)))
     return 0
 
 
@@ -80,11 +77,11 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     t = verbs.add_parser("train", help="pretrain an encoder", formatter_class=Formatter,
                          description="Pretrain a BERT encoder with masked LM (and next-sentence prediction), or ELMo's "
                                      "bidirectional LSTM language model, on characters, words or byte-level BPE tokens.")
-    add_corpus_flags(t, out="runs/pretrain")
     t.add_argument("--arch", choices=ARCHS, default="bert",
                    help="a BERT encoder (folio classify train --init-from reads it), or ELMo's biLM (folio embed and "
                         "folio classify train --features read it)")
     add_objective_flags(t)
+    add_corpus_flags(t, out="runs/pretrain")
     add_shape_flags(t)
     add_training_flags(t, lr=3e-3, max_time=180.0)
     t.set_defaults(func=train_from_args)
