@@ -29,7 +29,7 @@ from collections import Counter
 import torch
 
 from folio.data.sentence_pairs import check_documents, corpus_documents, held_out_pairs, tokenize_documents
-from folio.tasks.lm.inference import LanguageModel
+from folio.tasks.pretrain import PretrainedEncoder
 
 
 def shared_words(a: list[int], b: list[int], idf: dict[int, float]) -> float:
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    lm = LanguageModel.from_pretrained(args.model)
+    lm = PretrainedEncoder.from_pretrained(args.model)
     model_config, vocab, config = lm.model.config, lm.vocab, lm.config
     specials = model_config.special_ids()
     splits = corpus_documents(args.corpus, tuple(config.get("data", {}).get("split", (0.9, 0.05, 0.05))))

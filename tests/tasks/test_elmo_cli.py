@@ -1,5 +1,5 @@
-"""ELMo end to end through the console script: `folio lm train --arch bilm` (with and without the character
-CNN), `folio lm evaluate` with both directions' perplexities, `folio embed --model BILM_DIR`, and
+"""ELMo end to end through the console script: `folio pretrain train --arch bilm` and its alias `folio lm train --arch bilm` (with and without the character
+CNN), `folio lm evaluate` (and `folio pretrain evaluate`) with both directions' perplexities, `folio embed --model BILM_DIR`, and
 `folio classify train --features BILM_DIR`."""
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def bilms(tmp_path_factory):
     corpus = root / "corpus.txt"
     corpus.write_text(context_corpus(1500))
     out = {}
-    for name, extra in (("table", ("--softmax-samples", "8")), ("chars", ("--char-cnn",))):
-        result = folio("lm", "train", "--arch", "bilm", "--corpus", str(corpus), "--out", str(root / name), *TRAIN, *extra)
+    # `folio pretrain train`, and `folio lm train`: its alias
+    for name, task, extra in (("table", "lm", ("--softmax-samples", "8")), ("chars", "pretrain", ("--char-cnn",))):
+        result = folio(task, "train", "--arch", "bilm", "--corpus", str(corpus), "--out", str(root / name), *TRAIN, *extra)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "forward loss" in result.stderr and "backward loss" in result.stderr  # validation reports both
         out[name] = root / name
@@ -43,6 +44,9 @@ def test_evaluate_reports_both_directions(bilms):
         assert report[f"{direction}_perplexity"] == pytest.approx(math.exp(report[f"{direction}_loss"]))
         assert report[f"{direction}_perplexity"] < 4.0, report  # a guess would be ~30
     assert report["loss"] == pytest.approx((report["forward_loss"] + report["backward_loss"]) / 2)
+    again = folio("pretrain", "evaluate", "--model", str(models["table"]), "--corpus", str(corpus), "--split", "test",
+                  "--json")  # `folio lm evaluate` of an encoder is its alias: the same report
+    assert again.returncode == 0 and json.loads(again.stdout) == report, again.stderr
 
 
 def _embed(model, *args) -> list[dict]:

@@ -87,12 +87,14 @@ def test_muon_trains_a_gpt(small_corpus, tmp_path):
     assert summary["best_valid"] < 0.5  # as the GRU above: the pattern is nearly deterministic
 
 
-@pytest.mark.parametrize("model", [{"hidden": 32}, {"arch": "bilm", "layers": 1, "hidden": 32}], ids=["gru", "bilm"])
-def test_two_process_ddp_run_on_cpu(small_corpus, tmp_path, model):
+@pytest.mark.parametrize(("task", "options", "model"), [("lm", "LMTrainOptions", {"hidden": 32}),
+                                                       ("pretrain", "PretrainOptions", {"arch": "bilm", "layers": 1, "hidden": 32})],
+                         ids=["gru", "bilm"])
+def test_two_process_ddp_run_on_cpu(small_corpus, tmp_path, task, options, model):
     script = (
-        "from folio.tasks.lm import LMTrainOptions, train\n"
+        f"from folio.tasks.{task} import {options} as Options, train\n"
         "from folio.training.config import TrainConfig\n"
-        f"train(LMTrainOptions(corpus={str(small_corpus)!r}, out={str(tmp_path / 'ddp')!r}, model={model!r},"
+        f"train(Options(corpus={str(small_corpus)!r}, out={str(tmp_path / 'ddp')!r}, model={model!r},"
         " seq_len=24, batch_size=8, device='cpu', progress=False,"
         " train=TrainConfig(lr=1e-2, warmup_steps=10, max_steps=120, eval_every=60, save_every=60, seed=1)))\n"
     )

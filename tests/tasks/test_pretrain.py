@@ -1,6 +1,7 @@
-"""Pretraining with `folio lm` at word or BPE level, then `folio classify train --init-from LM_DIR`:
-ULMFiT (GRU/LSTM), causal LM (GPT) and masked LM (BERT) checkpoints start classifiers that learn; a BERT
-pretrained with next-sentence prediction learns it and starts a classifier of pairs of texts."""
+"""Pretraining at word or BPE level (`folio lm` for GRU/LSTM and GPT, `folio pretrain` for BERT), then
+`folio classify train --init-from LM_DIR`: ULMFiT (GRU/LSTM), causal LM (GPT) and masked LM (BERT) checkpoints
+start classifiers that learn; a BERT pretrained with next-sentence prediction learns it and starts a classifier
+of pairs of texts. `folio pretrain` and `folio lm` refuse each other's models by name."""
 
 import json
 import random
@@ -14,6 +15,8 @@ from folio.tasks.classify import ClassifyTrainOptions, TextClassifier, discrimin
 from folio.tasks.classify import train as train_classifier
 from folio.tasks.lm import LanguageModel, LMTrainOptions
 from folio.tasks.lm import train as train_lm
+from folio.tasks.pretrain import PretrainedEncoder, PretrainOptions
+from folio.tasks.pretrain import train as train_encoder
 from folio.training.config import TrainConfig
 from tests.helpers import run_folio, synthetic_reviews, topic_documents
 
@@ -30,9 +33,13 @@ def reviews(tmp_path_factory):
     return root, labelled, corpus
 
 
-def pretrain(root, corpus, name, tokenizer, model, steps=150, lr=5e-3):
+def pretrain(root, corpus, name, tokenizer, model, steps=150, lr=5e-3, train=None, options=None):
+    """A language model (`folio lm`) or an encoder (`folio pretrain`, by the arch) trained on `corpus`."""
+    encoder = model["arch"] in ("bert", "bilm")
+    train = train or (train_encoder if encoder else train_lm)
+    options = options or (PretrainOptions if encoder else LMTrainOptions)
     out = root / name
-    summary = train_lm(LMTrainOptions(
+    summary = train(options(
         corpus=str(corpus), out=str(out), tokenizer=tokenizer, vocab_size=60 if tokenizer == "word" else 300,
         oov_buckets=4, lower=tokenizer == "word", model=model, seq_len=24, batch_size=16,
         train=TrainConfig(lr=lr, max_steps=steps, warmup_steps=10, eval_every=steps, save_every=10_000, seed=0),
@@ -112,11 +119,11 @@ def test_masked_lm_pretraining_then_fine_tuning(reviews):
     root, labelled, corpus = reviews
     model = {"arch": "bert", "layers": 2, "hidden": 32, "heads": 2, "context": 24, "dropout": 0.0, "mask_prob": 0.15}
     lm_dir, _ = pretrain(root, corpus, "bert_lm", "word", model, steps=200, lr=3e-3)
-    lm = LanguageModel.from_pretrained(lm_dir)
+    lm = PretrainedEncoder.from_pretrained(lm_dir)
     report = lm.evaluate(corpus.read_text()[-6000:])
     assert report["loss"] < 3.3  # masked words of the filler vocabulary, from ln(65) = 4.17
     with pytest.raises(ConfigError, match="does not generate"):
-        lm.generate("the film")
+        LanguageModel.from_pretrained(lm_dir)
 
     from folio.tasks.classify import _from_language_model
 
@@ -156,7 +163,7 @@ def nsp_lm(nsp_data):
     """A tiny BERT pretrained with masked LM + next-sentence prediction on `nsp_data`'s documents."""
     root, corpus, pairs = nsp_data
     out = root / "nsp_lm"
-    summary = train_lm(LMTrainOptions(
+    summary = train_encoder(PretrainOptions(
         corpus=str(corpus), out=str(out), tokenizer="word", vocab_size=60, oov_buckets=4, lower=True, model=NSP_MODEL,
         split=(0.8, 0.1, 0.1), seq_len=32, batch_size=32, device="cpu", progress=False,  # ~100 held-out pairs a split
         train=TrainConfig(lr=3e-3, max_steps=600, warmup_steps=20, eval_every=100, save_every=10_000, seed=0)))
@@ -171,7 +178,7 @@ def test_next_sentence_prediction_is_learned_and_reported(nsp_lm):
     assert evals[0]["valid_nsp_accuracy"] < 0.7 and evals[-1]["valid_nsp_accuracy"] > 0.8  # chance is 0.5
     best = min(evals, key=lambda e: e["valid_loss"])
     assert best["valid_loss"] == pytest.approx(best["valid_masked_loss"] + best["valid_nsp_loss"])
-    lm = LanguageModel.from_pretrained(out)
+    lm = PretrainedEncoder.from_pretrained(out)
     report = lm.evaluate_sentence_pairs(str(corpus), "test")  # fixed pairs of documents it never trained on
     assert report["pairs"] >= 90 and report["nsp_accuracy"] > 0.8
     assert report == lm.evaluate_sentence_pairs(str(corpus), "test")  # the same pairs and masks every time
@@ -184,7 +191,7 @@ def test_an_nsp_checkpoint_starts_a_pair_classifier_from_its_pooler(nsp_lm):
     root, out, _, pairs, _ = nsp_lm
     from folio.tasks.classify import _from_language_model
 
-    lm = LanguageModel.from_pretrained(out)
+    lm = PretrainedEncoder.from_pretrained(out)
     model, tokenizer, note = _from_language_model(ClassifyTrainOptions(init_from=str(out), model={}, max_len=32), 2)
     assert "[CLS] pooler" in note and model.config.pooling == "cls" and model.config.pooler
     for name, value in lm.model.pooler.state_dict().items():
@@ -231,6 +238,21 @@ def test_language_models_that_cannot_start_a_classifier(reviews, tmp_path):
         fine_tune(root, labelled, root / "gru_clf" if (root / "gru_clf").exists() else _classifier(root, labelled), "z")
 
 
+def test_the_two_tasks_refuse_each_others_models_by_name(reviews):
+    root, _, corpus = reviews
+    gru_dir, _ = pretrain(root, corpus, "tiny_gru", "word", {"arch": "gru", "layers": 1, "hidden": 8}, steps=2)
+    with pytest.raises(CheckpointError, match="holds a causal language model .*: folio lm evaluate --model"):
+        PretrainedEncoder.from_pretrained(gru_dir)
+    bilm_dir, _ = pretrain(root, corpus, "tiny_bilm", "word", {"arch": "bilm", "layers": 1, "hidden": 8}, steps=2)
+    with pytest.raises(ConfigError, match="does not generate text; it gives contextual word vectors"):
+        LanguageModel.from_pretrained(bilm_dir)
+    with pytest.raises(ConfigError, match="--arch bilm is trained by folio pretrain train"):
+        pretrain(root, corpus, "x", "word", {"arch": "bilm"}, steps=2, train=train_lm, options=LMTrainOptions)
+    with pytest.raises(ConfigError, match="--arch gpt is trained by folio lm train"):
+        pretrain(root, corpus, "y", "word", {"arch": "gpt"}, steps=2, train=train_encoder, options=PretrainOptions)
+    assert not (root / "x").exists() and not (root / "y").exists()
+
+
 def _classifier(root, labelled):
     out = root / "plain_clf"
     train_classifier(ClassifyTrainOptions(data=str(labelled), out=str(out), vocab_size=50, oov_buckets=4, max_len=24,
@@ -268,11 +290,11 @@ def test_the_cli_pretrains_and_fine_tunes(reviews, tmp_path):
 def test_the_cli_pretrains_with_nsp_evaluates_and_classifies_pairs(nsp_data, tmp_path):
     _, corpus, pairs = nsp_data
     lm_dir = tmp_path / "nsp"
-    result = run_folio("lm", "train", "--corpus", corpus, "--out", lm_dir, *TINY_BERT, "--objective", "mlm+nsp",
+    result = run_folio("pretrain", "train", "--corpus", corpus, "--out", lm_dir, *TINY_BERT, "--objective", "mlm+nsp",
                        "--seq-len", "24", "--max-steps", "10", "--eval-every", "10")
     assert result.returncode == 0, result.stderr
     assert "masked LM + next-sentence prediction" in result.stderr and "nsp accuracy" in result.stderr
-    evaluated = run_folio("lm", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json")
+    evaluated = run_folio("pretrain", "evaluate", "--model", str(lm_dir), "--corpus", str(corpus), "--json")
     report = json.loads(evaluated.stdout)
     assert {"loss", "tokens", "nsp_accuracy", "nsp_loss", "masked_loss", "pairs"} <= set(report)
     assert 0 <= report["nsp_accuracy"] <= 1 and report["pairs"] > 0 and report["masked_loss"] > 0

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from folio.tasks.lm import LanguageModel
+from folio.models.registry import load_checkpoint
 from folio.training.checkpoint import load_trainer_state, resume_directory
 from tests.helpers import PATTERN, folio_command
 
@@ -114,10 +114,10 @@ def leftovers(out: Path) -> list[str]:
 
 def assert_complete(out: Path) -> int:
     """OUT holds a complete model and `--resume` finds a complete checkpoint; returns its step."""
-    LanguageModel.from_pretrained(out)  # config.json, model.safetensors, vocab.json
+    load_checkpoint(out, "lm")  # config.json, model.safetensors, vocab.json (a biLM's too: folio pretrain's)
     directory, _ = resume_directory("", out, "lm")  # what a bare --resume picks
     assert directory == out / "last"
-    LanguageModel.from_pretrained(directory)
+    load_checkpoint(directory, "lm")
     return load_trainer_state(directory)["step"]
 
 

@@ -1,4 +1,4 @@
-"""ELMo's contextual word vectors from a trained biLM (`folio lm train --arch bilm`): one vector per token,
+"""ELMo's contextual word vectors from a trained biLM (`folio pretrain train --arch bilm`): one vector per token,
 different in every context.
 
     >>> elmo = ContextualEmbedder.from_pretrained("runs/bilm")              # doctest: +SKIP
@@ -11,7 +11,6 @@ different in every context.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,23 +18,16 @@ import torch
 from folio.data.text import pad_sequences
 from folio.errors import CheckpointError, ConfigError
 from folio.models.bilm import BiLM, ScalarMix, word_chars
-from folio.models.registry import load_checkpoint, model_class, model_section, read_config
+from folio.models.registry import load_checkpoint, model_section, read_config
 from folio.runtime import select_device
+from folio.tasks.pretrain.inference import model_kind
 from folio.tokenizers import Tokenizer
 
 
 def is_bilm_directory(model: str | Path) -> bool:
-    """Whether `model` is a directory whose config.json describes a `folio lm` biLM (read no weights)."""
-    try:
-        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(config, dict) or config.get("task") != "lm":
-        return False
-    try:
-        return model_class(model_section(config)).kind == "bidirectional"
-    except CheckpointError:
-        return False
+    """Whether `model` is a directory whose config.json describes a biLM (`folio pretrain train --arch bilm`;
+    no weights read)."""
+    return model_kind(model) == "bidirectional"
 
 
 class ContextualEmbedder:
@@ -51,7 +43,7 @@ class ContextualEmbedder:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> ContextualEmbedder:
-        """A `folio lm train --arch bilm` directory; any other model is refused by name."""
+        """A `folio pretrain train --arch bilm` directory (or `folio lm train --arch bilm`, its alias); any other model is refused by name."""
         if not is_bilm_directory(directory):
             need = "a biLM directory is needed (folio lm train --arch bilm)"
             try:

@@ -1,4 +1,4 @@
-"""`folio lm`: language models (Char-RNN, GPT, masked-LM pretraining). See `folio.tasks` for the files."""
+"""`folio lm`: language models that generate (Char-RNN, GPT, Llama, LoRA fine-tuning). See `folio.tasks` for the files."""
 
 from folio.tasks.lm.data import encode
 from folio.tasks.lm.inference import LanguageModel

@@ -12,7 +12,6 @@ from folio.flags import (
     finite_float,
     integer,
     is_worker,
-    non_negative_int,
     positive_float,
     positive_int,
     seed,
@@ -20,7 +19,7 @@ from folio.flags import (
     utf8_text,
 )
 from folio.models.llama_weights import DTYPES
-from folio.tasks.lm.data import corpus_ids
+from folio.tasks.lm.data import split_ids
 from folio.tasks.lm.inference import LanguageModel
 from folio.tasks.lm.options import LMTrainOptions
 from folio.tasks.lm.recipe import train
@@ -28,34 +27,36 @@ from folio.training.flags import add_training_flags, train_config_from
 
 
 def _lm_train(args) -> int:
+    from folio.tasks.pretrain import cli as pretrain  # (not imported above: folio pretrain builds on this module)
+
     if args.init_from:
         return _lm_fine_tune(args)
-    if args.objective != "mlm" and args.arch != "bert":
-        raise ConfigError(f"--objective {args.objective} pretrains a BERT encoder: add --arch bert")
-    if args.softmax_samples and args.arch != "bilm":
-        raise ConfigError(f"--softmax-samples trains a biLM's softmax (--arch bilm), not --arch {args.arch}'s")
-    dropout = FROM_SCRATCH_DROPOUT if args.dropout is None else args.dropout
-    model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": dropout}
+    if args.arch in pretrain.ARCHS:  # `folio lm train --arch bert|bilm`: the alias of `folio pretrain train`
+        return pretrain.train_from_args(args)
+    pretrain.check_objective_flags(args)  # its flags, given to a causal model
+    model = base_model(args)
     if args.arch == "gpt":
         model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions,
                      inner_dropout=args.inner_dropout)
-    elif args.arch == "bert":
-        model.update(heads=args.heads, context=args.context or args.seq_len, mask_prob=args.mask_prob,
-                     objective=args.objective)
-    elif args.arch == "bilm":
-        model.update(char_cnn=args.char_cnn, softmax_samples=args.softmax_samples)
     else:
         model.update(embedding_dim=args.embedding_dim, output_dropout=args.output_dropout)
-    options = LMTrainOptions(
-        corpus=args.corpus, out=args.out, lower=args.lower, model=model,
-        tokenizer=args.tokenizer, vocab_size=args.vocab_size, oov_buckets=args.oov_buckets,
-        seq_len=args.seq_len, batch_size=args.batch_size, stateful=args.stateful,
-        train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
-    )
-    train(options)
-    if args.arch not in ("bert", "bilm"):  # an encoder does not generate
-        _print_samples(args)
+    train(LMTrainOptions(model=model, **corpus_options(args)))
+    _print_samples(args)
     return 0
+
+
+def base_model(args) -> dict:
+    """The "model" options every `folio lm train` and `folio pretrain train` arch takes from the flags."""
+    dropout = FROM_SCRATCH_DROPOUT if args.dropout is None else args.dropout
+    return {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": dropout}
+
+
+def corpus_options(args) -> dict:
+    """The options of a run over a corpus's windows (`LMTrainOptions`' own and the run's) from the flags."""
+    return dict(corpus=args.corpus, out=args.out, lower=args.lower, tokenizer=args.tokenizer,
+                vocab_size=args.vocab_size, oov_buckets=args.oov_buckets, seq_len=args.seq_len,
+                batch_size=args.batch_size, stateful=vars(args).get("stateful", False),  # (folio lm train's flag)
+                train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet)
 
 
 def _print_samples(args) -> None:
@@ -117,28 +118,28 @@ def _lm_sample(args) -> int:
 
 
 def _lm_evaluate(args) -> int:
+    from folio.tasks.pretrain.inference import is_encoder_directory  # (not above: folio pretrain builds on lm)
+
+    if is_encoder_directory(args.model):  # `folio lm evaluate` of an encoder: the alias of `folio pretrain evaluate`
+        from folio.tasks.pretrain.cli import evaluate_from_args
+
+        return evaluate_from_args(args)
     lm = LanguageModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    split = lm.config.get("data", {}).get("split", [0.9, 0.05, 0.05])
-    tokens = corpus_ids(args.corpus, tuple(split), lm.vocab)  # from the token cache (tokenized there once)
-    ids, characters = ((tokens.ids, sum(tokens.chars.values())) if args.split == "all"
-                       else (tokens.split(args.split), tokens.chars[args.split]))
+    ids, characters = split_ids(args.corpus, lm.config, lm.vocab, args.split)
     report = {"split": args.split, "corpus": args.corpus, "streams": args.streams,
               **lm.evaluate_ids(ids, characters, streams=args.streams)}
-    if lm.config.get("model", {}).get("objective") == "mlm+nsp":  # and BERT's other figure, on sentence pairs
-        report.update(lm.evaluate_sentence_pairs(args.corpus, args.split))
-    if args.json:
-        print(json.dumps(report))
-    else:
-        unit = {"char": "char", "word": "word", "bpe": "BPE token"}.get(report["level"], "token")
-        what = "masked-token loss" if lm.config.get("model", {}).get("arch") == "bert" else "loss"
-        print(f"{args.split}: {what} {report['loss']:.4f} nats/{unit}, {report['bits_per_char']:.4f} bits/{unit}, "
-              f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} {unit}s"
-              + (f"; {report['nats_per_char']:.4f} nats/char over {report['characters']:,} characters"
-                 if "nats_per_char" in report and unit != "char" else ""))
-        if "nsp_accuracy" in report:
-            print(f"{args.split}: next-sentence accuracy {report['nsp_accuracy']:.4f} on {report['pairs']:,} pairs "
-                  f"(loss {report['nsp_loss']:.4f}); masked-token loss on their tokens {report['masked_loss']:.4f}")
+    print(json.dumps(report) if args.json else loss_line(report))
     return 0
+
+
+def loss_line(report: dict, what: str = "loss") -> str:
+    """An evaluation's report as one line: `what` in nats and bits per token, perplexity, tokens (and nats per
+    character for a word or BPE model)."""
+    unit = {"char": "char", "word": "word", "bpe": "BPE token"}.get(report["level"], "token")
+    return (f"{report['split']}: {what} {report['loss']:.4f} nats/{unit}, {report['bits_per_char']:.4f} bits/{unit}, "
+            f"perplexity {report['perplexity']:.3f}, {report['tokens']:,} {unit}s"
+            + (f"; {report['nats_per_char']:.4f} nats/char over {report['characters']:,} characters"
+               if "nats_per_char" in report and unit != "char" else ""))
 
 
 def _lm_attention(args) -> int:
@@ -159,54 +160,58 @@ def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
 _MODEL_HELP = "a model directory (folio lm train --out), or a pretrained model: smollm2, a .gguf file, a Hugging Face directory"
 
 
+def add_corpus_flags(parser: argparse.ArgumentParser, out: str) -> None:
+    """The corpus, its vocabulary and its windows: the flags of `folio lm train` and `folio pretrain train`."""
+    parser.add_argument("--corpus", default="shakespeare", help="shakespeare (embedded), tinyshakespeare (downloaded), "
+                        "imdb (the classifier's training reviews, for ULMFiT-style pretraining) or a UTF-8 file")
+    parser.add_argument("--out", default=out, help="model directory")
+    parser.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
+                        help="characters; words (the classifier's cleaning, top --vocab-size + hashed buckets); "
+                             "byte-level BPE")
+    parser.add_argument("--vocab-size", type=positive_int, default=8000, help="words or BPE tokens (not used for characters)")
+    parser.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words (--tokenizer word)")
+    parser.add_argument("--lower", action="store_true", help="lower-case the corpus, as in the book (char and word)")
+    parser.add_argument("--seq-len", type=positive_int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+
+
+def add_shape_flags(parser: argparse.ArgumentParser) -> None:
+    """The model's size and dropout: the flags of `folio lm train` and `folio pretrain train`."""
+    parser.add_argument("--layers", type=positive_int, default=2)
+    parser.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or a Transformer's width")
+    parser.add_argument("--heads", type=positive_int, default=4, help="attention heads (Transformers)")
+    parser.add_argument("--context", type=positive_int, default=None,
+                        help="positions attended over (Transformers; default: --seq-len)")
+    parser.add_argument("--dropout", type=finite_float, default=None,
+                        help=f"default {FROM_SCRATCH_DROPOUT}; none with --init-from (a pretrained model trained without "
+                             "dropout falls apart under it)")
+
+
 def add_cli(parser: argparse.ArgumentParser) -> None:
     """`folio lm train|sample|evaluate|attention`."""
+    from folio.tasks.pretrain import cli as pretrain_cli  # (not imported above: folio pretrain builds on this module)
+
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     t = verbs.add_parser("train", help="train a language model", formatter_class=Formatter,
-                         description="Train a GRU/LSTM or GPT language model (then print samples), or pretrain a BERT "
-                                     "encoder with masked LM, on characters, words or byte-level BPE tokens.")
-    t.add_argument("--corpus", default="shakespeare", help="shakespeare (embedded), tinyshakespeare (downloaded), "
-                   "imdb (the classifier's training reviews, for ULMFiT-style pretraining) or a UTF-8 file")
-    t.add_argument("--out", default="runs/lm", help="model directory")
-    t.add_argument("--arch", choices=["gru", "lstm", "gpt", "bert", "bilm"], default="gru",
-                   help="recurrent, a decoder-only Transformer, a BERT encoder pretrained by masked LM (and next-"
-                        "sentence prediction), or ELMo's bidirectional LSTM language model (folio embed reads it)")
-    t.add_argument("--objective", choices=["mlm", "mlm+nsp"], default="mlm",
-                   help="bert: masked LM over windows of text, or masked LM plus next-sentence prediction over "
-                        "[CLS] A [SEP] B [SEP] sentence pairs (documents: the reviews of --corpus imdb, or the "
-                        "blank-line-separated paragraphs of a file)")
-    t.add_argument("--char-cnn", action="store_true",
-                   help="bilm: build each token's vector from its characters (ELMo's convolutions and highway "
-                        "layers), so unseen words get vectors too; default: an embedding table")
-    t.add_argument("--softmax-samples", type=non_negative_int, default=0, metavar="N",
-                   help="bilm: train with a sampled softmax over N log-uniform token ids, as ELMo (several times "
-                        "faster on a large vocabulary; evaluation uses the full softmax); 0: the full softmax")
-    t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
-                   help="characters; words (the classifier's cleaning, top --vocab-size + hashed buckets); byte-level BPE")
-    t.add_argument("--vocab-size", type=positive_int, default=8000, help="words or BPE tokens (not used for characters)")
-    t.add_argument("--oov-buckets", type=positive_int, default=1000, help="hashed buckets for unknown words (--tokenizer word)")
-    t.add_argument("--mask-prob", type=unit_float, default=0.15, help="masked positions (bert: 80%% [MASK], 10%% random, 10%% kept)")
-    t.add_argument("--layers", type=positive_int, default=2)
-    t.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or the GPT's width")
+                         description="Train a GRU/LSTM or GPT language model (then print samples) on characters, words "
+                                     "or byte-level BPE tokens; --arch bert|bilm hands over to folio pretrain train.")
+    add_corpus_flags(t, out="runs/lm")
+    t.add_argument("--arch", choices=["gru", "lstm", "gpt", *pretrain_cli.ARCHS], default="gru",
+                   help="recurrent, or a decoder-only Transformer; bert and bilm are encoders that folio pretrain "
+                        "train pretrains (the same flags)")
+    pretrain_cli.add_objective_flags(t)
+    add_shape_flags(t)
     t.add_argument("--embedding-dim", type=integer, default=0, help="0: one-hot input (recurrent models)")
-    t.add_argument("--dropout", type=finite_float, default=None,
-                   help=f"default {FROM_SCRATCH_DROPOUT}; none with --init-from (a pretrained model trained without "
-                        "dropout falls apart under it)")
     t.add_argument("--output-dropout", type=finite_float, default=None,
                    help="dropout before the output layer (recurrent models; default: --dropout)")
-    t.add_argument("--heads", type=positive_int, default=4, help="attention heads (gpt, bert)")
-    t.add_argument("--context", type=positive_int, default=None, help="positions attended over (gpt, bert; default: --seq-len)")
     t.add_argument("--inner-dropout", type=finite_float, default=None,
                    help="gpt: dropout on attention weights and feed-forward hidden units (default: --dropout); "
                         "--dropout acts on the embeddings and each sub-layer's output")
     t.add_argument("--positions", choices=["learned", "sinusoidal", "rope"], default="learned",
                    help="position encoding (gpt): learned or sinusoidal vectors added to the embeddings, or rotary (RoPE) in attention")
-    t.add_argument("--seq-len", type=positive_int, default=100)
-    t.add_argument("--batch-size", type=positive_int, default=32)
     t.add_argument("--stateful", action=argparse.BooleanOptionalAction, default=False,
                    help="carry the hidden state across batches (recurrent models)")
-    t.add_argument("--lower", action="store_true", help="lower-case the corpus, as in the book (char and word)")
     t.add_argument("--sample-temperatures", type=positive_float, nargs="*", default=[0.2, 1.0, 2.0],
                    help="print a sample at each temperature after training")
     t.add_argument("--sample-prompt", type=utf8_text, default="ROMEO:")

@@ -100,3 +100,12 @@ def spellings(vocab: Vocabulary) -> list[str]:
         texts.append("" if token in specials or token == "<unk>" else token if vocab.kind in ("char", "word")
                      else vocab.decode([index]))
     return texts
+
+
+def split_ids(corpus: str, config: dict, vocab: Vocabulary, split: str) -> tuple[torch.Tensor, int]:
+    """The ids of one split of `corpus` ("all": the whole of it), split as the model in `config` (its config.json)
+    was trained, and the characters they stand for: from the token cache (tokenized there once)."""
+    tokens = corpus_ids(corpus, tuple(config.get("data", {}).get("split", [0.9, 0.05, 0.05])), vocab)
+    if split == "all":
+        return tokens.ids, sum(tokens.chars.values())
+    return tokens.split(split), tokens.chars[split]

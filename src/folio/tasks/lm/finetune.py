@@ -21,7 +21,7 @@ from folio.models.llama_weights import load_pretrained
 from folio.models.registry import build_model, load_weights, model_section
 from folio.nn.lora import add_lora
 from folio.tasks.lm.data import corpus_ids, save_vocab, train_valid_ids
-from folio.tasks.lm.metrics import evaluate_ids
+from folio.tasks.lm.metrics import stream_loss
 from folio.tasks.lm.options import LMTrainOptions
 from folio.tasks.lm.recipe import TASK
 from folio.tokenizers import load_tokenizer
@@ -78,7 +78,7 @@ class FineTuneRecipe:
         return Prepared(
             model=model,
             batches=batches,
-            evaluate=lambda m: evaluate_ids(m, valid_ids, seq_len=options.seq_len, streams=options.eval_streams)[0],
+            evaluate=lambda m: stream_loss(m, valid_ids, seq_len=options.seq_len, streams=options.eval_streams)[0],
             saved_config={
                 "model": config.to_dict(),
                 "data": {"corpus": options.corpus, "split": list(options.split), "seq_len": options.seq_len,

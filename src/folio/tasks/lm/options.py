@@ -22,7 +22,7 @@ class LMTrainOptions(RunOptions):
     tokenizer: str = "char"  # char | word | bpe
     vocab_size: int = 8000  # words (plus oov_buckets) or BPE tokens; characters are all kept
     oov_buckets: int = 1000
-    model: dict = field(default_factory=dict)  # RNNLMConfig, GPTConfig or MaskedLMConfig fields (by "arch"), except vocab_size
+    model: dict = field(default_factory=dict)  # RNNLMConfig or GPTConfig fields (by "arch"), except vocab_size
     seq_len: int = 100
     batch_size: int = 32
     stateful: bool = False
@@ -31,9 +31,6 @@ class LMTrainOptions(RunOptions):
     def validate(self) -> None:
         """Refuse option combinations that cannot train, before any data is read (`ConfigError` names the fix)."""
         super().validate()
-        if self.model.get("objective") == "mlm+nsp" and self.tokenizer == "char" and self.resume is None:
-            raise ConfigError("--objective mlm+nsp reads sentences as words or subwords, and its [CLS] and [SEP] "
-                              "tokens need a vocabulary with padding: give --tokenizer word or --tokenizer bpe")
         context = self.model.get("context")  # a Transformer's positions (a resumed run keeps its checkpoint's)
         if context is not None and self.resume is None and self.seq_len > context:
             raise ConfigError(f"--seq-len {self.seq_len} is longer than --context {context}: "

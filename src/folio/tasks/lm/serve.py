@@ -82,7 +82,7 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
 
 def prompt_tokens(served: ServedModel, prompt: str) -> int:
     """How many tokens the model reads for `prompt` (a begin-of-text id included where it adds one); a
-    FolioError where it cannot generate from it (a masked LM or biLM, text without tokens it reads)."""
+    FolioError where it cannot generate from it (text without tokens it reads)."""
     return len(served.model._prompt_ids(prompt))
 
 
