@@ -24,8 +24,17 @@ def folio_cmd():
     return folio_command()
 
 
+# Under pytest-xdist every worker is one of the machine's cores (scripts/test.sh): one thread each, in this
+# process and in the processes a test starts, so that workers do not fight over cores (and idle threads spin).
+_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+if _THREADS == "1":
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FOLIO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.environ.setdefault("OMP_NUM_THREADS", _THREADS)
