@@ -76,6 +76,18 @@ def test_int8_layer_from_q8_0_and_float_rows_stays_within_half_a_step(tmp_path):
                                atol=1e-2, rtol=1e-2)
 
 
+def test_int8_layer_keeps_q8_0_blocks_exactly(tmp_path):
+    """Per-block scales (GGUF's Q8_0 as stored): the weight and the rows are the file's, bit for bit, and the
+    product (each block's sum in bfloat16, scaled and added in float32) is F.linear's on bfloat16 inputs."""
+    stored = _stored(tmp_path, Q.Q8_0)
+    reference = stored.dequantize()
+    layer = Int8Linear(*stored.int8_parts())
+    assert layer.blockwise and torch.equal(layer.dequantized(), reference)
+    assert torch.equal(layer.rows(torch.tensor([[2, 7]]))[0], reference[[2, 7]])
+    _check_product(layer, reference)
+    assert QuantizedLinear.cat([layer, layer]) is None
+
+
 def test_int4_from_float_pads_rows_and_joined_layers_compute_the_parts():
     torch.manual_seed(0)
     weights = [torch.randn(64, 64), torch.randn(128, 64)]
@@ -114,8 +126,9 @@ def quantized_gguf(tmp_path_factory):
 
 
 def test_int4_gguf_gives_the_greedy_tokens_of_float32(quantized_gguf):
-    """The same file in float32 and in int4 (its Q4 blocks as stored, Q8_0 as int8 rows, F16 quantized, bfloat16
-    activations and cache): the same greedy tokens, close logits, fused projections and all."""
+    """The same file in float32 and in int4 (its Q4 blocks as stored, Q8_0 as int8 rows but the tied head's as
+    exact blocks, F16 quantized, bfloat16 at the products' inputs only): the same greedy tokens, close logits,
+    fused projections and all."""
     fp32 = LanguageModel.from_pretrained(quantized_gguf, dtype="fp32")
     int4 = LanguageModel.from_pretrained(quantized_gguf, dtype="int4")
     attention = int4.model.blocks[0].self_attn
@@ -129,7 +142,7 @@ def test_int4_gguf_gives_the_greedy_tokens_of_float32(quantized_gguf):
     ids = int4._prompt_ids(prompt)[None]
     with torch.no_grad():
         full, quant = fp32.model(ids)[0], int4.model(ids)[0]
-    assert quant.dtype == torch.bfloat16 and (quant.float() - full).abs().mean() < 0.25 * full.abs().mean()
+    assert quant.dtype == torch.float32 and (quant - full).abs().mean() < 0.25 * full.abs().mean()
     assert int4.config["dtype"].startswith("--dtype int4")
 
 
