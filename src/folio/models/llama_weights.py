@@ -95,7 +95,8 @@ def is_pretrained_source(source: str | Path) -> bool:
 
 DTYPES = ("auto", "fp32", "bf16", "int4", "int8")  # --dtype: how the weights are held and computed with
 FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-COMPUTE_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "int4": torch.bfloat16, "int8": torch.bfloat16}
+# int4/int8: float32 for everything but the quantized products' inputs (folio.nn.quant), as llama.cpp computes
+COMPUTE_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "int4": torch.float32, "int8": torch.float32}
 
 
 def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32, tokenizer: bool = True,
@@ -105,8 +106,9 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
     (`LlamaConfig.dropout`; a pretrained file has none).
 
     `dtype`: a torch float dtype, or one of `DTYPES`: fp32 | bf16 (the weights in that type); int4 | int8
-    (`folio.nn.quant`'s layers for every linear layer, with bfloat16 activations and cache: a GGUF's Q4_0/Q4_1
-    blocks kept as stored under int4, its Q8_0 tensors as int8 rows, other tensors quantized at load); auto
+    (`folio.nn.quant`'s layers for every linear layer, bfloat16 at their inputs, float32 activations and cache
+    elsewhere: a GGUF's Q4_0/Q4_1 blocks kept as stored under int4, its Q8_0 tensors as int8 rows but the output
+    layer's and embedding's, kept blockwise and exact, other tensors quantized at load); auto
     (of the formats that hold the file's weights without loss, the fastest on this CPU: `choose_dtype`). The
     choice and its reason are `model.dtype_note`."""
     path = pretrained_path(source)
@@ -188,8 +190,8 @@ def choose_dtype(dtype: torch.dtype | str, tensors: Mapping[str, Any], config: L
 
 def _describe(kind: str) -> str:
     return {"fp32": "float32 weights and activations", "bf16": "bfloat16 weights and activations",
-            "int4": "int4 weights (Q8_0 tensors int8), bfloat16 activations",
-            "int8": "int8 weights, bfloat16 activations"}[kind]
+            "int4": "int4 weights (Q8_0 tensors int8), bfloat16 at their products' inputs",
+            "int8": "int8 weights, bfloat16 at their products' inputs"}[kind]
 
 
 def _stored_type(tensor: Any) -> str:
@@ -240,6 +242,8 @@ def _load_quantized(model: Llama, tensors: Mapping[str, Any], source: Path, kind
             if heads is not None:
                 parts = tuple(unpermute_rotary(part, heads) for part in parts)
             return Int4Linear(*parts, bias=bias)
+        if name == "head" and _stored_type(weight) == "Q8_0":
+            return Int8Linear(*weight.int8_parts(), bias=bias)  # the logits pick the tokens: the file's blocks exactly
         layer_kind = "int8" if _stored_type(weight) == "Q8_0" else kind
         return LINEAR_CLASSES[layer_kind].from_float(_float_rows(weight, heads), bias)
 
@@ -249,13 +253,22 @@ def _load_quantized(model: Llama, tensors: Mapping[str, Any], source: Path, kind
         if name == "head" and config.tied:
             # the embedding's matrix: its Q4 blocks as int4, as llama.cpp reads them; else one int8 table for both
             parts = table.int4_parts() if kind == "int4" and isinstance(table, StoredTensor) else None
-            model.head = Int4Linear(*parts) if parts else Int8Linear.from_float(_float_rows(table, None))
+            model.head = Int4Linear(*parts) if parts else _int8_table(table)
             continue
         owner, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(owner) if owner else model, attribute, build(name, linear))
     shared = config.tied and isinstance(model.head, Int8Linear)
-    model.embedding = QuantizedEmbedding(model.head if shared else Int8Linear.from_float(_float_rows(table, None)))
+    model.embedding = QuantizedEmbedding(model.head if shared else _int8_table(table))
     return used
+
+
+def _int8_table(table: Any):
+    """An embedding's (or tied head's) matrix as an `Int8Linear`: GGUF's Q8_0 blocks exactly, else int8 rows."""
+    from folio.nn.quant import Int8Linear
+
+    if _stored_type(table) == "Q8_0":
+        return Int8Linear(*table.int8_parts())
+    return Int8Linear.from_float(_float_rows(table, None))
 
 
 # The names of each block's weights: Folio's → (GGUF's after "blk.N.", Hugging Face's after "model.layers.N.").
@@ -374,6 +387,16 @@ class StoredTensor:
         """The float32 rows, `rows` at a time (a large matrix is never whole in float32)."""
         total = self.shape[0]
         return (self.dequantize(start, start + rows) for start in range(0, total, rows))
+
+    def int8_parts(self, rows: int = _CHUNK_ROWS) -> tuple[list[Tensor], Tensor]:
+        """Q8_0 blocks as `folio.nn.quant.Int8Linear`'s (codes: int8 chunks of `rows` rows, scale (rows, columns/32)):
+        d·q. In chunks, so that the file's bytes and the layer's copy are never both whole."""
+        codes, scales = [], []
+        for start in range(0, self.shape[0], rows):
+            blocks = torch.from_numpy(self.raw(start, start + rows)).view(-1, self.shape[1] // 32, 34)  # (r, n, 2 + 32)
+            scales.append(blocks[..., :2].contiguous().view(torch.float16).float()[..., 0])  # (r, n)
+            codes.append(blocks[..., 2:].contiguous().view(torch.int8).reshape(-1, self.shape[1]))
+        return codes, torch.cat(scales)
 
     def int4_parts(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """Q4_0 or Q4_1 blocks as `folio.nn.quant.Int4Linear`'s (codes, scale, zero), exactly (None for other

@@ -47,20 +47,22 @@ KINDS = ("int4", "int8")
 
 class QuantizedLinear(nn.Module):
     """y = x Wᵀ + b with W stored quantized (buffers, no parameters: inference only). Input (..., in) of any
-    float dtype; output (..., out) in `compute_dtype`."""
+    float dtype, cast to `compute_dtype` for the kernel; output (..., out) in float32, as llama.cpp keeps every
+    activation but the quantized product's input: a bfloat16 residual stream and cache changed SmolLM2's greedy
+    text on most prompts."""
 
     kind = ""
 
     def __init__(self, in_features: int, out_features: int, bias: Tensor | None, compute_dtype: torch.dtype):
         super().__init__()
         self.in_features, self.out_features, self.compute_dtype = in_features, out_features, compute_dtype
-        self.register_buffer("bias", None if bias is None else bias.detach().to(compute_dtype))
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.size(-1))
         if rows.dtype != self.compute_dtype:
             rows = rows.to(self.compute_dtype)
-        y = self._matmul(rows)  # (rows, out)
+        y = self._matmul(rows).float()  # (rows, out)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
@@ -183,25 +185,55 @@ class Int4Linear(QuantizedLinear):
 
 
 class Int8Linear(QuantizedLinear):
-    """One scale per row: w = q·scale. `codes` (out, in) int8; `scale` (out,)."""
+    """w = q·scale, `codes` (out, in) int8, with `scale` (out,): one per row, one kernel call; or (out, in/32): one
+    per block of 32, GGUF's Q8_0 kept exact (a model's output layer, whose logits pick greedy tokens: re-cut to
+    row scales, SmolLM2's head changed greedy text on most prompts). Per block, the kernel runs once per block
+    column and the blocks' sums are scaled and added in float32: as fast on a (49152, 576) head, for the same
+    bytes read."""
 
     kind = "int8"
 
-    def __init__(self, codes: Tensor, scale: Tensor, bias: Tensor | None = None,
+    def __init__(self, codes: Tensor | list[Tensor], scale: Tensor, bias: Tensor | None = None,
                  compute_dtype: torch.dtype = torch.bfloat16):
-        super().__init__(codes.size(1), codes.size(0), bias, compute_dtype)
+        """`codes`: a tensor, or a list of chunks of rows (emptied as they are copied: a table is never twice)."""
+        chunks = [codes] if isinstance(codes, Tensor) else codes
+        out_features, in_features = sum(c.size(0) for c in chunks), chunks[0].size(1)
+        super().__init__(in_features, out_features, bias, compute_dtype)
+        if scale.dim() == 2:  # per block: codes as (in/32, out, 32), each block column one contiguous kernel weight
+            codes, start = torch.empty(in_features // GROUP, out_features, GROUP, dtype=torch.int8), 0
+            while chunks:
+                chunk = chunks.pop(0)
+                codes[:, start : start + chunk.size(0)] = chunk.reshape(chunk.size(0), -1, GROUP).transpose(0, 1)
+                start += chunk.size(0)
+            self.register_buffer("unit", torch.ones(out_features, dtype=compute_dtype))
+            scale = scale.float().t()  # (in/32, out)
+        else:
+            codes, scale = (codes if isinstance(codes, Tensor) else _joined(chunks)), scale.to(compute_dtype)
         self.register_buffer("codes", codes.to(torch.int8).contiguous())
-        self.register_buffer("scale", scale.to(compute_dtype).contiguous())
+        self.register_buffer("scale", scale.contiguous())
+
+    @property
+    def blockwise(self) -> bool:
+        return self.codes.dim() == 3
 
     def _matmul(self, rows: Tensor) -> Tensor:
-        return torch.ops.aten._weight_int8pack_mm(rows, self.codes, self.scale)
+        if not self.blockwise:
+            return torch.ops.aten._weight_int8pack_mm(rows, self.codes, self.scale)
+        y = rows.new_zeros(rows.size(0), self.out_features, dtype=torch.float32)
+        for block, (codes, scale) in enumerate(zip(self.codes, self.scale, strict=True)):
+            part = rows[:, block * GROUP : (block + 1) * GROUP].contiguous()
+            y.addcmul_(torch.ops.aten._weight_int8pack_mm(part, codes, self.unit), scale)
+        return y
 
     def dequantized(self) -> Tensor:
-        return self.codes.float() * self.scale.float()[:, None]
+        return self.rows(torch.arange(self.out_features))
 
     def rows(self, ids: Tensor) -> Tensor:
-        """Dequantized rows `ids` (...,) → (..., in) in `compute_dtype`: an embedding lookup on this table."""
-        return F.embedding(ids, self.codes).to(self.compute_dtype) * self.scale[ids].unsqueeze(-1)
+        """Dequantized rows `ids` (...,) → (..., in) in float32: an embedding lookup on this table."""
+        if not self.blockwise:
+            return F.embedding(ids, self.codes).float() * self.scale[ids].float().unsqueeze(-1)
+        codes = self.codes[:, ids].movedim(0, -2).float()  # (..., in/32, 32)
+        return (codes * self.scale[:, ids].movedim(0, -1).unsqueeze(-1)).flatten(-2)
 
     @classmethod
     def from_float(cls, weight, bias=None, compute_dtype=torch.bfloat16) -> Int8Linear:
@@ -216,7 +248,9 @@ class Int8Linear(QuantizedLinear):
         return cls(_joined(codes), torch.cat(scales), bias, compute_dtype)
 
     @classmethod
-    def _cat(cls, layers: Sequence[Int8Linear]) -> Int8Linear:
+    def _cat(cls, layers: Sequence[Int8Linear]) -> Int8Linear | None:
+        if any(layer.blockwise for layer in layers):
+            return None
         bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
         fused = cls(torch.cat([layer.codes for layer in layers]), torch.cat([layer.scale for layer in layers]), bias,
                     layers[0].compute_dtype)
@@ -246,7 +280,8 @@ LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {"int4": Int4Linear, "int8": 
 
 def quantize_model(model: nn.Module, kind: str, compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """Swap every `nn.Linear` of `model` for a `QuantizedLinear` of `kind` (int4 | int8) quantized from its
-    weights, in place; the other parameters are cast to `compute_dtype`. Returns `model` (eval mode).
+    weights, in place (`compute_dtype`: the kernels' input type); the other parameters stay as they are (float32:
+    the activations between the quantized products too). Returns `model` (eval mode).
 
         >>> lm_model = quantize_model(Llama(LlamaConfig(vocab_size=64, hidden=64, heads=4, kv_heads=2, ff_hidden=128,
         ...                                             layers=2, context=32)), "int4")
@@ -257,7 +292,7 @@ def quantize_model(model: nn.Module, kind: str, compute_dtype: torch.dtype = tor
         for name, child in list(owner.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(owner, name, LINEAR_CLASSES[kind].from_float(child.weight, child.bias, compute_dtype))
-    return model.to(compute_dtype).eval()
+    return model.eval()
 
 
 # --- choosing the fastest format -------------------------------------------------------------------------------
