@@ -175,6 +175,7 @@ CRASH_POINTS = r"""
 import json, os, shutil, signal, sys
 from pathlib import Path
 import torch
+from folio.models import registry
 from folio.training import checkpoint
 
 model = torch.nn.Linear(2, 2)
@@ -188,8 +189,8 @@ def save(out, target, step):
                                {"step": step} if target == "last" else None)
 
 def step_of(directory, target):
-    config = checkpoint.read_config(directory, "toy")
-    checkpoint.load_weights(model, directory)
+    config = registry.read_config(directory, "toy")
+    registry.load_weights(model, directory)
     return {"config": config["step"], "weights": int(model.weight[0, 0]),
             "vocab": json.loads((directory / "vocab.json").read_text()),
             "state": checkpoint.load_trainer_state(directory)["step"] if target == "last" else None}
