@@ -12,8 +12,9 @@ import torch
 
 from folio.decoding.sampling import generate_tokens
 from folio.errors import CheckpointError
+from folio.models.gguf import dequantize
 from folio.models.llama import Llama, LlamaConfig
-from folio.models.llama_weights import dequantize, load_pretrained, pretrained_path
+from folio.models.llama_weights import load_pretrained, pretrained_path
 from tests.helpers.llama import tiny_tokens, write_gguf_file
 
 gguf = pytest.importorskip("gguf")

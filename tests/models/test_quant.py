@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from folio.cli import main
 from folio.errors import CheckpointError, ConfigError
-from folio.models.llama_weights import dequantize, load_pretrained, read_gguf_stored
+from folio.models.gguf import dequantize, read_gguf_stored
+from folio.models.llama_weights import load_pretrained
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
 from folio.nn.quant import Int4Linear, Int8Linear, QuantizedLinear, fastest_kind, quantize_model
 from folio.nn.transformer import fuse_projections

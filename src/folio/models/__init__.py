@@ -4,6 +4,7 @@
     gpt.py                  the decoder-only Transformer language model (GPT)
     llama.py                the Llama-family decoder (SmolLM2): RMSNorm, SwiGLU, grouped-query attention, rotary
     llama_weights.py        pretrained Llama weights from GGUF files and Hugging Face directories
+    gguf.py                 GGUF files read lazily, tensor by tensor, and their blocks dequantized
     bert.py                 the BERT encoder (Hugging Face / MiniLM checkpoints) and its masked-LM pretraining
     classifier.py           sequence classifiers: recurrent, and a Transformer (BERT or GPT trunk) with a pooled head
     seq2seq.py              the recurrent encoder–decoder with attention
