@@ -4,7 +4,6 @@ batching of concurrent requests, bad input of every kind, and a client that walk
 import base64
 import io
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -150,10 +149,10 @@ def test_a_client_leaving_mid_stream_does_not_hurt_the_server(server):
         for line in response.iter_lines():
             if line.startswith("data:"):
                 break  # leave after the first piece; the generation thread is told to stop
-    start = time.perf_counter()
+    # (that the abandoned row is freed at its next step is tests/tasks/test_batching.py's; timing it here would
+    # measure the machine's load)
     after = httpx.post(server + "/v1/generate", json={"prompt": "JULIET:", "max_new_tokens": 20, "stream": False})
     assert after.status_code == 200 and len(after.json()["text"]) == 20
-    assert time.perf_counter() - start < 5
 
 
 def test_a_chunked_body_over_the_limit_gets_413(server):

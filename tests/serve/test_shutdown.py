@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -23,9 +22,11 @@ def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
     process = subprocess.Popen([sys.executable, "-m", "folio.cli", "serve", "--model", str(served_models / "lm"),
                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        if not wait_until_healthy(base, seconds=30):
-            pytest.fail("the server did not start: " + process.stderr.read())
+        if not wait_until_healthy(base, seconds=120):
+            process.kill()  # first: reading the pipe of a live server would wait for ever
+            pytest.fail("the server did not start: " + process.communicate(timeout=30)[1])
         pieces, ends = [], []
+        first_piece = threading.Event()
 
         def stream():  # long generations, so the signal arrives mid-stream
             try:
@@ -37,30 +38,25 @@ def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
                             event = line[6:].strip()
                         elif line.startswith("data:"):
                             (pieces if event == "message" else ends).append((event, json.loads(line[5:])))
+                            first_piece.set()
             except httpx.HTTPError as err:  # a connection cut at the end of the grace period
                 ends.append(("cut", type(err).__name__))
 
         clients = [threading.Thread(target=stream) for _ in range(3)]
         for client in clients:
             client.start()
-        for _ in range(100):
-            if pieces:
-                break
-            time.sleep(0.05)
-        assert pieces, "no stream started"
-        started = time.perf_counter()
+        assert first_piece.wait(timeout=120) and pieces, "no stream started"
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=20)
-        took = time.perf_counter() - started
+        code = process.wait(timeout=60)
         for client in clients:
             client.join(timeout=10)
             assert not client.is_alive(), "a client is still waiting after the server exited"
         _, err = process.communicate()
         assert code == 0, err
-        assert took < 5, err  # well within the grace period: nothing had to be cancelled
         assert "Traceback" not in err and "ERROR" not in err, err
         assert "Application shutdown complete" in err and "Finished server process" in err
-        # every client's stream ended with its final event, told why, none was cut or hung
+        # every client's stream ended with its final event, told why, none was cut or hung: nothing had to be
+        # cancelled at the end of the grace period (timing it would measure the machine's load)
         assert len(ends) == 3 and all(event == "done" and data["reason"] == "shutdown" for event, data in ends), ends
     finally:
         for burner in burners:
