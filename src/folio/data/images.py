@@ -13,6 +13,7 @@ Sources of `CaptionExample`s, one module each:
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,12 @@ def load_image(source: str | Path | bytes, size: int, note: Note | None = None, 
                    else "it is not a regular file")
             raise DataError(f"{path} is not a readable image: {why}; check the path")
     try:
-        with Image.open(opener) as opened:  # lazy: only the header is read yet
+        with warnings.catch_warnings():
+            # Pillow warns of an image between 1 and 2 times its pixel limit and decodes it anyway: with a limit
+            # of our own (checked next) the warning says nothing more; without one it refuses, as over 2 times
+            warnings.simplefilter("ignore" if max_pixels is not None else "error", Image.DecompressionBombWarning)
+            opened = Image.open(opener)  # lazy: only the header is read yet
+        with opened:
             width, height = opened.size
             if max_pixels is not None and width * height > max_pixels:
                 raise DataError(f"{where} is {width}×{height}: {width * height:,} pixels, over the limit of "
@@ -102,7 +108,7 @@ def load_image(source: str | Path | bytes, size: int, note: Note | None = None, 
             pixels = np.array(image, dtype=np.uint8)  # while the file is open: `image` may be `opened`
     except DataError:
         raise
-    except Image.DecompressionBombError as err:  # Pillow's own limit (Image.MAX_IMAGE_PIXELS), checked on open
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # Pillow's own limit, checked on open
         raise DataError(f"{where} has too many pixels to decode ({err}); send a smaller image") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{where} is not a readable image ({err}); use a PNG, JPEG or other file Pillow can open") from err
