@@ -153,7 +153,6 @@ def load_checkpoint(source: str | Path, device: str | torch.device = "cpu", dtyp
     return Checkpoint(model.to(device), tokenizer, config)
 
 
-
 def choose_dtype(dtype: torch.dtype | str, tensors: Mapping[str, Any], config: LlamaConfig) -> tuple[str, str]:
     """`load_pretrained`'s `dtype` → (fp32 | bf16 | int4 | int8, a line saying what was chosen and why).
 
@@ -240,7 +239,7 @@ def _load_quantized(model: Llama, tensors: Mapping[str, Any], source: Path, kind
                 parts = tuple(unpermute_rotary(part, heads) for part in parts)
             return Int4Linear(*parts, bias=bias)
         if name == "head" and _stored_type(weight) == "Q8_0":
-            return Int8Linear(*weight.int8_parts(), bias=bias)  # the logits pick the tokens: the file's blocks exactly
+            return _int8_table(weight, bias)  # the logits pick the tokens: the file's blocks exactly
         layer_kind = "int8" if _stored_type(weight) == "Q8_0" else kind
         return LINEAR_CLASSES[layer_kind].from_float(_float_rows(weight, heads), bias)
 
@@ -259,13 +258,13 @@ def _load_quantized(model: Llama, tensors: Mapping[str, Any], source: Path, kind
     return used
 
 
-def _int8_table(table: Any):
-    """An embedding's (or tied head's) matrix as an `Int8Linear`: GGUF's Q8_0 blocks exactly, else int8 rows."""
+def _int8_table(table: Any, bias: Tensor | None = None):
+    """An embedding's (or a head's) matrix as an `Int8Linear`: GGUF's Q8_0 blocks exactly, else int8 rows."""
     from folio.nn.quant import Int8Linear
 
     if _stored_type(table) == "Q8_0":
-        return Int8Linear(*table.int8_parts())
-    return Int8Linear.from_float(_float_rows(table, None))
+        return Int8Linear(*table.int8_parts(), bias=bias)
+    return Int8Linear.from_float(_float_rows(table, None), bias)
 
 
 # The names of each block's weights: Folio's → (GGUF's after "blk.N.", Hugging Face's after "model.layers.N.").

@@ -175,24 +175,30 @@ def load_checkpoint(directory: str | Path, task: str | None = None, device: str 
     config = read_config(directory, task)
     where = f"{directory}/{CONFIG}"
     section = model_section(config, where)
-    arch = family(section["arch"], where)
     if section.get("pretrained") is True:  # where a family starts from a package's weights: they are in WEIGHTS now
         section["pretrained"] = False
     try:
         model = build_checked(directory, lambda: build_model(section, where))
     except (KeyError, TypeError, AttributeError, ConfigError) as err:
         raise CheckpointError(f"{where} has no valid 'model' section: {err}") from err
+    tokenizer = load_tokenizers(directory, section, model)
+    load_weights(model, directory)
+    return Checkpoint(model.to(device).eval(), tokenizer, config)
+
+
+def load_tokenizers(directory: str | Path, section: dict, model: nn.Module | None = None):
+    """The tokenizer(s) a checkpoint of `section`'s family holds (`Family.tokenizers`): None, one, or a (source,
+    target) pair. With `model`, each is checked to fit the rows of its embedding (`check_vocabulary`)."""
     tokenizers = []
-    for file, rows in arch.tokenizers:
+    for file, rows in family(section.get("arch")).tokenizers:
         path = Path(directory) / file
         if file and not path.is_file():
             raise CheckpointError(f"{directory} has no {file}")
         tokenizer = load_tokenizer(path)
-        check_vocabulary(directory, tokenizer, getattr(model.config, rows, None), file or "tokenizer")
+        if model is not None:
+            check_vocabulary(directory, tokenizer, getattr(model.config, rows, None), file or "tokenizer")
         tokenizers.append(tokenizer)
-    load_weights(model, directory)
-    tokenizer = tokenizers[0] if len(tokenizers) == 1 else tuple(tokenizers) or None
-    return Checkpoint(model.to(device).eval(), tokenizer, config)
+    return tokenizers[0] if len(tokenizers) == 1 else tuple(tokenizers) or None
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -7,26 +7,19 @@ soft-attention decoder (Show, Attend and Tell), trained by `run_training`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from folio.data.pairs import EOS, PAD, SOS
-from folio.errors import CheckpointError, DataError
+from folio.errors import DataError
 from folio.models.captioner import Captioner, CaptionerConfig
+from folio.models.registry import ARCHS, load_tokenizers, model_section
 from folio.tasks.caption.data import CaptionBatches, CaptionData, batches_in_order, images_tensor
 from folio.tasks.caption.options import CaptionTrainOptions
-from folio.tokenizers import Tokenizer, fit_tokenizer, load_tokenizer
+from folio.tokenizers import fit_tokenizer
 from folio.training.run import Prepared, RunContext, run_training, trained_parameters
 from folio.training.validation import teacher_forced_loss
 
 TASK = "caption"
-TOKENIZER = "tokenizer.json"
-
-
-def load_vocabulary(directory: str | Path) -> Tokenizer:
-    """A checkpoint's caption vocabulary."""
-    if not (Path(directory) / TOKENIZER).exists():
-        raise CheckpointError(f"{directory} has no {TOKENIZER}")
-    return load_tokenizer(Path(directory) / TOKENIZER)
+# where a checkpoint keeps its caption vocabulary: the registry's, which reads it back
+((TOKENIZER, _),) = ARCHS["captioner"].tokenizers
 
 
 class CaptionRecipe:
@@ -45,8 +38,9 @@ class CaptionRecipe:
         if not splits["train"] or not splits["valid"]:
             raise DataError(f"--data {data.data}: too few images to split into train and valid sets")
         if context.resume_dir is not None:
-            tokenizer = load_vocabulary(context.resume_dir)
-            model_config = CaptionerConfig.from_dict(context.saved["model"])
+            section = model_section(context.saved, f"{context.resume_dir}/config.json")
+            tokenizer = load_tokenizers(context.resume_dir, section)
+            model_config = CaptionerConfig.from_dict(section)
         else:
             tokenizer = fit_tokenizer("word", [c for e in splits["train"] for c in e.captions], seq2seq=True)
             longest = max(len(tokenizer.encode(c)) for e in splits["train"] for c in e.captions)

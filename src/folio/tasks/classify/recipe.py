@@ -51,7 +51,6 @@ from folio.training.trainer import Trainer
 
 TASK = "classify"
 
-Classifier = RecurrentClassifier | TransformerClassifier | SentenceHead | ELMoClassifier
 
 
 class ClassifyRecipe:

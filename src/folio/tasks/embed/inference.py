@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from folio.models import sentence_encoder
-from folio.models.registry import load_checkpoint
-from folio.models.sentence_encoder import SentenceEncoder, is_sentence_encoder
+from folio.models.sentence_encoder import SentenceEncoder
 from folio.runtime import select_device
 
 
@@ -27,12 +26,10 @@ class SentenceEmbedder:
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: str = "cpu") -> SentenceEmbedder:
-        """"minilm", or a Hugging Face BERT sentence-encoder directory (`folio.models.registry.load_checkpoint`)."""
-        # (a source that is not one goes to the encoder's reader itself, whose error says what is missing)
-        if is_sentence_encoder(source):
-            encoder, _, config = load_checkpoint(source, "embed", select_device(device))
-        else:
-            encoder, _, config = sentence_encoder.load_checkpoint(source, select_device(device))
+        """"minilm", or a Hugging Face BERT sentence-encoder directory (`folio.models.sentence_encoder.load_checkpoint`)."""
+        # (the registry's reader of these: `FOREIGN`; called directly, so that a source that is not one gets the
+        # reader's own error saying what is missing)
+        encoder, _, config = sentence_encoder.load_checkpoint(source, select_device(device))
         return cls(encoder, config)
 
     @property

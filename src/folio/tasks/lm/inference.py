@@ -77,16 +77,18 @@ class LanguageModel:
         (`folio.models.llama_weights`).
 
         `dtype` (pretrained Llama models): fp32 | bf16 | int4 | int8 | auto (`folio.models.llama_weights.DTYPES`:
-        int4/int8 keep the weights quantized, a GGUF's blocks as stored, with bfloat16 activations; auto takes
-        the fastest lossless format on this CPU and says which on stderr). Other models: fp32 (auto is fp32).
+        int4/int8 keep the weights quantized, a GGUF's blocks as stored, bfloat16 at their products' inputs and
+        float32 elsewhere; auto takes the fastest lossless format on this CPU and says which on stderr). Other
+        models: fp32 (auto is fp32).
 
         >>> lm = LanguageModel.from_pretrained("smollm2", dtype="int4")   # doctest: +SKIP
         >>> lm.generate(lm.chat_prompt("Name a colour."), 20, top_k=1)    # doctest: +SKIP
         """
-        if dtype not in ("fp32", "auto") and not is_pretrained_source(directory):
+        pretrained = is_pretrained_source(directory)
+        if dtype not in ("fp32", "auto") and not pretrained:
             raise ConfigError(f"--dtype {dtype} applies to pretrained Llama-family models (smollm2, a .gguf file, a "
                               f"Hugging Face directory); {directory} is a folio lm train model: use --dtype fp32")
-        options = {"dtype": dtype} if is_pretrained_source(directory) else {}
+        options = {"dtype": dtype} if pretrained else {}
         model, tokenizer, config = load_checkpoint(directory, TASK, select_device(device), **options)
         return cls(model, tokenizer, config)
 

@@ -9,7 +9,6 @@ and the figures of its pretraining objectives on a text or a corpus.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 
 from folio.data.sentence_pairs import check_documents, corpus_documents, held_out_pairs, tokenize_documents
 from folio.errors import CheckpointError, ConfigError, DataError
-from folio.models.registry import CONFIG, load_checkpoint, model_class, model_section
+from folio.models.registry import load_checkpoint, model_class, model_section, read_config
 from folio.runtime import select_device
 from folio.tasks.lm.data import Vocabulary, encode
 from folio.tasks.lm.metrics import loss_report
@@ -38,13 +37,7 @@ def model_kind(directory: str | Path) -> str | None:
     """The `kind` of the language model in a Folio model directory ("causal", "masked", "bidirectional"; see
     folio.models), from its config.json alone (no weights read); None for anything else."""
     try:
-        config = json.loads((Path(directory) / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict) or config.get("task") != TASK:
-        return None
-    try:
-        return model_class(model_section(config)).kind
+        return model_class(model_section(read_config(directory, TASK))).kind
     except CheckpointError:
         return None
 

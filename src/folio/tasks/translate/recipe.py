@@ -16,29 +16,21 @@ from pathlib import Path
 from torch import nn
 
 from folio.data.pairs import EOS, PAD, SOS, Pair, TranslationBatches
-from folio.errors import CheckpointError, ConfigError, DataError
-from folio.models.registry import build_config, build_model, model_section
+from folio.errors import ConfigError, DataError
+from folio.models.registry import ARCHS, build_config, build_model, load_tokenizers, model_section
 from folio.tasks.translate.data import SourceEncoder, batches_by_length, encode_pairs
 from folio.tasks.translate.options import TranslateTrainOptions
-from folio.tokenizers import Tokenizer, fit_tokenizer, load_tokenizer
+from folio.tokenizers import Tokenizer, fit_tokenizer
 from folio.training.run import Prepared, RunContext, run_training
 from folio.training.trainer import Trainer
 from folio.training.validation import teacher_forced_loss
 
 TASK = "translate"
-SRC_TOKENIZER = "src_tokenizer.json"
-TGT_TOKENIZER = "tgt_tokenizer.json"
 # `--arch` → the model's `model.arch` (folio.models.registry). A family's model offers encode / decode_step /
 # reorder_state / expand_state (see models/seq2seq.py) and `loss(batch)`.
 MODEL_FAMILIES: dict[str, str] = {"rnn": "rnn_seq2seq", "transformer": "transformer_seq2seq"}
-
-
-def load_tokenizers(directory: str | Path) -> tuple[Tokenizer, Tokenizer]:
-    """A checkpoint's (source, target) tokenizers."""
-    for name in (SRC_TOKENIZER, TGT_TOKENIZER):
-        if not (Path(directory) / name).exists():
-            raise CheckpointError(f"{directory} has no {name}")
-    return load_tokenizer(Path(directory) / SRC_TOKENIZER), load_tokenizer(Path(directory) / TGT_TOKENIZER)
+# where a checkpoint keeps its (source, target) tokenizers: the registry's, which reads them back
+SRC_TOKENIZER, TGT_TOKENIZER = (file for file, _ in ARCHS["rnn_seq2seq"].tokenizers)
 
 
 def fit_tokenizers(kind: str, pairs: list[Pair], vocab_size: int, joint: bool) -> tuple[Tokenizer, Tokenizer]:
@@ -64,8 +56,9 @@ class TranslateRecipe:
         if not train_pairs or not splits["valid"]:
             raise DataError(f"--data {options.data.data}: too few pairs to split into train and valid sets")
         if context.resume_dir is not None:
-            src_tok, tgt_tok = load_tokenizers(context.resume_dir)
-            model_config = build_config(model_section(context.saved), f"{context.resume_dir}/config.json")
+            section = model_section(context.saved, f"{context.resume_dir}/config.json")
+            src_tok, tgt_tok = load_tokenizers(context.resume_dir, section)
+            model_config = build_config(section, f"{context.resume_dir}/config.json")
             reverse, kind = context.saved["data"]["reverse_source"], context.saved["data"]["tokenizer"]
         else:
             arch = options.arch
