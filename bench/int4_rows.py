@@ -4,7 +4,7 @@ can save (issue 25: 8 clients against one stream).
     .venv/bin/python bench/int4_rows.py [--threads 1]
 
 For SmolLM2's shapes (576 → 1536, the feed-forward's; 576 → 49152, the head), one to eight rows of input:
-torch's int4 CPU kernel (`folio.nn.quant.Int4Linear`, bfloat16 input) and float32 `F.linear`, best of 30. A
+Folio's int4 layer (`folio.nn.quant.Int4Linear`: its AVX2 kernel, float32 input) and float32 `F.linear`, best of 30. A
 step of 8 streams costs `t(8)`, 8 steps of one stream `8·t(1)`: the ratio is the most that batching 8 streams
 can gain from the matrix work. Prints the CPU's model and flags first.
 """

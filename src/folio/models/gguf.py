@@ -71,29 +71,28 @@ class StoredTensor:
         return (self.dequantize(start, start + rows) for start in range(0, total, rows))
 
     def int8_parts(self, rows: int = CHUNK_ROWS) -> tuple[list[Tensor], Tensor]:
-        """Q8_0 blocks as `folio.nn.quant.Int8Linear`'s (codes: int8 chunks of `rows` rows, scale (rows, columns/32)):
-        d·q. In chunks, so that the file's bytes and the layer's copy are never both whole."""
+        """Q8_0 blocks as `folio.nn.quant.Int8Linear`'s, byte for byte: codes (int8 chunks of `rows` rows) and
+        scale (rows, columns/32) float16. In chunks, so that the file's bytes and the layer's copy are never both
+        whole."""
         codes, scales = [], []
         for start in range(0, self.shape[0], rows):
             blocks = torch.from_numpy(self.raw(start, start + rows)).view(-1, self.shape[1] // 32, 34)  # (r, n, 2 + 32)
-            scales.append(blocks[..., :2].contiguous().view(torch.float16).float()[..., 0])  # (r, n)
+            scales.append(blocks[..., :2].contiguous().view(torch.float16)[..., 0])  # (r, n)
             codes.append(blocks[..., 2:].contiguous().view(torch.int8).reshape(-1, self.shape[1]))
         return codes, torch.cat(scales)
 
     def int4_parts(self) -> tuple[Tensor, Tensor, Tensor] | None:
-        """Q4_0 or Q4_1 blocks as `folio.nn.quant.Int4Linear`'s (codes, scale, zero), exactly (None for other
-        types): Q4_0's d·(q - 8) is scale d, zero 0; Q4_1's d·q + m is scale d, zero m + 8d."""
+        """Q4_0 or Q4_1 blocks as `folio.nn.quant.Int4Linear`'s (packed, scale, minimum), byte for byte (None for
+        other types): Q4_1's d·q + m is scale d, minimum m; Q4_0's d·(q - 8) is minimum -8·d (exact in float16)."""
         name = self.qtype.name
         if name not in ("Q4_0", "Q4_1") or len(self.shape) != 2:
             return None
         blocks = torch.from_numpy(self.raw()).view(self.shape[0], -1, 18 if name == "Q4_0" else 20)  # (rows, n, bytes)
-        scale = blocks[..., :2].contiguous().view(torch.float16).float()[..., 0]  # (rows, n)
-        packed = blocks[..., 2:] if name == "Q4_0" else blocks[..., 4:]
-        codes = torch.cat([packed & 0x0F, packed >> 4], dim=-1).reshape(self.shape)  # (rows, columns) 0..15
+        scale = blocks[..., :2].contiguous().view(torch.float16)[..., 0]  # (rows, n)
+        packed = (blocks[..., 2:] if name == "Q4_0" else blocks[..., 4:]).reshape(self.shape[0], -1)  # (rows, columns/2)
         if name == "Q4_0":
-            return codes, scale, torch.zeros_like(scale)
-        minimum = blocks[..., 2:4].contiguous().view(torch.float16).float()[..., 0]
-        return codes, scale, minimum + 8 * scale
+            return packed, scale, -8 * scale
+        return packed, scale, blocks[..., 2:4].contiguous().view(torch.float16)[..., 0]
 
 
 def read_gguf_stored(path: str | Path) -> tuple[dict[str, Any], dict[str, StoredTensor]]:

@@ -93,7 +93,7 @@ def is_pretrained_source(source: str | Path) -> bool:
 
 DTYPES = ("auto", "fp32", "bf16", "int4", "int8")  # --dtype: how the weights are held and computed with
 FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# int4/int8: float32 for everything but the quantized products' inputs (folio.nn.quant), as llama.cpp computes
+# int4/int8: float32 activations and cache around the quantized products (folio.nn.quant)
 COMPUTE_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "int4": torch.float32, "int8": torch.float32}
 
 
@@ -104,9 +104,8 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
     (`LlamaConfig.dropout`; a pretrained file has none).
 
     `dtype`: a torch float dtype, or one of `DTYPES`: fp32 | bf16 (the weights in that type); int4 | int8
-    (`folio.nn.quant`'s layers for every linear layer, bfloat16 at their inputs, float32 activations and cache
-    elsewhere: a GGUF's Q4_0/Q4_1 blocks kept as stored under int4, its Q8_0 tensors as int8 rows but the output
-    layer's and embedding's, kept blockwise and exact, other tensors quantized at load); auto
+    (`folio.nn.quant`'s layers for every linear layer, float32 activations and cache: a GGUF's Q4_0/Q4_1 blocks
+    kept as stored under int4, its Q8_0 blocks under both, other tensors quantized at load); auto
     (of the formats that hold the file's weights without loss, the fastest on this CPU: `choose_dtype`). The
     choice and its reason are `model.dtype_note`."""
     path = pretrained_path(source)
@@ -185,9 +184,14 @@ def choose_dtype(dtype: torch.dtype | str, tensors: Mapping[str, Any], config: L
 
 
 def _describe(kind: str) -> str:
-    return {"fp32": "float32 weights and activations", "bf16": "bfloat16 weights and activations",
-            "int4": "int4 weights (Q8_0 tensors int8), bfloat16 at their products' inputs",
-            "int8": "int8 weights, bfloat16 at their products' inputs"}[kind]
+    if kind in QUANTIZED_KINDS:
+        from folio.nn import kernels
+
+        built, why = kernels.available()
+        weights = "int4 weights (Q8_0 tensors int8)" if kind == "int4" else "int8 weights"
+        return (f"{weights}, float32 activations, " +
+                ("Folio's AVX2 kernels" if built else f"dequantized a chunk at a time ({why}: no Folio kernels)"))
+    return {"fp32": "float32 weights and activations", "bf16": "bfloat16 weights and activations"}[kind]
 
 
 def _stored_type(tensor: Any) -> str:

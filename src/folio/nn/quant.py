@@ -1,26 +1,26 @@
-"""Weight-only quantized linear layers (int4 groups of 32, int8 rows) for CPU inference, drop-ins for `nn.Linear`.
+"""Weight-only quantized linear layers (blocks of 32 weights: int4 and int8, GGUF's formats), drop-ins for
+`nn.Linear` in CPU inference.
 
 A decoding step of a pretrained model reads every weight once for one row of arithmetic, so its speed is the
-memory it reads: int4 weights are an eighth of float32's bytes. The layers run PyTorch's CPU kernels
-(`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm`); both are fast with bfloat16 activations and many times
-slower with float32 ones, so the activations are cast to `compute_dtype` (bfloat16) on the way in.
+memory it reads: int4 weights are a seventh of float32's bytes. The products run Folio's own kernels
+(`folio.nn.kernels`: AVX2, built at first use with the machine's C compiler), which dequantize each block in
+registers and multiply in float32: the activations are never rounded, and the layer computes exactly the
+product of its stored weight (up to float32's order of additions). Where the kernels cannot be built (no
+compiler, no AVX2), the same weights are dequantized a chunk of rows at a time and multiplied by `F.linear`:
+the same numbers, slower (`--dtype auto` then measures fp32 faster and takes it).
 
     >>> layer = Int4Linear.from_float(torch.randn(64, 96))
     >>> layer(torch.randn(2, 5, 96)).shape
     torch.Size([2, 5, 64])
 
-Formats (w: a weight, per output row):
-* int4: w = (q - 8) · scale + zero, q in 0..15, one (scale, zero) per group of 32 inputs: the kernel's own
-  formula. GGUF's Q4_0 (w = d·(q - 8)) is scale d, zero 0; Q4_1 (w = d·q + m) is scale d, zero m + 8d: the
-  blocks map onto it code for code (`Int4Linear(codes, scale, zero)`), no dequantize-and-requantize. The one
-  rounding is of scale and zero to bfloat16 (8 bits of mantissa): |Δw| ≤ (|q - 8|·|d| + |zero|)·2⁻⁹, a small
-  part of 4-bit quantization's own step d.
-* int8: w = q · scale, q in -127..127, one scale per row. From float weights (`from_float`): the largest
-  |w| of the row is 127 steps (the scale rounded up to one bfloat16 holds exactly), |Δw| ≤ scale / 2 ≈ max|w| / 254. GGUF's Q8_0 has a scale per 32 weights; re-cut
-  to one per row, the error added is at most half a step of the row's widest block, the size of Q8_0's own
-  rounding there.
-* int4 from float weights (`from_float`, e.g. F16 GGUF tensors or a Hugging Face directory): per group of 32,
-  Q4_1's rule: scale = (max - min)/15, zero = min + 8·scale, so |Δw| ≤ scale/2 = (max - min)/30.
+Formats (w: a weight; per row, a (scale, ...) per block of 32 inputs, as float16):
+* int4: w = scale·q + minimum, q in 0..15, 16 bytes a block: byte j holds q_j in its low nibble and q_(j+16) in
+  its high one. GGUF's Q4_1 (w = d·q + m) is exactly this layout and is kept byte for byte
+  (`Int4Linear(packed, scale, minimum)`); Q4_0 (w = d·(q - 8)) is minimum -8·d, exact in float16.
+* int8: w = scale·q, q in -127..127: GGUF's Q8_0, byte for byte.
+* From float weights (`from_float`: F16/F32 GGUF tensors, Hugging Face directories, `quantize_model`): int4 by
+  Q4_1's rule, scale = (max - min)/15 and minimum = min of each block, |Δw| ≤ scale/2 (+ float16's rounding
+  of the minimum, 2⁻¹¹ of it); int8 by Q8_0's, scale = max|w|/127 (rounded up to a float16), |Δw| ≤ scale/2.
 
 `quantize_model(model, kind)` swaps every `nn.Linear` of a model for one of these; `fastest_kind` measures which
 weight format runs a decoding step fastest on this CPU.
@@ -36,47 +36,51 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.nn import kernels
 from folio.runtime import threads
 
-GROUP = 32  # inputs per int4 (scale, zero) pair: GGUF's block size
-_ROW_MULTIPLE = 16  # the int4 kernel wants a multiple of 16 output rows: others are padded
-_PACK_ROWS = 64  # its packed rows are independent in blocks of 32 (AVX2) or 64 rows: joined layers keep to those
-_CHUNK_ROWS = 1024  # rows quantized at a time: a large matrix is never whole in float32 (1024 rows of 576: 2.4 MB)
+GROUP = 32  # weights in a block (one scale): GGUF's block size
+_CHUNK_ROWS = 1024  # rows quantized (or dequantized) at a time: a large matrix is never whole in float32
 KINDS = ("int4", "int8")
 
 
 class QuantizedLinear(nn.Module):
     """y = x Wᵀ + b with W stored quantized (buffers, no parameters: inference only). Input (..., in) of any
-    float dtype, cast to `compute_dtype` for the kernel; output (..., out) in float32, as llama.cpp keeps every
-    activation but the quantized product's input: a bfloat16 residual stream and cache changed SmolLM2's greedy
-    text on most prompts."""
+    float dtype, multiplied in float32; output (..., out) in float32, as llama.cpp keeps the activations."""
 
     kind = ""
 
-    def __init__(self, in_features: int, out_features: int, bias: Tensor | None, compute_dtype: torch.dtype):
+    def __init__(self, in_features: int, out_features: int, bias: Tensor | None):
         super().__init__()
-        self.in_features, self.out_features, self.compute_dtype = in_features, out_features, compute_dtype
+        if in_features % GROUP:
+            raise ConfigError(f"{self.kind} weights need a multiple of {GROUP} inputs, got {in_features}")
+        self.in_features, self.out_features = in_features, out_features
         self.register_buffer("bias", None if bias is None else bias.detach().float())
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.size(-1))
-        if rows.dtype != self.compute_dtype:
-            rows = rows.to(self.compute_dtype)
-        y = self._matmul(rows).float()  # (rows, out)
+        rows = x.reshape(-1, x.size(-1)).float()
+        library = kernels.load() if rows.device.type == "cpu" and not rows.requires_grad else None
+        if library is not None:
+            rows = rows.contiguous()
+            y = torch.empty(rows.size(0), self.out_features)
+            self._kernel(library, rows, y, torch.get_num_threads())
+        else:  # a chunk of rows of the weight at a time, in float32
+            y = torch.cat([F.linear(rows, self.dequantized(start, start + _CHUNK_ROWS))
+                           for start in range(0, self.out_features, _CHUNK_ROWS)], dim=-1)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
 
-    def _matmul(self, rows: Tensor) -> Tensor:
+    def _kernel(self, library, rows: Tensor, y: Tensor, threads: int) -> None:
         raise NotImplementedError
 
-    def dequantized(self) -> Tensor:
-        """The weight (out, in) in float32, as the layer computes with it."""
+    def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it."""
         raise NotImplementedError
 
     @classmethod
-    def from_float(cls, weight: Tensor | Iterable[Tensor], bias: Tensor | None = None,
-                   compute_dtype: torch.dtype = torch.bfloat16) -> QuantizedLinear:
+    def from_float(cls, weight: Tensor | Iterable[Tensor], bias: Tensor | None = None) -> QuantizedLinear:
+        """Quantized from a float weight (out, in), or its chunks of rows (each freed as it is read)."""
         raise NotImplementedError
 
     @staticmethod
@@ -87,11 +91,19 @@ class QuantizedLinear(nn.Module):
         if any(type(layer) is not type(first) or (layer.bias is None) != (first.bias is None) or
                layer.in_features != first.in_features for layer in layers):
             return None
-        return type(first)._cat(layers)
+        fused = first.__class__.__new__(first.__class__)
+        QuantizedLinear.__init__(fused, first.in_features, sum(layer.out_features for layer in layers),
+                                 None if first.bias is None else torch.cat([layer.bias for layer in layers]))
+        for name in first.STORED:  # rows end to end; each part then reads its rows of the joined buffer
+            fused.register_buffer(name, torch.cat([getattr(layer, name) for layer in layers]))
+            start = 0
+            for layer in layers:
+                setattr(layer, name, getattr(fused, name)[start : start + layer.out_features])
+                start += layer.out_features
+        return fused
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"compute_dtype={self.compute_dtype}")
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 def _chunks(weight: Tensor | Iterable[Tensor]) -> Iterable[Tensor]:
@@ -111,155 +123,92 @@ def _joined(chunks: list[Tensor]) -> Tensor:
     return whole
 
 
+def _blocks(values: Tensor) -> Tensor:
+    """(rows, in) → (rows, in/32, 1): a per-block value broadcast over its block's 32 weights."""
+    return values.float().unsqueeze(-1)
+
+
 class Int4Linear(QuantizedLinear):
-    """Groups of 32 weights of a row with a (scale, zero) each: w = (q - 8)·scale + zero. `codes` (out, in)
-    integers 0..15; `scale`, `zero` (out, in/32)."""
+    """w = scale·q + minimum per block of 32 weights of a row. `packed` (out, in/2) uint8 (byte j of a block:
+    q_j low, q_(j+16) high: GGUF's Q4 order); `scale`, `minimum` (out, in/32) float16."""
 
     kind = "int4"
+    STORED = ("packed", "scale", "minimum")
 
-    def __init__(self, codes: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None = None,
-                 compute_dtype: torch.dtype = torch.bfloat16):
-        out_features, in_features = codes.shape
-        if in_features % GROUP:
-            raise ConfigError(f"int4 weights need a multiple of {GROUP} inputs, got {in_features}")
-        super().__init__(in_features, out_features, bias, compute_dtype)
-        pad = -out_features % _ROW_MULTIPLE
-        pairs = torch.stack([scale, zero], dim=-1).to(compute_dtype)  # (out, in/32, 2)
-        pairs = F.pad(pairs, (0, 0, 0, 0, 0, pad))
-        # packed a block of rows at a time (the kernel packs rows independently), so that the int32 codes it
-        # wants are never whole: a (49152, 576) table's would be 113 MB
-        packed = torch.empty(out_features + pad, in_features // 2, dtype=torch.uint8)  # (N, in/2)
-        for start in range(0, out_features + pad, _CHUNK_ROWS):
-            chunk = codes[start : start + _CHUNK_ROWS].to(torch.int32)
-            if chunk.size(0) < min(_CHUNK_ROWS, out_features + pad - start):  # the padded rows at the end
-                chunk = F.pad(chunk, (0, 0, 0, min(_CHUNK_ROWS, out_features + pad - start) - chunk.size(0)), value=8)
-            packed[start : start + chunk.size(0)] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(chunk, 1)
-        self.register_buffer("packed", packed)
-        self.register_buffer("scale_zero", pairs.transpose(0, 1).contiguous())  # (in/32, N, 2): the kernel's layout
+    def __init__(self, packed: Tensor | list[Tensor], scale: Tensor, minimum: Tensor, bias: Tensor | None = None):
+        """`packed`: a tensor, or a list of chunks of rows (emptied as they are copied)."""
+        packed = packed if isinstance(packed, Tensor) else _joined(packed)
+        super().__init__(2 * packed.size(1), packed.size(0), bias)
+        self.register_buffer("packed", packed.to(torch.uint8).contiguous())
+        self.register_buffer("scale", scale.to(torch.float16).contiguous())
+        self.register_buffer("minimum", minimum.to(torch.float16).contiguous())
 
-    def _matmul(self, rows: Tensor) -> Tensor:
-        pairs = self.scale_zero if self.scale_zero.is_contiguous() else self.scale_zero.contiguous()  # a joined part's
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, pairs)
-        return y if y.size(1) == self.out_features else y[:, : self.out_features]
+    def _kernel(self, library, rows: Tensor, y: Tensor, threads: int) -> None:
+        library.folio_q4_matmul(rows.data_ptr(), rows.size(0), self.in_features, self.packed.data_ptr(),
+                                self.scale.data_ptr(), self.minimum.data_ptr(), self.out_features, y.data_ptr(), threads)
 
-    def dequantized(self) -> Tensor:
-        eye = torch.eye(self.in_features, dtype=self.compute_dtype)
-        scale, zero = self.scale_zero.float().unbind(-1)  # (in/32, N)
-        # the codes through the kernel itself: the identity with scale 1, zero 0 gives q - 8 (exact in bfloat16)
-        unit = torch.stack([torch.ones_like(scale), torch.zeros_like(zero)], -1).to(self.compute_dtype)
-        codes = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, GROUP, unit.contiguous()).float().t()
-        weight = codes * scale.t().repeat_interleave(GROUP, 1) + zero.t().repeat_interleave(GROUP, 1)
-        return weight[: self.out_features]
+    def codes(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """The 4-bit codes q (rows, in) of rows start..stop, uint8 0..15."""
+        packed = self.packed[start:stop].view(-1, self.in_features // GROUP, GROUP // 2)
+        return torch.cat([packed & 0x0F, packed >> 4], dim=-1).reshape(-1, self.in_features)
+
+    def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
+        q = self.codes(start, stop).float().view(-1, self.in_features // GROUP, GROUP)
+        weight = q * _blocks(self.scale[start:stop]) + _blocks(self.minimum[start:stop])
+        return weight.reshape(-1, self.in_features)
 
     @classmethod
-    def from_float(cls, weight, bias=None, compute_dtype=torch.bfloat16) -> Int4Linear:
-        codes, scales, zeros = [], [], []
+    def from_float(cls, weight, bias=None) -> Int4Linear:
+        packed, scales, minimums = [], [], []
         for chunk in _chunks(weight):
             groups = chunk.float().reshape(chunk.size(0), -1, GROUP)  # (rows, in/32, 32)
             low, high = groups.amin(-1), groups.amax(-1)
-            scale = (high - low) / 15
-            step = torch.where(scale > 0, scale, torch.ones_like(scale))
-            codes.append(((groups - low[..., None]) / step[..., None]).round_().clamp_(0, 15).to(torch.uint8)
-                         .reshape(chunk.shape))
+            scale, minimum = ((high - low) / 15).half(), low.half()
+            step = torch.where(scale > 0, scale.float(), torch.ones_like(low))
+            q = ((groups - minimum.float()[..., None]) / step[..., None]).round_().clamp_(0, 15).to(torch.uint8)
+            packed.append((q[..., : GROUP // 2] | (q[..., GROUP // 2 :] << 4)).reshape(chunk.size(0), -1))
             scales.append(scale)
-            zeros.append(low + 8 * scale)
-        return cls(_joined(codes), torch.cat(scales), torch.cat(zeros), bias, compute_dtype)
-
-    @classmethod
-    def _cat(cls, layers: Sequence[Int4Linear]) -> Int4Linear | None:
-        if any(layer.out_features % _PACK_ROWS for layer in layers):
-            return None  # the parts' packed rows would not line up (or padded rows land between them)
-        fused = cls.__new__(cls)
-        QuantizedLinear.__init__(fused, layers[0].in_features, sum(layer.out_features for layer in layers),
-                                 None if layers[0].bias is None else torch.cat([layer.bias for layer in layers]),
-                                 layers[0].compute_dtype)
-        fused.register_buffer("packed", torch.cat([layer.packed for layer in layers]))
-        fused.register_buffer("scale_zero", torch.cat([layer.scale_zero for layer in layers], dim=1))
-        start = 0
-        for layer in layers:  # the parts read the joined memory (the packed rows are independent of each other)
-            end = start + layer.out_features
-            layer.packed = fused.packed[start:end]
-            layer.scale_zero = fused.scale_zero[:, start:end]
-            start = end
-        return fused
+            minimums.append(minimum)
+        return cls(packed, torch.cat(scales), torch.cat(minimums), bias)
 
 
 class Int8Linear(QuantizedLinear):
-    """w = q·scale, `codes` (out, in) int8, with `scale` (out,): one per row, one kernel call; or (out, in/32): one
-    per block of 32, GGUF's Q8_0 kept exact (a model's output layer, whose logits pick greedy tokens: re-cut to
-    row scales, SmolLM2's head changed greedy text on most prompts). Per block, the kernel runs once per block
-    column and the blocks' sums are scaled and added in float32: as fast on a (49152, 576) head, for the same
-    bytes read."""
+    """w = scale·q per block of 32 weights of a row (GGUF's Q8_0). `codes` (out, in) int8; `scale` (out, in/32)
+    float16."""
 
     kind = "int8"
+    STORED = ("codes", "scale")
 
-    def __init__(self, codes: Tensor | list[Tensor], scale: Tensor, bias: Tensor | None = None,
-                 compute_dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, codes: Tensor | list[Tensor], scale: Tensor, bias: Tensor | None = None):
         """`codes`: a tensor, or a list of chunks of rows (emptied as they are copied: a table is never twice)."""
-        chunks = [codes] if isinstance(codes, Tensor) else codes
-        out_features, in_features = sum(c.size(0) for c in chunks), chunks[0].size(1)
-        super().__init__(in_features, out_features, bias, compute_dtype)
-        if scale.dim() == 2:  # per block: codes as (in/32, out, 32), each block column one contiguous kernel weight
-            codes, start = torch.empty(in_features // GROUP, out_features, GROUP, dtype=torch.int8), 0
-            while chunks:
-                chunk = chunks.pop(0)
-                codes[:, start : start + chunk.size(0)] = chunk.reshape(chunk.size(0), -1, GROUP).transpose(0, 1)
-                start += chunk.size(0)
-            self.register_buffer("unit", torch.ones(out_features, dtype=compute_dtype))
-            scale = scale.float().t()  # (in/32, out)
-        else:
-            codes, scale = (codes if isinstance(codes, Tensor) else _joined(chunks)), scale.to(compute_dtype)
+        codes = codes if isinstance(codes, Tensor) else _joined(codes)
+        super().__init__(codes.size(1), codes.size(0), bias)
         self.register_buffer("codes", codes.to(torch.int8).contiguous())
-        self.register_buffer("scale", scale.contiguous())
+        self.register_buffer("scale", scale.to(torch.float16).contiguous())
 
-    @property
-    def blockwise(self) -> bool:
-        return self.codes.dim() == 3
+    def _kernel(self, library, rows: Tensor, y: Tensor, threads: int) -> None:
+        library.folio_q8_matmul(rows.data_ptr(), rows.size(0), self.in_features, self.codes.data_ptr(),
+                                self.scale.data_ptr(), self.out_features, y.data_ptr(), threads)
 
-    def _matmul(self, rows: Tensor) -> Tensor:
-        if not self.blockwise:
-            return torch.ops.aten._weight_int8pack_mm(rows, self.codes, self.scale)
-        y = rows.new_zeros(rows.size(0), self.out_features, dtype=torch.float32)
-        for block, (codes, scale) in enumerate(zip(self.codes, self.scale, strict=True)):
-            part = rows[:, block * GROUP : (block + 1) * GROUP].contiguous()
-            y.addcmul_(torch.ops.aten._weight_int8pack_mm(part, codes, self.unit), scale)
-        return y
-
-    def dequantized(self) -> Tensor:
-        return self.rows(torch.arange(self.out_features))
+    def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
+        return self.rows(torch.arange(self.out_features)[start:stop])
 
     def rows(self, ids: Tensor) -> Tensor:
         """Dequantized rows `ids` (...,) → (..., in) in float32: an embedding lookup on this table."""
-        if not self.blockwise:
-            return F.embedding(ids, self.codes).float() * self.scale[ids].float().unsqueeze(-1)
-        codes = self.codes[:, ids].movedim(0, -2).float()  # (..., in/32, 32)
-        return (codes * self.scale[:, ids].movedim(0, -1).unsqueeze(-1)).flatten(-2)
+        codes = F.embedding(ids, self.codes).float().unflatten(-1, (-1, GROUP))  # (..., in/32, 32)
+        return (codes * self.scale[ids].float().unsqueeze(-1)).flatten(-2)
 
     @classmethod
-    def from_float(cls, weight, bias=None, compute_dtype=torch.bfloat16) -> Int8Linear:
+    def from_float(cls, weight, bias=None) -> Int8Linear:
         codes, scales = [], []
         for chunk in _chunks(weight):
-            chunk = chunk.float()
-            # the scale the kernel will read (compute_dtype), rounded up so no code passes 127: |Δw| ≤ its half
-            scale = (chunk.abs().amax(1) / 127 * (1 + 2**-8)).to(compute_dtype).float()
-            step = torch.where(scale > 0, scale, torch.ones_like(scale))
-            codes.append((chunk / step[:, None]).round_().clamp_(-127, 127).to(torch.int8))
+            groups = chunk.float().reshape(chunk.size(0), -1, GROUP)
+            # rounded up to a float16 (2⁻¹⁰ covers its rounding) so that no code passes 127: |Δw| ≤ scale/2
+            scale = (groups.abs().amax(-1) / 127 * (1 + 2**-10)).half()
+            step = torch.where(scale > 0, scale.float(), torch.ones_like(scale, dtype=torch.float32))
+            codes.append((groups / step[..., None]).round_().clamp_(-127, 127).to(torch.int8).reshape(chunk.shape))
             scales.append(scale)
-        return cls(_joined(codes), torch.cat(scales), bias, compute_dtype)
-
-    @classmethod
-    def _cat(cls, layers: Sequence[Int8Linear]) -> Int8Linear | None:
-        if any(layer.blockwise for layer in layers):
-            return None
-        bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
-        fused = cls(torch.cat([layer.codes for layer in layers]), torch.cat([layer.scale for layer in layers]), bias,
-                    layers[0].compute_dtype)
-        start = 0
-        for layer in layers:
-            end = start + layer.out_features
-            layer.codes, layer.scale = fused.codes[start:end], fused.scale[start:end]
-            start = end
-        return fused
+        return cls(codes, torch.cat(scales), bias)
 
 
 class QuantizedEmbedding(nn.Module):
@@ -278,10 +227,9 @@ class QuantizedEmbedding(nn.Module):
 LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {"int4": Int4Linear, "int8": Int8Linear}
 
 
-def quantize_model(model: nn.Module, kind: str, compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+def quantize_model(model: nn.Module, kind: str) -> nn.Module:
     """Swap every `nn.Linear` of `model` for a `QuantizedLinear` of `kind` (int4 | int8) quantized from its
-    weights, in place (`compute_dtype`: the kernels' input type); the other parameters stay as they are (float32:
-    the activations between the quantized products too). Returns `model` (eval mode).
+    weights, in place; the other parameters stay as they are. Returns `model` (eval mode).
 
         >>> lm_model = quantize_model(Llama(LlamaConfig(vocab_size=64, hidden=64, heads=4, kv_heads=2, ff_hidden=128,
         ...                                             layers=2, context=32)), "int4")
@@ -291,7 +239,7 @@ def quantize_model(model: nn.Module, kind: str, compute_dtype: torch.dtype = tor
     for owner in list(model.modules()):
         for name, child in list(owner.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(owner, name, LINEAR_CLASSES[kind].from_float(child.weight, child.bias, compute_dtype))
+                setattr(owner, name, LINEAR_CLASSES[kind].from_float(child.weight, child.bias))
     return model.eval()
 
 

@@ -153,7 +153,7 @@ def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
     """--dtype, for the verbs (and `folio serve`) that load a language model."""
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="pretrained Llama models: the weights' format: int4/int8 (quantized, a GGUF's blocks kept "
-                             "as stored, bfloat16 activations; CPU), bf16, fp32, or auto: the fastest of those that "
+                             "as stored, float32 activations; CPU), bf16, fp32, or auto: the fastest of those that "
                              "hold the file's weights without loss on this CPU (said on stderr); other models: fp32")
 
 

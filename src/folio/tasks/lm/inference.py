@@ -77,8 +77,7 @@ class LanguageModel:
         (`folio.models.llama_weights`).
 
         `dtype` (pretrained Llama models): fp32 | bf16 | int4 | int8 | auto (`folio.models.llama_weights.DTYPES`:
-        int4/int8 keep the weights quantized, a GGUF's blocks as stored, bfloat16 at their products' inputs and
-        float32 elsewhere; auto takes the fastest lossless format on this CPU and says which on stderr). Other
+        int4/int8 keep the weights quantized, a GGUF's blocks as stored, with float32 activations; auto takes the fastest lossless format on this CPU and says which on stderr). Other
         models: fp32 (auto is fp32).
 
         >>> lm = LanguageModel.from_pretrained("smollm2", dtype="int4")   # doctest: +SKIP

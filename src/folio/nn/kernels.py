@@ -1,0 +1,100 @@
+"""Folio's own CPU kernels (`quant_gemm.c`: block-quantized weights times float32 activations), built at first use
+with the machine's C compiler and loaded through ctypes.
+
+The C file is compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
+cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
+atomically so that parallel first uses never read a half-written library. Where there is no compiler, the CPU
+lacks AVX2/FMA/F16C or the cache cannot be written, `available()` says why and the quantized layers compute
+the same products from dequantized chunks of their weights instead (`folio.nn.quant`).
+
+    >>> lib = load()              # doctest: +SKIP
+    >>> lib.folio_q4_matmul       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("quant_gemm.c")
+_FLAGS = ("avx2", "fma", "f16c")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("FOLIO_CACHE"):
+        return Path(os.environ["FOLIO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "folio"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _torch_gomp() -> Path | None:
+    """torch's own OpenMP runtime: the kernels link to it, so one thread pool serves both."""
+    found = sorted((Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))
+    return found[0] if found else None
+
+
+@cache
+def _build() -> tuple[ctypes.CDLL | None, str]:
+    missing = [flag for flag in _FLAGS if flag not in _cpu_flags()]
+    if missing:
+        return None, f"this CPU lacks {', '.join(missing)}"
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None, "no C compiler (cc or gcc) on PATH"
+    source = SOURCE.read_bytes()
+    gomp = _torch_gomp()
+    key = hashlib.sha256(source + str(gomp).encode() + compiler.encode()).hexdigest()[:16]
+    target = cache_dir() / f"kernels-{key}.so"
+    try:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as work:
+                built = Path(work) / target.name
+                link = [str(gomp), f"-Wl,-rpath,{gomp.parent}"] if gomp else ["-lgomp"]
+                command = [compiler, "-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared",
+                           "-fPIC", "-o", str(built), str(SOURCE), *link]
+                result = subprocess.run(command, capture_output=True, text=True)
+                if result.returncode != 0:
+                    lines = (result.stderr or result.stdout).strip().splitlines()
+                    return None, f"{compiler} could not build {SOURCE.name}: {lines[0] if lines else result.returncode}"
+                os.replace(built, target)  # atomic: a parallel build writes the same bytes
+        library = ctypes.CDLL(str(target))
+    except OSError as err:
+        return None, f"the kernels could not be built or loaded in {target.parent} ({err.strerror or err})"
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    library.folio_q4_matmul.argtypes = [pointer, size, size, pointer, pointer, pointer, size, pointer, ctypes.c_int]
+    library.folio_q8_matmul.argtypes = [pointer, size, size, pointer, pointer, size, pointer, ctypes.c_int]
+    for function in (library.folio_q4_matmul, library.folio_q8_matmul):
+        function.restype = None
+    return library, ""
+
+
+def load() -> ctypes.CDLL | None:
+    """The kernels' library, or None where it cannot be built here (`available()` says why)."""
+    return _build()[0]
+
+
+def available() -> tuple[bool, str]:
+    """(whether Folio's kernels run on this machine, why not)."""
+    library, reason = _build()
+    return library is not None, reason
+
+
+__all__ = ["available", "cache_dir", "load"]

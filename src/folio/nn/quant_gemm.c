@@ -1,0 +1,140 @@
+/* Folio's quantized matrix products for the CPU: y = x Wᵀ with x float32 (M, K) and W stored in blocks of 32
+ * weights along K, as GGUF stores them, dequantized in registers (never in memory) and multiplied in float32.
+ *
+ *   q4: codes (N, K/2) bytes: block b of row n is bytes [b·16, b·16 + 16) of the row; byte j holds weight j in its
+ *       low nibble and weight j + 16 in its high one (GGUF's Q4_0/Q4_1 order). w = d·q + m, q in 0..15, with
+ *       d and m (N, K/32) half floats: Q4_1 as stored; Q4_0 (w = d·(q - 8)) is m = -8·d.
+ *   q8: codes (N, K) int8, d (N, K/32) half floats: w = d·q (GGUF's Q8_0).
+ *
+ * A block's weights are dequantized into registers once for up to eight rows of x (batched decoding, prefill),
+ * and each row's sums are one fused multiply-add per eight weights.
+ * Output rows are shared among `threads` OpenMP threads (torch's own runtime: the same libgomp.so.1).
+ *
+ * Built at first use by folio.nn.kernels with the machine's C compiler (-O3 -march=native); needs AVX2, FMA
+ * and F16C, which folio.nn.kernels checks before loading it. */
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#define BLOCK 32
+#define TILE 8
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float half(uint16_t h) { return _cvtsh_ss(h); }
+
+/* acc[r][·] += x·w over a block (p: the row's 32 inputs). A fused multiply-add waits ~5 cycles for its sum: one
+ * or two rows split their sums four ways, three or four rows two ways, so that the adds do not wait on each
+ * other; more rows (a
+ * constant after inlining) interleave on their own */
+#define ACCUMULATE(r, p, w0, w1, w2, w3)                                                    \
+    do {                                                                                    \
+        int split = rows <= 2 ? 4 : rows <= 4 ? 2 : 1;                                      \
+        acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(p), w0, acc[r][0]);                     \
+        acc[r][1 % split] = _mm256_fmadd_ps(_mm256_loadu_ps((p) + 8), w1, acc[r][1 % split]); \
+        acc[r][2 % split] = _mm256_fmadd_ps(_mm256_loadu_ps((p) + 16), w2, acc[r][2 % split]); \
+        acc[r][3 % split] = _mm256_fmadd_ps(_mm256_loadu_ps((p) + 24), w3, acc[r][3 % split]); \
+    } while (0)
+
+/* y[m, n] for the rows m0 .. m0 + rows (rows ≤ TILE) of x and one output row n of a q4 matrix: each block's 32
+ * weights are dequantized once into registers (w = d·q + m), then each row adds x·w to its own sums */
+static inline __attribute__((always_inline)) void q4_row(const float *x, int64_t K, int64_t ldy, int64_t m0,
+                                                         int rows, const uint8_t *codes, const uint16_t *d,
+                                                         const uint16_t *mins, float *y) {
+    int64_t blocks = K / BLOCK;
+    __m256 acc[TILE][4];
+    for (int r = 0; r < TILE; r++) for (int i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_ps();
+    const __m256i low = _mm256_set1_epi32(0x0F);
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *c = codes + b * 16;
+        __m256i c0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));        /* bytes 0..7 */
+        __m256i c1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + 8)));  /* bytes 8..15 */
+        __m256 scale = _mm256_set1_ps(half(d[b])), minimum = _mm256_set1_ps(half(mins[b]));
+        __m256 w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c0, low)), scale, minimum);  /* 0..7 */
+        __m256 w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c1, low)), scale, minimum);  /* 8..15 */
+        __m256 w2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c0, 4)), scale, minimum);   /* 16..23 */
+        __m256 w3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c1, 4)), scale, minimum);   /* 24..31 */
+        for (int r = 0; r < rows; r++) {
+            const float *p = x + (m0 + r) * K + b * BLOCK;
+            ACCUMULATE(r, p, w0, w1, w2, w3);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        y[r * ldy] = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
+}
+
+static inline __attribute__((always_inline)) void q8_row(const float *x, int64_t K, int64_t ldy, int64_t m0, int rows, const int8_t *codes,
+                          const uint16_t *d, float *y) {
+    int64_t blocks = K / BLOCK;
+    __m256 acc[TILE][4];
+    for (int r = 0; r < TILE; r++) for (int i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; b++) {
+        const int8_t *c = codes + b * BLOCK;
+        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)c)));
+        __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(c + 8))));
+        __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(c + 16))));
+        __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(c + 24))));
+        __m256 scale = _mm256_set1_ps(half(d[b]));
+        w0 = _mm256_mul_ps(w0, scale), w1 = _mm256_mul_ps(w1, scale);
+        w2 = _mm256_mul_ps(w2, scale), w3 = _mm256_mul_ps(w3, scale);
+        for (int r = 0; r < rows; r++) {
+            const float *p = x + (m0 + r) * K + b * BLOCK;
+            ACCUMULATE(r, p, w0, w1, w2, w3);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        y[r * ldy] = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
+}
+
+/* y (M, N) = x (M, K) · Wᵀ, W q4 (see above); K a multiple of 32 */
+void folio_q4_matmul(const float *x, int64_t M, int64_t K, const uint8_t *codes, const uint16_t *d,
+                     const uint16_t *mins, int64_t N, float *y, int threads) {
+    int64_t blocks = K / BLOCK;
+    /* rows of x in tiles inside, output rows across threads outside: each thread reads its part of W once for
+     * every tile; x (a few KB a row) stays in cache */
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m0 = 0; m0 < M; m0 += TILE) {
+            const uint8_t *c = codes + n * (K / 2);
+            const uint16_t *dn = d + n * blocks, *mn = mins + n * blocks;
+            float *out = y + m0 * N + n;
+            switch (M - m0 < TILE ? M - m0 : TILE) {  /* constant row counts: each tile's sums stay in registers */
+            case 1: q4_row(x, K, N, m0, 1, c, dn, mn, out); break;
+            case 2: q4_row(x, K, N, m0, 2, c, dn, mn, out); break;
+            case 3: q4_row(x, K, N, m0, 3, c, dn, mn, out); break;
+            case 4: q4_row(x, K, N, m0, 4, c, dn, mn, out); break;
+            case 5: q4_row(x, K, N, m0, 5, c, dn, mn, out); break;
+            case 6: q4_row(x, K, N, m0, 6, c, dn, mn, out); break;
+            case 7: q4_row(x, K, N, m0, 7, c, dn, mn, out); break;
+            default: q4_row(x, K, N, m0, 8, c, dn, mn, out);
+            }
+        }
+}
+
+/* y (M, N) = x (M, K) · Wᵀ, W q8 (see above) */
+void folio_q8_matmul(const float *x, int64_t M, int64_t K, const int8_t *codes, const uint16_t *d, int64_t N,
+                     float *y, int threads) {
+    int64_t blocks = K / BLOCK;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m0 = 0; m0 < M; m0 += TILE) {
+            const int8_t *c = codes + n * K;
+            const uint16_t *dn = d + n * blocks;
+            float *out = y + m0 * N + n;
+            switch (M - m0 < TILE ? M - m0 : TILE) {
+            case 1: q8_row(x, K, N, m0, 1, c, dn, out); break;
+            case 2: q8_row(x, K, N, m0, 2, c, dn, out); break;
+            case 3: q8_row(x, K, N, m0, 3, c, dn, out); break;
+            case 4: q8_row(x, K, N, m0, 4, c, dn, out); break;
+            case 5: q8_row(x, K, N, m0, 5, c, dn, out); break;
+            case 6: q8_row(x, K, N, m0, 6, c, dn, out); break;
+            case 7: q8_row(x, K, N, m0, 7, c, dn, out); break;
+            default: q8_row(x, K, N, m0, 8, c, dn, out);
+            }
+        }
+}
