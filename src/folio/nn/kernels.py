@@ -79,9 +79,8 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     except OSError as err:
         return None, f"the kernels could not be built or loaded in {target.parent} ({err.strerror or err})"
     pointer, size = ctypes.c_void_p, ctypes.c_int64
-    library.folio_q4_matmul.argtypes = [pointer, size, size, pointer, pointer, pointer, size, pointer, ctypes.c_int]
-    library.folio_q8_matmul.argtypes = [pointer, size, size, pointer, pointer, size, pointer, ctypes.c_int]
-    for function in (library.folio_q4_matmul, library.folio_q8_matmul):
+    for function in (library.folio_q4_matmul, library.folio_q8_matmul):  # (x, M, K, codes, d, m, N, y, threads)
+        function.argtypes = [pointer, size, size, pointer, pointer, pointer, size, pointer, ctypes.c_int]
         function.restype = None
     return library, ""
 

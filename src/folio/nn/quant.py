@@ -49,9 +49,12 @@ class QuantizedLinear(nn.Module):
     float dtype, multiplied in float32; output (..., out) in float32, as llama.cpp keeps the activations."""
 
     kind = ""
+    STORED: tuple[str, ...] = ()  # the buffers the kernel reads, in its arguments' order
+    FUNCTION = ""  # the kernel's name in folio.nn.kernels' library
 
     def __init__(self, in_features: int, out_features: int, bias: Tensor | None):
         super().__init__()
+        self._weights: tuple[int | None, ...] | None = None
         if in_features % GROUP:
             raise ConfigError(f"{self.kind} weights need a multiple of {GROUP} inputs, got {in_features}")
         self.in_features, self.out_features = in_features, out_features
@@ -63,7 +66,10 @@ class QuantizedLinear(nn.Module):
         if library is not None:
             rows = rows.contiguous()
             y = torch.empty(rows.size(0), self.out_features)
-            self._kernel(library, rows, y, torch.get_num_threads())
+            if self._weights is None:  # the stored buffers' addresses, kept: a decoding step makes ~120 calls
+                self._weights = tuple(getattr(self, name).data_ptr() for name in self.STORED) + (None,) * (3 - len(self.STORED))
+            getattr(library, self.FUNCTION)(rows.data_ptr(), rows.size(0), self.in_features, *self._weights,
+                                            self.out_features, y.data_ptr(), torch.get_num_threads())
         else:  # a chunk of rows of the weight at a time, in float32
             y = torch.cat([F.linear(rows, self.dequantized(start, start + _CHUNK_ROWS))
                            for start in range(0, self.out_features, _CHUNK_ROWS)], dim=-1)
@@ -71,8 +77,14 @@ class QuantizedLinear(nn.Module):
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
 
-    def _kernel(self, library, rows: Tensor, y: Tensor, threads: int) -> None:
-        raise NotImplementedError
+    def __setattr__(self, name: str, value) -> None:
+        if name in self.STORED:
+            self.__dict__["_weights"] = None  # a buffer replaced: its address is read again
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._weights = None  # (.to(), .share_memory() and the like give buffers new addresses)
+        return super()._apply(fn, recurse)
 
     def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
         """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it."""
@@ -134,6 +146,7 @@ class Int4Linear(QuantizedLinear):
 
     kind = "int4"
     STORED = ("packed", "scale", "minimum")
+    FUNCTION = "folio_q4_matmul"
 
     def __init__(self, packed: Tensor | list[Tensor], scale: Tensor, minimum: Tensor, bias: Tensor | None = None):
         """`packed`: a tensor, or a list of chunks of rows (emptied as they are copied)."""
@@ -142,10 +155,6 @@ class Int4Linear(QuantizedLinear):
         self.register_buffer("packed", packed.to(torch.uint8).contiguous())
         self.register_buffer("scale", scale.to(torch.float16).contiguous())
         self.register_buffer("minimum", minimum.to(torch.float16).contiguous())
-
-    def _kernel(self, library, rows: Tensor, y: Tensor, threads: int) -> None:
-        library.folio_q4_matmul(rows.data_ptr(), rows.size(0), self.in_features, self.packed.data_ptr(),
-                                self.scale.data_ptr(), self.minimum.data_ptr(), self.out_features, y.data_ptr(), threads)
 
     def codes(self, start: int = 0, stop: int | None = None) -> Tensor:
         """The 4-bit codes q (rows, in) of rows start..stop, uint8 0..15."""
@@ -178,6 +187,7 @@ class Int8Linear(QuantizedLinear):
 
     kind = "int8"
     STORED = ("codes", "scale")
+    FUNCTION = "folio_q8_matmul"
 
     def __init__(self, codes: Tensor | list[Tensor], scale: Tensor, bias: Tensor | None = None):
         """`codes`: a tensor, or a list of chunks of rows (emptied as they are copied: a table is never twice)."""
@@ -185,10 +195,6 @@ class Int8Linear(QuantizedLinear):
         super().__init__(codes.size(1), codes.size(0), bias)
         self.register_buffer("codes", codes.to(torch.int8).contiguous())
         self.register_buffer("scale", scale.to(torch.float16).contiguous())
-
-    def _kernel(self, library, rows: Tensor, y: Tensor, threads: int) -> None:
-        library.folio_q8_matmul(rows.data_ptr(), rows.size(0), self.in_features, self.codes.data_ptr(),
-                                self.scale.data_ptr(), self.out_features, y.data_ptr(), threads)
 
     def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
         return self.rows(torch.arange(self.out_features)[start:stop])

@@ -117,8 +117,9 @@ void folio_q4_matmul(const float *x, int64_t M, int64_t K, const uint8_t *codes,
 }
 
 /* y (M, N) = x (M, K) · Wᵀ, W q8 (see above) */
-void folio_q8_matmul(const float *x, int64_t M, int64_t K, const int8_t *codes, const uint16_t *d, int64_t N,
-                     float *y, int threads) {
+void folio_q8_matmul(const float *x, int64_t M, int64_t K, const int8_t *codes, const uint16_t *d,
+                     const uint16_t *unused, int64_t N, float *y, int threads) {
+    (void)unused;  /* q4's minimums: the two functions take the same arguments */
     int64_t blocks = K / BLOCK;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t n = 0; n < N; n++)
