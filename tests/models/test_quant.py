@@ -45,8 +45,9 @@ def _stored(tmp_path, qtype, rows=48, columns=96, seed=0):
 
 def _check_product(layer, reference):
     """The layer's product is F.linear's on its own weight in float32 (the order of additions aside), on 1 to 19
-    rows (the kernel's tiles of 8 rows and what is left of them), on one thread and two."""
-    for rows in (1, 2, 3, 5, 8, 19):
+    rows (the kernel's tiles of 8 rows and what is left of them) and on 30 (a dequantized product), on one thread
+    and two."""
+    for rows in (1, 2, 3, 5, 8, 19, 30):
         x = torch.randn(rows, reference.size(1))
         for threads in (1, 2):
             with torch_threads(threads):
@@ -117,6 +118,8 @@ def test_quantized_layers_compute_the_same_without_folios_kernels(monkeypatch):
     layers = [Int4Linear.from_float(torch.randn(80, 64)), Int8Linear.from_float(torch.randn(80, 64))]
     x = torch.randn(4, 64)
     with_kernels = [layer(x) for layer in layers]
+    for layer in layers:  # the kernels' dequantization and PyTorch's: the same weights, bit for bit
+        assert torch.equal(layer.dequantized(5, 70), layer._dequantized(5, 70))
     flags = kernels._cpu_flags()
     if {"avx2", "fma", "f16c"} <= flags and (shutil.which("cc") or shutil.which("gcc")):
         assert kernels.available() == (True, "")

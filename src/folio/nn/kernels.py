@@ -82,6 +82,9 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     for function in (library.folio_q4_matmul, library.folio_q8_matmul):  # (x, M, K, codes, d, m, N, y, threads)
         function.argtypes = [pointer, size, size, pointer, pointer, pointer, size, pointer, ctypes.c_int]
         function.restype = None
+    for function in (library.folio_q4_dequantize, library.folio_q8_dequantize):  # (codes, d, m, n0, n1, K, out, threads)
+        function.argtypes = [pointer, pointer, pointer, size, size, size, pointer, ctypes.c_int]
+        function.restype = None
     return library, ""
 
 

@@ -40,7 +40,9 @@ from folio.nn import kernels
 from folio.runtime import threads
 
 GROUP = 32  # weights in a block (one scale): GGUF's block size
-_CHUNK_ROWS = 1024  # rows quantized (or dequantized) at a time: a large matrix is never whole in float32
+_CHUNK_ROWS = 1024  # rows quantized at a time: a large matrix is never whole in float32
+GEMM_ROWS = 24  # from this many rows of input, a dequantized float32 product: faster here from 16-32 rows
+_GEMM_CHUNK = 4096  # rows of a weight dequantized at a time for it (9 MB of a 576-wide head)
 KINDS = ("int4", "int8")
 
 
@@ -50,7 +52,7 @@ class QuantizedLinear(nn.Module):
 
     kind = ""
     STORED: tuple[str, ...] = ()  # the buffers the kernel reads, in its arguments' order
-    FUNCTION = ""  # the kernel's name in folio.nn.kernels' library
+    FUNCTION = DEQUANTIZE = ""  # the kernels' names in folio.nn.kernels' library
 
     def __init__(self, in_features: int, out_features: int, bias: Tensor | None):
         super().__init__()
@@ -63,19 +65,24 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.size(-1)).float()
         library = kernels.load() if rows.device.type == "cpu" and not rows.requires_grad else None
-        if library is not None:
+        if library is not None and rows.size(0) < GEMM_ROWS:  # decoding: the weights read once, in registers
             rows = rows.contiguous()
             y = torch.empty(rows.size(0), self.out_features)
-            if self._weights is None:  # the stored buffers' addresses, kept: a decoding step makes ~120 calls
-                self._weights = tuple(getattr(self, name).data_ptr() for name in self.STORED) + (None,) * (3 - len(self.STORED))
-            getattr(library, self.FUNCTION)(rows.data_ptr(), rows.size(0), self.in_features, *self._weights,
+            getattr(library, self.FUNCTION)(rows.data_ptr(), rows.size(0), self.in_features, *self._pointers(),
                                             self.out_features, y.data_ptr(), torch.get_num_threads())
-        else:  # a chunk of rows of the weight at a time, in float32
-            y = torch.cat([F.linear(rows, self.dequantized(start, start + _CHUNK_ROWS))
-                           for start in range(0, self.out_features, _CHUNK_ROWS)], dim=-1)
+        else:  # many rows (a prompt), or no kernels: float32 products of the weight a chunk of rows at a time
+            parts = [F.linear(rows, self.dequantized(start, start + _GEMM_CHUNK))
+                     for start in range(0, self.out_features, _GEMM_CHUNK)]
+            y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
+
+    def _pointers(self) -> tuple[int | None, ...]:
+        """The kernels' weight arguments: the stored buffers' addresses (kept: a decoding step makes ~120 calls)."""
+        if self._weights is None:
+            self._weights = tuple(getattr(self, name).data_ptr() for name in self.STORED) + (None,) * (3 - len(self.STORED))
+        return self._weights
 
     def __setattr__(self, name: str, value) -> None:
         if name in self.STORED:
@@ -88,6 +95,16 @@ class QuantizedLinear(nn.Module):
 
     def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
         """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it."""
+        stop = self.out_features if stop is None else min(stop, self.out_features)
+        library = kernels.load() if self.bias is None or self.bias.device.type == "cpu" else None
+        if library is None or getattr(self, self.STORED[0]).device.type != "cpu":
+            return self._dequantized(start, stop)
+        weight = torch.empty(stop - start, self.in_features)
+        getattr(library, self.DEQUANTIZE)(*self._pointers(), start, stop, self.in_features, weight.data_ptr(),
+                                          torch.get_num_threads())
+        return weight
+
+    def _dequantized(self, start: int, stop: int) -> Tensor:
         raise NotImplementedError
 
     @classmethod
@@ -146,7 +163,7 @@ class Int4Linear(QuantizedLinear):
 
     kind = "int4"
     STORED = ("packed", "scale", "minimum")
-    FUNCTION = "folio_q4_matmul"
+    FUNCTION, DEQUANTIZE = "folio_q4_matmul", "folio_q4_dequantize"
 
     def __init__(self, packed: Tensor | list[Tensor], scale: Tensor, minimum: Tensor, bias: Tensor | None = None):
         """`packed`: a tensor, or a list of chunks of rows (emptied as they are copied)."""
@@ -161,7 +178,7 @@ class Int4Linear(QuantizedLinear):
         packed = self.packed[start:stop].view(-1, self.in_features // GROUP, GROUP // 2)
         return torch.cat([packed & 0x0F, packed >> 4], dim=-1).reshape(-1, self.in_features)
 
-    def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
+    def _dequantized(self, start: int, stop: int) -> Tensor:
         q = self.codes(start, stop).float().view(-1, self.in_features // GROUP, GROUP)
         weight = q * _blocks(self.scale[start:stop]) + _blocks(self.minimum[start:stop])
         return weight.reshape(-1, self.in_features)
@@ -187,7 +204,7 @@ class Int8Linear(QuantizedLinear):
 
     kind = "int8"
     STORED = ("codes", "scale")
-    FUNCTION = "folio_q8_matmul"
+    FUNCTION, DEQUANTIZE = "folio_q8_matmul", "folio_q8_dequantize"
 
     def __init__(self, codes: Tensor | list[Tensor], scale: Tensor, bias: Tensor | None = None):
         """`codes`: a tensor, or a list of chunks of rows (emptied as they are copied: a table is never twice)."""
@@ -196,8 +213,8 @@ class Int8Linear(QuantizedLinear):
         self.register_buffer("codes", codes.to(torch.int8).contiguous())
         self.register_buffer("scale", scale.to(torch.float16).contiguous())
 
-    def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
-        return self.rows(torch.arange(self.out_features)[start:stop])
+    def _dequantized(self, start: int, stop: int) -> Tensor:
+        return self.rows(torch.arange(start, stop))
 
     def rows(self, ids: Tensor) -> Tensor:
         """Dequantized rows `ids` (...,) → (..., in) in float32: an embedding lookup on this table."""

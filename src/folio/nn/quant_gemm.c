@@ -139,3 +139,40 @@ void folio_q8_matmul(const float *x, int64_t M, int64_t K, const int8_t *codes, 
             }
         }
 }
+
+/* The weights of rows n0 .. n1 in float32: out (n1 - n0, K). For products of many rows (prefill), where a
+ * float32 matrix product of the dequantized rows runs at the CPU's full multiply-add rate */
+void folio_q4_dequantize(const uint8_t *codes, const uint16_t *d, const uint16_t *mins, int64_t n0, int64_t n1,
+                         int64_t K, float *out, int threads) {
+    int64_t blocks = K / BLOCK;
+    const __m256i low = _mm256_set1_epi32(0x0F);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t b = 0; b < blocks; b++) {
+            const uint8_t *c = codes + n * (K / 2) + b * 16;
+            float *o = out + (n - n0) * K + b * BLOCK;
+            __m256i c0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));
+            __m256i c1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + 8)));
+            __m256 scale = _mm256_set1_ps(half(d[n * blocks + b])), minimum = _mm256_set1_ps(half(mins[n * blocks + b]));
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c0, low)), scale, minimum));
+            _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c1, low)), scale, minimum));
+            _mm256_storeu_ps(o + 16, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c0, 4)), scale, minimum));
+            _mm256_storeu_ps(o + 24, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c1, 4)), scale, minimum));
+        }
+}
+
+void folio_q8_dequantize(const int8_t *codes, const uint16_t *d, const uint16_t *unused, int64_t n0, int64_t n1,
+                         int64_t K, float *out, int threads) {
+    (void)unused;
+    int64_t blocks = K / BLOCK;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t b = 0; b < blocks; b++) {
+            const int8_t *c = codes + n * K + b * BLOCK;
+            float *o = out + (n - n0) * K + b * BLOCK;
+            __m256 scale = _mm256_set1_ps(half(d[n * blocks + b]));
+            for (int i = 0; i < BLOCK; i += 8)
+                _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                          _mm_loadl_epi64((const __m128i *)(c + i)))), scale));
+        }
+}
