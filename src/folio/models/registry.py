@@ -111,9 +111,14 @@ def family(arch: Any, where: str = CONFIG) -> Family:
     return ARCHS[arch]
 
 
+def config_class(arch: Any, where: str = CONFIG) -> type:
+    """The config dataclass of the family `arch` names (imported, nothing built)."""
+    return _resolve(family(arch, where).config)
+
+
 def build_config(section: dict, where: str = CONFIG):
     """The config dataclass a "model" section describes (its `arch` names the class)."""
-    cls = _resolve(family(section.get("arch"), where).config)
+    cls = config_class(section.get("arch"), where)
     try:
         return cls.from_dict(section) if hasattr(cls, "from_dict") else cls(**section)
     except TypeError as err:
