@@ -41,25 +41,27 @@ class Flag:
     choices: tuple | None = None
     action: Any = None  # "store_true", "store_false" (a switch that turns a field off: --no-mask), or an Action class
     cli_default: Any = _NOT_SET  # the value when the flag is not given; a callable: computed from the parsed flags
-    metavar: str | None = None
+    metavar: str | tuple[str, ...] | None = None
+    nargs: str | int | None = None  # a field holding several values: "+"
 
     def spelling(self, name: str) -> str:
         return self.flag or "--" + name.replace("_", "-")
 
-    def given(self, value: Any) -> str:
-        """The flag as the user typed it, for a message."""
+    def given(self, name: str, value: Any) -> str:
+        """The flag of field `name` as the user typed it, for a message."""
+        spelling = self.spelling(name)
         if self.action in ("store_true", "store_false"):
-            return self.spelling("")
+            return spelling
         if self.action is argparse.BooleanOptionalAction:
-            return self.spelling("") if value else "--no-" + self.spelling("")[2:]
-        return f"{self.spelling('')} {value}"
+            return spelling if value else "--no-" + spelling[2:]
+        return f"{spelling} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | None = None,  # noqa: A002
            type: Callable[[str], Any] | None = None, choices: Iterable | None = None, action: Any = None,  # noqa: A002
-           cli_default: Any = _NOT_SET, metavar: str | None = None) -> Any:
+           cli_default: Any = _NOT_SET, metavar: str | None = None, nargs: str | int | None = None) -> Any:
     """A dataclass field with `default` that is also a command-line flag (see the module's docstring)."""
-    spec = Flag(help, flag, type, tuple(choices) if choices is not None else None, action, cli_default, metavar)
+    spec = Flag(help, flag, type, tuple(choices) if choices is not None else None, action, cli_default, metavar, nargs)
     return dataclasses.field(default=default, metadata={"flag": spec})
 
 
@@ -91,7 +93,7 @@ def _shown_default(spec: Flag, default: Any) -> str | None:
         return "on" if value else "off"
     if spec.action is not None or value is None or value is dataclasses.MISSING or callable(value):
         return None
-    return str(value)
+    return " ".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
 
 
 def _help(declared: list[tuple[str, Flag, Any]], every: list[str]) -> str:
@@ -130,6 +132,8 @@ def add_model_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
             kwargs["choices"] = list(dict.fromkeys(choices))
         if spec.metavar is not None:
             kwargs["metavar"] = spec.metavar
+        if spec.nargs is not None:
+            kwargs["nargs"] = spec.nargs
         parser.add_argument(spec.spelling(field), **kwargs)
 
 
@@ -145,7 +149,7 @@ def model_from_flags(args: argparse.Namespace, archs: Mapping[str, str] | Iterab
         value = getattr(args, field, None)
         if value is not None and field not in own:
             takers = " or ".join(f"--arch {name}" for name, _, _ in declared)
-            raise ConfigError(f"{declared[0][1].given(value)} does not apply to --arch {arch}: it is a flag of {takers}")
+            raise ConfigError(f"{declared[0][1].given(field, value)} does not apply to --arch {arch}: it is a flag of {takers}")
     section = {field: getattr(args, field) for field in own if getattr(args, field, None) is not None}
     for field, (spec, _) in own.items():
         if field not in section and spec.cli_default is not _NOT_SET and not callable(spec.cli_default):
