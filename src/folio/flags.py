@@ -11,7 +11,13 @@ import sys
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Help that shows each flag's default; a flag whose default is None (its value is worked out when not
+    given) gets no "(default: None)" after it where its help says what that is, or where it is a switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None and ("default" in (action.help or "") or action.nargs == 0):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

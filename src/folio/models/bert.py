@@ -23,7 +23,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import CheckpointError, ConfigError, DataError
+from folio.flags import finite_float, positive_int, unit_float
 from folio.models import check_heads, check_shape, normal_init
+from folio.models.options import option
 from folio.nn.positions import PositionalEncoding
 from folio.nn.transformer import TransformerBlock
 
@@ -273,14 +275,19 @@ class MaskedLMConfig:
 
     vocab_size: int
     arch: str = "bert"
-    layers: int = 4
-    heads: int = 4
-    hidden: int = 192
-    context: int = 128
-    dropout: float = 0.1
+    layers: int = option(4, type=positive_int, help="layers", cli_default=2)  # (folio lm train's small default)
+    heads: int = option(4, type=positive_int, help="attention heads")
+    hidden: int = option(192, type=positive_int, help="the model width (embedding size)", cli_default=128)
+    context: int = option(128, type=positive_int, help="positions attended over (default: --seq-len)",
+                          cli_default=lambda flags: flags.seq_len)
+    dropout: float = option(0.1, type=finite_float, help="on the embeddings and each sub-layer's output",
+                            cli_default=0.2)
     ff_mult: int = 4
-    mask_prob: float = 0.15
-    objective: str = "mlm"  # mlm | mlm+nsp
+    mask_prob: float = option(0.15, type=unit_float, help="masked positions (80%% [MASK], 10%% random, 10%% kept)")
+    objective: str = option("mlm", choices=OBJECTIVES,
+                            help="masked LM over windows of text, or masked LM plus next-sentence prediction over "
+                                 "[CLS] A [SEP] B [SEP] sentence pairs (documents: the reviews of --corpus imdb, or "
+                                 "the blank-line-separated paragraphs of a file)")
 
     def __post_init__(self):
         check_shape(self, "bert")

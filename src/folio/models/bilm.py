@@ -25,7 +25,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.flags import finite_float, non_negative_int, positive_int
 from folio.models import check_fractions, check_sizes
+from folio.models.options import option
 from folio.nn.masks import reverse_within_length
 
 # Characters are UTF-8 bytes, as ELMo's: 0 pads, byte b is b + 1, then begin- and end-of-word marks.
@@ -46,15 +48,22 @@ def word_chars(word: str, max_chars: int) -> list[int]:
 class BiLMConfig:
     vocab_size: int
     arch: str = "bilm"
-    layers: int = 2
-    hidden: int = 256  # LSTM units per direction, and the token vector's width
-    dropout: float = 0.1  # on token vectors, between layers and before the softmax
-    char_cnn: bool = False  # token vectors from characters (ELMo's CNN + highway), not an embedding table
+    layers: int = option(2, type=positive_int, help="layers")
+    hidden: int = option(256, type=positive_int, help="LSTM units per direction, and the token vector's width",
+                         cli_default=128)
+    dropout: float = option(0.1, type=finite_float, help="on token vectors, between layers and before the softmax",
+                            cli_default=0.2)
+    char_cnn: bool = option(False, action="store_true",
+                            help="build each token's vector from its characters (ELMo's convolutions and highway "
+                                 "layers), so unseen words get vectors too; default: an embedding table")
     char_dim: int = 16
     filters: list[list[int]] = field(default_factory=lambda: [[1, 32], [2, 32], [3, 64], [4, 128], [5, 128]])  # [width, count]
     highway: int = 2
     max_chars: int = 20  # bytes of a token the CNN reads (with its two marks); longer tokens are cut
-    softmax_samples: int = 0  # training only: a sampled softmax over this many log-uniform ids (0: the full softmax)
+    softmax_samples: int = option(0, type=non_negative_int, metavar="N",
+                                  help="train with a sampled softmax over N log-uniform token ids, as ELMo (several "
+                                       "times faster on a large vocabulary; evaluation uses the full softmax); 0: the "
+                                       "full softmax")
 
     def __post_init__(self):
         if self.arch != "bilm":

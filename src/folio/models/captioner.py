@@ -25,6 +25,7 @@ The model exposes the same decoding contract as the translation models (`encode`
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -32,7 +33,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.flags import finite_float, positive_int
 from folio.models import check_fractions, check_sizes
+from folio.models.options import option
 from folio.nn.attention import AdditiveAttention
 
 ENCODERS = ("cnn", "efficientnet_lite0")
@@ -41,19 +44,24 @@ ENCODERS = ("cnn", "efficientnet_lite0")
 @dataclass
 class CaptionerConfig:
     vocab_size: int
-    encoder: str = "cnn"  # cnn | efficientnet_lite0
-    image_size: int = 64  # images are square, resized to this by the data layer
-    channels: tuple[int, ...] = (32, 64, 128)  # cnn: one stage per entry
-    encoder_stage: str = "stride16"  # efficientnet_lite0: which feature map is the grid
-    freeze_encoder: bool = True  # efficientnet_lite0: keep the pretrained weights (and BN statistics) fixed
+    encoder: str = option("cnn", choices=ENCODERS, help="a CNN trained from scratch, or the pretrained EfficientNet-Lite0")
+    image_size: int = 64  # images are square, resized to this by the data layer (the data's --image-size)
+    channels: tuple[int, ...] = option((32, 64, 128), type=positive_int, nargs="+",  # one stage per entry
+                                       help="cnn: width of each stage (2×2 pooling between stages)")
+    encoder_stage: str = option("stride16", choices=("stride8", "stride16", "stride32", "head"),
+                                help="efficientnet_lite0: the feature map used as the grid")
+    freeze_encoder: bool = option(True, flag="--fine-tune", action="store_false",  # (and its BN statistics)
+                                  help="efficientnet_lite0: train its weights too")
     pretrained: bool = True  # efficientnet_lite0: load the shipped ImageNet weights
-    feature_dim: int = 128  # each grid cell's vector in the memory
-    positions: bool = True  # add a learned embedding of each cell's position to its features
-    embedding_dim: int = 64
-    hidden: int = 256
-    attention_dim: int = 128
-    dropout: float = 0.3
-    doubly_stochastic: float = 1.0  # λ of the attention penalty; 0 turns it off
+    feature_dim: int = option(128, type=positive_int, help="each grid cell's vector in the memory")
+    positions: bool = option(True, action=argparse.BooleanOptionalAction,
+                             help="a learned position embedding per grid cell")
+    embedding_dim: int = option(64, type=positive_int, help="word embedding width")
+    hidden: int = option(256, type=positive_int, help="LSTM state size")
+    attention_dim: int = option(128, type=positive_int, help="attention width")
+    dropout: float = option(0.3, type=finite_float, help="dropout")
+    doubly_stochastic: float = option(1.0, type=finite_float,
+                                      help="λ of the attention penalty λ·mean(1 − Σ_t α)² (0: off)")
     pad_id: int = 0
     sos_id: int = 1
     eos_id: int = 2

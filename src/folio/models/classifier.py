@@ -22,20 +22,24 @@ Masks are `True` for real tokens ("keep"). With `masking=True` padding never cha
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import CheckpointError, ConfigError
+from folio.flags import finite_float, positive_int
 from folio.models import check_fractions, check_sizes, mean_pool
 from folio.models.bert import BertConfig, BertEncoder, BertPooler
 from folio.models.bilm import BiLM, BiLMConfig, ScalarMix
 from folio.models.gpt import GPT, GPTConfig
+from folio.models.options import option
 from folio.nn.gru import FastGRU
 from folio.nn.masks import reverse_within_length
 
 POOLINGS = ("last", "mean", "max", "max_mean")
+CLI_DROPOUT = 0.3  # `folio classify train`'s dropout, of every classifier it trains (also with --init-from)
 
 
 def check_classes(num_classes: int) -> None:
@@ -48,15 +52,18 @@ def check_classes(num_classes: int) -> None:
 class ClassifierConfig:
     vocab_size: int
     num_classes: int = 2
-    cell: str = "gru"  # gru | lstm
-    layers: int = 1
-    hidden: int = 64  # per direction
-    embedding_dim: int = 128
-    bidirectional: bool = True
-    pooling: str = "max_mean"
-    dropout: float = 0.3  # on embeddings' outputs, between layers and before the head
-    masking: bool = True
-    freeze_embedding: bool = False
+    cell: str = "gru"  # gru | lstm (`folio classify train --arch`)
+    layers: int = option(1, type=positive_int, help="layers")
+    hidden: int = option(64, type=positive_int, help="units per direction")
+    embedding_dim: int = option(128, type=positive_int, help="embedding width (50 with --embeddings glove)")
+    bidirectional: bool = option(True, flag="--unidirectional", action="store_false", help="read left to right only")
+    pooling: str = option("max_mean", choices=POOLINGS, help="how the states become one vector")
+    dropout: float = option(0.3, type=finite_float, help="on embeddings' outputs, between layers and before the head",
+                            cli_default=CLI_DROPOUT)
+    masking: bool = option(True, flag="--no-mask", action="store_false",
+                           help="ablation: read and pool padding like tokens")
+    freeze_embedding: bool = option(False, flag="--freeze-embeddings", action="store_true",
+                                    help="the embedding does not learn")
     extra_features: int = 0  # per-token features read beside the embedding (an ELMo mix: ELMoClassifier)
     arch: str = "rnn_classifier"
 
@@ -216,6 +223,18 @@ class ELMoClassifier(nn.Module):
 
 # ---- Transformer classifier ---------------------------------------------------------------------------
 @dataclass
+class SmallTransformerOptions:
+    """The sizes `TransformerClassifierConfig.small` builds a BERT classifier from, to train from scratch:
+    the flags of `folio classify train --arch transformer` (its config nests the BERT's own fields)."""
+
+    layers: int = option(4, type=positive_int, help="layers", cli_default=1)
+    hidden: int = option(256, type=positive_int, help="the model width", cli_default=64)
+    heads: int = option(4, type=positive_int, help="attention heads")
+    dropout: float = option(0.1, type=finite_float, help="in the encoder and before the head", cli_default=CLI_DROPOUT)
+    pooling: str = option("mean", choices=("mean", "cls"), help="mean over the tokens, or the [CLS] token's vector")
+
+
+@dataclass
 class TransformerClassifierConfig:
     """A Transformer with a pooled linear head: a BERT encoder (its BertConfig fields in `bert`), or a
     causal GPT trunk (its GPTConfig fields in `gpt`: a causal LM pretrained with `folio lm`). `pooler`: the
@@ -234,6 +253,7 @@ class TransformerClassifierConfig:
     pooler: bool = False
     cls_id: int | None = None
     sep_id: int | None = None
+    cli_options: ClassVar[type] = SmallTransformerOptions  # what `folio classify train`'s flags give `small`
 
     def __post_init__(self):
         if (self.bert is None) == (self.gpt is None):

@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.flags import finite_float, positive_int
 from folio.models import check_fractions, check_shape, normal_init
+from folio.models.options import option
 from folio.nn.kv_cache import KVCache
 from folio.nn.kv_rows import left_pad, select_rows, stack_right_aligned
 from folio.nn.positions import PositionalEncoding
@@ -34,13 +36,19 @@ class GPTConfig:
 
     vocab_size: int
     arch: str = "gpt"
-    layers: int = 4
-    heads: int = 4
-    hidden: int = 192  # the model width (embedding size)
-    context: int = 128  # positions the model attends over
-    dropout: float = 0.1  # on the embeddings and each sub-layer's output (GPT-2's embd/resid dropout)
-    inner_dropout: float | None = None  # on attention weights and feed-forward hidden units; None: `dropout`
-    positions: str = "learned"  # learned | sinusoidal (added to the embeddings) | rope (rotary, in attention)
+    # `folio lm train`'s flags train a small model by default (`cli_default`): 2 layers of width 128
+    layers: int = option(4, type=positive_int, help="layers", cli_default=2)
+    heads: int = option(4, type=positive_int, help="attention heads")
+    hidden: int = option(192, type=positive_int, help="the model width (embedding size)", cli_default=128)
+    context: int = option(128, type=positive_int, help="positions attended over (default: --seq-len)",
+                          cli_default=lambda flags: flags.seq_len)
+    dropout: float = option(0.1, type=finite_float, cli_default=0.2,  # GPT-2's embd/resid dropout
+                            help="on the embeddings and each sub-layer's output")
+    inner_dropout: float | None = option(None, type=finite_float,
+                                         help="on attention weights and feed-forward hidden units (default: --dropout)")
+    positions: str = option("learned", choices=("learned", "sinusoidal", "rope"),
+                            help="position encoding: learned or sinusoidal vectors added to the embeddings, or rotary "
+                                 "(RoPE) in attention")
     ff_mult: int = 4
 
     def __post_init__(self):

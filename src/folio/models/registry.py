@@ -9,8 +9,8 @@ directory) load through the same call, by the readers in `FOREIGN`.
     >>> model = build_model({"arch": "gpt", "vocab_size": 65})                          # doctest: +SKIP
     >>> model, tokenizer, config = load_checkpoint("runs/shakespeare")                   # doctest: +SKIP
 
-Adding a model family: its file in `models/` (a config dataclass with an `arch` field, and a module built from
-it) and one `ARCHS` line below.
+Adding a model family: its file in `models/` (a config dataclass with an `arch` field, its flags declared on its
+fields by `folio.models.options.option`, and a module built from it) and one `ARCHS` line below.
 
 The rest of this module reads checkpoint directories: each file of one is checked against the others before
 anything large is allocated (`check_weights` on a model built on the meta device), and nothing read can run
@@ -111,9 +111,14 @@ def family(arch: Any, where: str = CONFIG) -> Family:
     return ARCHS[arch]
 
 
+def config_class(arch: Any, where: str = CONFIG) -> type:
+    """The config dataclass of the family `arch` names (imported, nothing built)."""
+    return _resolve(family(arch, where).config)
+
+
 def build_config(section: dict, where: str = CONFIG):
     """The config dataclass a "model" section describes (its `arch` names the class)."""
-    cls = _resolve(family(section.get("arch"), where).config)
+    cls = config_class(section.get("arch"), where)
     try:
         return cls.from_dict(section) if hasattr(cls, "from_dict") else cls(**section)
     except TypeError as err:

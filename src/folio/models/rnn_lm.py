@@ -9,7 +9,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.flags import finite_float, integer, positive_int
 from folio.models import check_fractions, check_sizes
+from folio.models.options import option
 from folio.nn.gru import FastGRU
 
 State = Tensor | tuple[Tensor, Tensor]  # GRU: h (L, B, H); LSTM: (h, c)
@@ -19,11 +21,12 @@ State = Tensor | tuple[Tensor, Tensor]  # GRU: h (L, B, H); LSTM: (h, c)
 class RNNLMConfig:
     vocab_size: int
     arch: str = "gru"  # gru | lstm
-    layers: int = 2
-    hidden: int = 128
-    embedding_dim: int = 0  # 0 = one-hot input (the book's choice)
-    dropout: float = 0.2  # between recurrent layers, and before the output layer when > 0
-    output_dropout: float | None = None  # before the output layer, if it should differ from `dropout`
+    layers: int = option(2, type=positive_int, help="layers")
+    hidden: int = option(128, type=positive_int, help="recurrent state size")
+    embedding_dim: int = option(0, type=integer, help="0: one-hot input (the book's choice)")
+    dropout: float = option(0.2, type=finite_float, help="between recurrent layers and before the output layer")
+    output_dropout: float | None = option(None, type=finite_float,  # if it should differ from `dropout`
+                                          help="before the output layer (default: --dropout)")
 
     def __post_init__(self):
         if self.arch not in ("gru", "lstm"):

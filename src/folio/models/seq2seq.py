@@ -24,6 +24,7 @@ states of the surviving hypotheses. Masks follow nn/masks.py: True = real token.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -33,7 +34,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from folio.data.pairs import Seq2SeqBatch
 from folio.errors import ConfigError
+from folio.flags import finite_float, positive_int
 from folio.models import check_fractions, check_sizes
+from folio.models.options import option
 from folio.nn.attention import ATTENTION_TYPES, make_attention
 from folio.nn.gru import FastGRU
 from folio.nn.masks import lengths_to_mask
@@ -45,18 +48,23 @@ RNNState = Tensor | tuple[Tensor, Tensor]  # GRU: h (L, N, H); LSTM: (h, c)
 class Seq2SeqConfig:
     src_vocab_size: int
     tgt_vocab_size: int
-    cell: str = "gru"  # gru | lstm
-    layers: int = 1
-    embedding_dim: int = 64
-    hidden: int = 128
-    bidirectional: bool = True
-    attention: str = "bahdanau"  # none | bahdanau | luong_dot | luong_general
-    input_feeding: bool = True  # only meaningful with attention
-    share_embeddings: bool = False  # one embedding table for source and target (needs a joint vocabulary)
-    tie_output: bool = False  # the output layer reuses the target embedding (needs embedding_dim == hidden)
-    dropout: float = 0.1
-    label_smoothing: float = 0.0
-    scheduled_sampling: float = 0.0  # final probability of feeding the model's own prediction
+    cell: str = option("gru", choices=("gru", "lstm"), help="the recurrent cell")
+    layers: int = option(1, type=positive_int, help="layers")
+    embedding_dim: int = option(64, type=positive_int, help="embedding width")
+    hidden: int = option(128, type=positive_int, help="recurrent state size")
+    bidirectional: bool = option(True, action=argparse.BooleanOptionalAction, help="a bidirectional encoder")
+    attention: str = option("bahdanau", choices=ATTENTION_TYPES, help="the attention over the source")
+    input_feeding: bool = option(True, action=argparse.BooleanOptionalAction,  # only meaningful with attention
+                                 help="feed the previous attentional vector to the decoder (Luong)")
+    share_embeddings: bool = option(False, action="store_true",
+                                    help="one embedding table and vocabulary for both sides")
+    tie_output: bool = option(False, action="store_true",  # needs embedding_dim == hidden
+                              help="output layer shares the target embedding")
+    dropout: float = option(0.1, type=finite_float, help="dropout")
+    label_smoothing: float = option(0.0, type=finite_float, help="label smoothing of the training loss")
+    scheduled_sampling: float = option(0.0, type=finite_float,
+                                       help="final probability of feeding the model's own prediction (rises "
+                                            "linearly from 0)")
     pad_id: int = 0
     sos_id: int = 1
     eos_id: int = 2

@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.flags import finite_float, positive_int
 from folio.models import check_fractions, check_heads, check_sizes
+from folio.models.options import option
 from folio.nn.masks import lengths_to_mask
 from folio.nn.positions import PositionalEncoding
 from folio.nn.transformer import TransformerBlock
@@ -31,13 +33,16 @@ class TransformerSeq2SeqConfig:
 
     src_vocab_size: int
     tgt_vocab_size: int
-    layers: int = 3  # encoder blocks, and as many decoder blocks
-    heads: int = 4
-    hidden: int = 256
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    label_smoothing: float = 0.1
-    share_embeddings: bool = False  # one table for source, target and output (needs a joint vocabulary)
+    # `folio translate train --arch transformer`'s flags train a small one by default (`cli_default`)
+    layers: int = option(3, type=positive_int, help="layers", cli_default=1)  # encoder blocks, as many decoder blocks
+    heads: int = option(4, type=positive_int, help="attention heads")
+    hidden: int = option(256, type=positive_int, help="the model width", cli_default=128)
+    ff_dim: int = option(1024, type=positive_int, help="feed-forward width (default: 4 × --hidden)",
+                         cli_default=lambda flags: 4 * flags.hidden)
+    dropout: float = option(0.1, type=finite_float, help="dropout")
+    label_smoothing: float = option(0.1, type=finite_float, help="label smoothing of the training loss")
+    share_embeddings: bool = option(False, action="store_true",  # one table for source, target and output
+                                    help="one embedding table and vocabulary for both sides")
     norm_first: bool = True  # pre-LN (trains without a careful warm-up); False: the original post-LN
     pad_id: int = 0
     sos_id: int = 1

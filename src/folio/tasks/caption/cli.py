@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -15,12 +14,15 @@ from folio.flags import (
     positive_int,
     seed,
 )
+from folio.models.options import add_model_flags, model_from_flags
 from folio.render import plot_caption_attention
 from folio.tasks.caption.data import CaptionData, note
 from folio.tasks.caption.inference import ImageCaptioner
 from folio.tasks.caption.options import CaptionTrainOptions
 from folio.tasks.caption.recipe import train
 from folio.training.flags import add_training_flags, train_config_from
+
+ARCHS = ("captioner",)  # (one family: no --arch)
 
 
 def _data_spec(args) -> CaptionData:
@@ -29,12 +31,8 @@ def _data_spec(args) -> CaptionData:
 
 
 def _train(args) -> int:
-    model = {"encoder": args.encoder, "channels": tuple(args.channels), "encoder_stage": args.encoder_stage,
-             "freeze_encoder": not args.fine_tune, "feature_dim": args.feature_dim, "positions": args.positions,
-             "embedding_dim": args.embedding_dim, "hidden": args.hidden, "attention_dim": args.attention_dim,
-             "dropout": args.dropout, "doubly_stochastic": args.doubly_stochastic}
     options = CaptionTrainOptions(
-        data=_data_spec(args), out=args.out, model=model, batch_size=args.batch_size,
+        data=_data_spec(args), out=args.out, model=model_from_flags(args, ARCHS, "captioner"), batch_size=args.batch_size,
         train=train_config_from(args), device=args.device, resume=args.resume, progress=not args.quiet,
     )
     train(options)
@@ -116,22 +114,7 @@ def add_cli(parser) -> None:
     _add_data_flags(t, "scenes")
     t.add_argument("--out", default="runs/caption", help="model directory")
     m = t.add_argument_group("model")
-    m.add_argument("--encoder", choices=["cnn", "efficientnet_lite0"], default="cnn",
-                   help="a CNN trained from scratch, or the pretrained EfficientNet-Lite0")
-    m.add_argument("--channels", type=positive_int, nargs="+", default=[32, 64, 128],
-                   help="cnn: width of each stage (2×2 pooling between stages)")
-    m.add_argument("--encoder-stage", choices=["stride8", "stride16", "stride32", "head"], default="stride16",
-                   help="efficientnet_lite0: the feature map used as the grid")
-    m.add_argument("--fine-tune", action="store_true", help="efficientnet_lite0: train its weights too")
-    m.add_argument("--feature-dim", type=positive_int, default=128)
-    m.add_argument("--positions", action=argparse.BooleanOptionalAction, default=True,
-                   help="a learned position embedding per grid cell")
-    m.add_argument("--embedding-dim", type=positive_int, default=64)
-    m.add_argument("--hidden", type=positive_int, default=256)
-    m.add_argument("--attention-dim", type=positive_int, default=128)
-    m.add_argument("--dropout", type=finite_float, default=0.3)
-    m.add_argument("--doubly-stochastic", type=finite_float, default=1.0,
-                   help="λ of the attention penalty λ·mean(1 − Σ_t α)² (0: off)")
+    add_model_flags(m, ARCHS)
     t.add_argument("--batch-size", type=positive_int, default=64)
     add_training_flags(t, lr=2e-3, max_time=600.0)
     t.set_defaults(func=_train)

@@ -11,7 +11,6 @@ from folio.data.splits import EVALUATION_SPLITS
 from folio.errors import ConfigError, DataError
 from folio.flags import (
     Formatter,
-    finite_float,
     integer,
     positive_float,
     positive_int,
@@ -20,6 +19,7 @@ from folio.flags import (
     unit_float,
     utf8_text,
 )
+from folio.models.options import add_model_flags, model_from_flags
 from folio.render import explanation_ansi, explanation_html
 from folio.tasks.classify.data import evaluation_split
 from folio.tasks.classify.inference import TextClassifier
@@ -36,19 +36,17 @@ def _labels_arg(text: str) -> list[str]:
     return names
 
 
+# `--arch` → the registry's arch (a recurrent classifier's cell is its `arch` in the "model" options)
+ARCHS = {"gru": "rnn_classifier", "lstm": "rnn_classifier", "transformer": "transformer_classifier"}
+FROM_LANGUAGE_MODEL = ("pooling", "dropout", "masking")  # with --init-from LM_DIR: the run's; the rest is the LM's
+
+
 def _cli_train(args) -> int:
-    if args.init_from not in (None, "minilm"):  # the language model decides the architecture
-        model = {"pooling": args.pooling, "dropout": args.dropout, "masking": not args.no_mask}
-        model = {k: v for k, v in model.items() if v is not None}
-    elif args.arch == "transformer":
-        model = {"arch": "transformer", "layers": args.layers, "hidden": args.hidden, "heads": args.heads,
-                 "dropout": args.dropout, "pooling": args.pooling or "mean"}
+    if args.init_from not in (None, "minilm"):  # the language model decides the architecture (of either kind)
+        own = model_from_flags(args, {"gru": ARCHS["gru"]}, "gru")  # (its other flags are not checked: it has them all)
+        model = {name: own[name] for name in FROM_LANGUAGE_MODEL if name in own}
     else:
-        model = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "bidirectional": not args.unidirectional,
-                 "pooling": args.pooling or "max_mean", "dropout": args.dropout, "masking": not args.no_mask,
-                 "freeze_embedding": args.freeze_embeddings}
-        if args.embedding_dim is not None:
-            model["embedding_dim"] = args.embedding_dim
+        model = {"arch": args.arch, **model_from_flags(args, ARCHS)}
     options = ClassifyTrainOptions(
         data=args.data, out=args.out,
         text={"max_chars": args.max_chars, "lower": not args.no_lower, "level": args.level},
@@ -158,7 +156,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     text.add_argument("--truncation", choices=["head", "head_tail"], default="head",
                       help="a longer text keeps its first tokens, or its first quarter and last three quarters")
     m = t.add_argument_group("model")
-    m.add_argument("--arch", choices=["gru", "lstm", "transformer"], default="gru", help="recurrent, or a BERT-style encoder")
+    m.add_argument("--arch", choices=list(ARCHS), default="gru", help="recurrent, or a BERT-style encoder")
     m.add_argument("--init-from", default=None, metavar="minilm|LM_DIR",
                    help="minilm (with --arch transformer): fine-tune the pretrained MiniLM encoder (its own tokenizer); "
                         "LM_DIR: a word- or BPE-level `folio lm` checkpoint (GRU/LSTM, GPT or BERT) whose tokenizer, "
@@ -168,17 +166,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
                    help="ELMo: a word- or BPE-level biLM (folio lm train --arch bilm), frozen, whose layers the "
                         "classifier reads beside its own embedding, mixed with weights it learns (its tokenizer is "
                         "the biLM's)")
-    m.add_argument("--layers", type=positive_int, default=1)
-    m.add_argument("--hidden", type=positive_int, default=64, help="units per direction (recurrent), width (transformer)")
-    m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
-    m.add_argument("--embedding-dim", type=positive_int, default=None, help="default 128 (50 with GloVe)")
-    m.add_argument("--unidirectional", action="store_true")
-    m.add_argument("--pooling", choices=["last", "mean", "max", "max_mean", "cls"], default=None,
-                   help="default: max_mean (recurrent), mean (transformer)")
-    m.add_argument("--dropout", type=finite_float, default=0.3)
-    m.add_argument("--no-mask", action="store_true", help="ablation: read and pool padding like tokens")
+    add_model_flags(m, ARCHS)
     m.add_argument("--embeddings", choices=["none", "glove"], default="none", help="pretrained word vectors")
-    m.add_argument("--freeze-embeddings", action="store_true")
     m.add_argument("--encoder", choices=["minilm"], default=None,
                    help="instead of the recurrent model: frozen MiniLM sentence vectors under a small trained head")
     m.add_argument("--head-hidden", type=integer, default=0, help="with --encoder: hidden units of the head (0: linear)")

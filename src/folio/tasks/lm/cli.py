@@ -9,7 +9,6 @@ import sys
 from folio.errors import ConfigError
 from folio.flags import (
     Formatter,
-    finite_float,
     integer,
     is_worker,
     positive_float,
@@ -19,6 +18,7 @@ from folio.flags import (
     utf8_text,
 )
 from folio.models.llama_weights import DTYPES
+from folio.models.options import add_model_flags, model_from_flags
 from folio.tasks.lm.data import split_ids
 from folio.tasks.lm.inference import LanguageModel
 from folio.tasks.lm.options import LMTrainOptions
@@ -32,23 +32,11 @@ def _lm_train(args) -> int:
     if args.init_from:
         return _lm_fine_tune(args)
     if args.arch in pretrain.ARCHS:  # `folio lm train --arch bert|bilm`: the alias of `folio pretrain train`
-        return pretrain.train_from_args(args)
-    pretrain.check_objective_flags(args)  # its flags, given to a causal model
-    model = base_model(args)
-    if args.arch == "gpt":
-        model.update(heads=args.heads, context=args.context or args.seq_len, positions=args.positions,
-                     inner_dropout=args.inner_dropout)
-    else:
-        model.update(embedding_dim=args.embedding_dim, output_dropout=args.output_dropout)
+        return pretrain.train_from_args(args, ARCHS)
+    model = {"arch": args.arch, **model_from_flags(args, ARCHS)}
     train(LMTrainOptions(model=model, **corpus_options(args)))
     _print_samples(args)
     return 0
-
-
-def base_model(args) -> dict:
-    """The "model" options every `folio lm train` and `folio pretrain train` arch takes from the flags."""
-    dropout = FROM_SCRATCH_DROPOUT if args.dropout is None else args.dropout
-    return {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "dropout": dropout}
 
 
 def corpus_options(args) -> dict:
@@ -87,7 +75,6 @@ def _lm_fine_tune(args) -> int:
 
 
 FINE_TUNE_LR, FINE_TUNE_LR_LORA = 1e-4, 1e-3  # --init-from's learning rates where --lr is not given
-FROM_SCRATCH_DROPOUT = 0.2
 
 
 def _lm_sample(args) -> int:
@@ -157,6 +144,7 @@ def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
                              "hold the file's weights without loss on this CPU (said on stderr); other models: fp32")
 
 
+ARCHS = ("gru", "lstm", "gpt", "bert", "bilm")  # `folio lm train --arch`: bert and bilm hand over to folio pretrain
 _MODEL_HELP = "a model directory (folio lm train --out), or a pretrained model: smollm2, a .gguf file, a Hugging Face directory"
 
 
@@ -175,41 +163,18 @@ def add_corpus_flags(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32)
 
 
-def add_shape_flags(parser: argparse.ArgumentParser) -> None:
-    """The model's size and dropout: the flags of `folio lm train` and `folio pretrain train`."""
-    parser.add_argument("--layers", type=positive_int, default=2)
-    parser.add_argument("--hidden", type=positive_int, default=128, help="recurrent state size, or a Transformer's width")
-    parser.add_argument("--heads", type=positive_int, default=4, help="attention heads (Transformers)")
-    parser.add_argument("--context", type=positive_int, default=None,
-                        help="positions attended over (Transformers; default: --seq-len)")
-    parser.add_argument("--dropout", type=finite_float, default=None,
-                        help=f"default {FROM_SCRATCH_DROPOUT}; none with --init-from (a pretrained model trained without "
-                             "dropout falls apart under it)")
-
-
 def add_cli(parser: argparse.ArgumentParser) -> None:
     """`folio lm train|sample|evaluate|attention`."""
-    from folio.tasks.pretrain import cli as pretrain_cli  # (not imported above: folio pretrain builds on this module)
-
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     t = verbs.add_parser("train", help="train a language model", formatter_class=Formatter,
                          description="Train a GRU/LSTM or GPT language model (then print samples) on characters, words "
                                      "or byte-level BPE tokens; --arch bert|bilm hands over to folio pretrain train.")
     add_corpus_flags(t, out="runs/lm")
-    t.add_argument("--arch", choices=["gru", "lstm", "gpt", *pretrain_cli.ARCHS], default="gru",
+    t.add_argument("--arch", choices=ARCHS, default="gru",
                    help="recurrent, or a decoder-only Transformer; bert and bilm are encoders that folio pretrain "
                         "train pretrains (the same flags)")
-    pretrain_cli.add_objective_flags(t)
-    add_shape_flags(t)
-    t.add_argument("--embedding-dim", type=integer, default=0, help="0: one-hot input (recurrent models)")
-    t.add_argument("--output-dropout", type=finite_float, default=None,
-                   help="dropout before the output layer (recurrent models; default: --dropout)")
-    t.add_argument("--inner-dropout", type=finite_float, default=None,
-                   help="gpt: dropout on attention weights and feed-forward hidden units (default: --dropout); "
-                        "--dropout acts on the embeddings and each sub-layer's output")
-    t.add_argument("--positions", choices=["learned", "sinusoidal", "rope"], default="learned",
-                   help="position encoding (gpt): learned or sinusoidal vectors added to the embeddings, or rotary (RoPE) in attention")
+    add_model_flags(t.add_argument_group("model (each flag names the archs it applies to)"), ARCHS)
     t.add_argument("--stateful", action=argparse.BooleanOptionalAction, default=False,
                    help="carry the hidden state across batches (recurrent models)")
     t.add_argument("--sample-temperatures", type=positive_float, nargs="*", default=[0.2, 1.0, 2.0],
@@ -219,7 +184,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     f = t.add_argument_group("fine-tuning a pretrained model")
     f.add_argument("--init-from", default=None, metavar="MODEL",
                    help="fine-tune a pretrained language model: smollm2, a .gguf file or a Hugging Face Llama directory "
-                        "(its architecture and tokenizer; --arch, --tokenizer and the size flags do not apply; --lr "
+                        "(its architecture and tokenizer; --arch, --tokenizer and the size flags do not apply; no dropout "
+                        "unless --dropout is given: a pretrained model trained without it falls apart under it; --lr "
                         f"defaults to {FINE_TUNE_LR:g}, {FINE_TUNE_LR_LORA:g} with --lora-rank)")
     f.add_argument("--lora-rank", type=integer, default=0,
                    help="train low-rank adapters of this rank on the attention and feed-forward layers instead of every "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from folio.flags import (
     seed,
     utf8_text,
 )
+from folio.models.options import add_model_flags, model_from_flags
 from folio.render import plot_bleu_by_length, plot_translation_attention
 from folio.tasks.translate.data import TranslateData
 from folio.tasks.translate.inference import Translator
@@ -40,23 +40,12 @@ def _train(args) -> int:
     options = TranslateTrainOptions(
         data=_data_spec(args), out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         reverse_source=args.reverse_source, max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len,
-        arch=args.arch, model=_model_fields(args),
+        arch=args.arch, model=model_from_flags(args, MODEL_FAMILIES),
         batch_size=args.batch_size, train=train_config_from(args), device=args.device, resume=args.resume,
         progress=not args.quiet,
     )
     train(options)
     return 0
-
-
-def _model_fields(args) -> dict:
-    common = {"layers": args.layers, "hidden": args.hidden, "dropout": args.dropout,
-              "share_embeddings": args.share_embeddings}
-    if args.arch == "transformer":
-        return {**common, "heads": args.heads, "ff_dim": args.ff_dim or 4 * args.hidden,
-                "label_smoothing": 0.1 if args.label_smoothing is None else args.label_smoothing}
-    return {**common, "cell": args.cell, "embedding_dim": args.embedding_dim, "bidirectional": args.bidirectional,
-            "attention": args.attention, "input_feeding": args.input_feeding, "tie_output": args.tie_output,
-            "label_smoothing": args.label_smoothing or 0.0, "scheduled_sampling": args.scheduled_sampling}
 
 
 def _decoding_options(args) -> dict:
@@ -175,22 +164,7 @@ def add_cli(parser) -> None:
     t.add_argument("--max-tgt-len", type=integer, default=0, help="drop training pairs with longer targets (0: keep all)")
     m = t.add_argument_group("model")
     m.add_argument("--arch", choices=list(MODEL_FAMILIES), default="rnn", help="recurrent encoder–decoder or Transformer")
-    m.add_argument("--heads", type=positive_int, default=4, help="attention heads (transformer)")
-    m.add_argument("--ff-dim", type=positive_int, default=None, help="feed-forward width (transformer; default 4 × hidden)")
-    m.add_argument("--cell", choices=["gru", "lstm"], default="gru")
-    m.add_argument("--layers", type=positive_int, default=1)
-    m.add_argument("--hidden", type=positive_int, default=128)
-    m.add_argument("--embedding-dim", type=positive_int, default=64)
-    m.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True)
-    m.add_argument("--attention", choices=["none", "bahdanau", "luong_dot", "luong_general"], default="bahdanau")
-    m.add_argument("--input-feeding", action=argparse.BooleanOptionalAction, default=True,
-                   help="feed the previous attentional vector to the decoder (Luong)")
-    m.add_argument("--share-embeddings", action="store_true", help="one embedding table and vocabulary for both sides")
-    m.add_argument("--tie-output", action="store_true", help="output layer shares the target embedding")
-    m.add_argument("--dropout", type=finite_float, default=0.1)
-    m.add_argument("--label-smoothing", type=finite_float, default=None, help="default: 0 (rnn), 0.1 (transformer)")
-    m.add_argument("--scheduled-sampling", type=finite_float, default=0.0,
-                   help="final probability of feeding the model's own prediction (rises linearly from 0)")
+    add_model_flags(m, MODEL_FAMILIES)
     t.add_argument("--batch-size", type=positive_int, default=64)
     add_training_flags(t, lr=2e-3, max_time=600.0)
     t.set_defaults(func=_train)
