@@ -61,8 +61,8 @@ def imports(tree: ast.Module, module: str, is_package: bool) -> list[tuple[str, 
             if node.level:
                 parent = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
                 base = ".".join(parent + ([base] if base else []))
-            if base.startswith("folio"):
-                out.append((base, id(node) in top))
+            if base.startswith("folio"):  # `from folio.nn import kernels` imports the module folio.nn.kernels
+                out.extend((f"{base}.{alias.name}", id(node) in top) for alias in node.names)
     return out
 
 
