@@ -28,6 +28,7 @@ weight format runs a decoding step fastest on this CPU.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 
@@ -71,7 +72,8 @@ class QuantizedLinear(nn.Module):
             getattr(library, self.FUNCTION)(rows.data_ptr(), rows.size(0), self.in_features, *self._pointers(),
                                             self.out_features, y.data_ptr(), torch.get_num_threads())
         else:  # many rows (a prompt), or no kernels: float32 products of the weight a chunk of rows at a time
-            parts = [F.linear(rows, self.dequantized(start, start + _GEMM_CHUNK))
+            scratch = _scratch(min(self.out_features, _GEMM_CHUNK) * self.in_features)
+            parts = [F.linear(rows, self.dequantized(start, start + _GEMM_CHUNK, scratch))
                      for start in range(0, self.out_features, _GEMM_CHUNK)]
             y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         if self.bias is not None:
@@ -93,13 +95,15 @@ class QuantizedLinear(nn.Module):
         self._weights = None  # (.to(), .share_memory() and the like give buffers new addresses)
         return super()._apply(fn, recurse)
 
-    def dequantized(self, start: int = 0, stop: int | None = None) -> Tensor:
-        """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it."""
+    def dequantized(self, start: int = 0, stop: int | None = None, out: Tensor | None = None) -> Tensor:
+        """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it;
+        written into the front of `out` (a float32 buffer of at least that size) where it is given."""
         stop = self.out_features if stop is None else min(stop, self.out_features)
         library = kernels.load() if self.bias is None or self.bias.device.type == "cpu" else None
         if library is None or getattr(self, self.STORED[0]).device.type != "cpu":
             return self._dequantized(start, stop)
-        weight = torch.empty(stop - start, self.in_features)
+        size = (stop - start) * self.in_features
+        weight = (torch.empty(size) if out is None else out[:size]).view(stop - start, self.in_features)
         getattr(library, self.DEQUANTIZE)(*self._pointers(), start, stop, self.in_features, weight.data_ptr(),
                                           torch.get_num_threads())
         return weight
@@ -133,6 +137,19 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> Tensor:
+    """This thread's float32 buffer of at least `size` numbers for dequantized weights, kept between calls: a
+    fresh 7 MB buffer a product is fresh pages from the kernel, and a prompt's products then took 1.7x longer
+    than their kernels' (SmolLM2, 31 tokens: 280 ms against 166)."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < size:
+        buffer = _SCRATCH.buffer = torch.empty(size)
+    return buffer
 
 
 def _chunks(weight: Tensor | Iterable[Tensor]) -> Iterable[Tensor]:
