@@ -269,3 +269,24 @@ def test_decode_threads_counts_a_quantized_models_buffers():
                                              context=32)), "int4")
     assert sum(p.numel() for p in model.parameters()) < model_weights(model)  # the weights are buffers now
     assert model_weights(model) >= sum(b.numel() for b in model.buffers())
+
+
+def test_without_a_compiler_the_kernels_say_why_and_the_layers_still_compute(tmp_path):
+    """A machine whose C compiler fails (here `CC=false`): `available()` names the compiler and the file, and a
+    quantized layer computes the same product from dequantized chunks."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom folio.nn import kernels\nfrom folio.nn.quant import Int4Linear\n"
+            "print(kernels.available())\nlayer = Int4Linear.from_float(torch.ones(32, 64))\n"
+            "print(round(layer(torch.ones(1, 64)).sum().item()))")
+    env = {**os.environ, "CC": "false", "FOLIO_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    verdict, total = done.stdout.strip().splitlines()
+    from folio.nn import kernels
+
+    reason = "could not build quant_gemm.c" if {"avx2", "fma", "f16c"} <= kernels._cpu_flags() else "this CPU lacks"
+    assert verdict.startswith("(False, ") and reason in verdict, verdict
+    assert total == str(32 * 64) and not list(tmp_path.glob("kernels-*.so"))

@@ -103,6 +103,7 @@ class GPT(nn.Module):
     """Token embedding + positions → pre-LN causal blocks → LayerNorm → a head tied to the embedding."""
 
     kind = "causal"  # the language models' contract: see folio.models
+    stateful = False  # a window attends within itself: no state carries over to the next
 
     def __init__(self, config: GPTConfig):
         super().__init__()

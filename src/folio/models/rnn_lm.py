@@ -49,6 +49,7 @@ class RNNLanguageModel(nn.Module):
 
     kind = "causal"  # the language models' contract: see folio.models
     rewind = None  # a recurrent state cannot be cut back to an earlier length
+    stateful = True  # ... and it can be carried from one training window to the next
     attention_weights = None  # nor does it attend
 
     def __init__(self, config: RNNLMConfig):

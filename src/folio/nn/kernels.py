@@ -24,14 +24,10 @@ from pathlib import Path
 
 import torch
 
+from folio.data.download import cache_dir
+
 SOURCE = Path(__file__).with_name("quant_gemm.c")
 _FLAGS = ("avx2", "fma", "f16c")
-
-
-def cache_dir() -> Path:
-    if os.environ.get("FOLIO_CACHE"):
-        return Path(os.environ["FOLIO_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "folio"
 
 
 def _cpu_flags() -> set[str]:
@@ -99,4 +95,4 @@ def available() -> tuple[bool, str]:
     return library is not None, reason
 
 
-__all__ = ["available", "cache_dir", "load"]
+__all__ = ["available", "load"]

@@ -41,9 +41,10 @@ class LMRecipe:
         read: the arch is one this recipe trains, and --stateful is for a recurrent model."""
         model_options = model_section(context.saved) if context.resume_dir is not None else options.model
         arch = model_options.get("arch", self.default_arch)
-        if model_class({"arch": arch}).kind not in self.kinds:
+        family = model_class({"arch": arch})
+        if family.kind not in self.kinds:
             raise ConfigError(f"--arch {arch} is trained by {self.instead}")
-        if options.stateful and arch not in ("gru", "lstm"):
+        if options.stateful and not family.stateful:
             raise ConfigError(f"--stateful carries a recurrent state across batches; --arch {arch} reads every "
                               "window on its own")
         return {"arch": arch, **model_options}
