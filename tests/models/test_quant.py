@@ -290,3 +290,20 @@ def test_without_a_compiler_the_kernels_say_why_and_the_layers_still_compute(tmp
     reason = "could not build quant_gemm.c" if {"avx2", "fma", "f16c"} <= kernels._cpu_flags() else "this CPU lacks"
     assert verdict.startswith("(False, ") and reason in verdict, verdict
     assert total == str(32 * 64) and not list(tmp_path.glob("kernels-*.so"))
+
+
+def test_a_forked_process_runs_the_kernels_on_one_thread_instead_of_waiting_for_its_parents_workers():
+    """libgomp's workers are not copied by fork(): a child that opened a parallel region would wait for them
+    forever. The kernels run on one thread in a forked child, and give the parent's numbers."""
+    import subprocess
+    import sys
+
+    code = ("import os, torch\nfrom folio.nn.quant import Int4Linear\ntorch.set_num_threads(2)\n"
+            "layer = Int4Linear.from_float(torch.randn(256, 64, generator=torch.Generator().manual_seed(0)))\n"
+            "x = torch.ones(3, 64)\nprint(round(layer(x).sum().item(), 3), flush=True)\n"
+            "pid = os.fork()\nif pid == 0:\n    print(round(layer(x).sum().item(), 3), flush=True)\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    parent, child = done.stdout.split()
+    assert parent == child

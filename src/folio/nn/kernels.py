@@ -84,6 +84,23 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     return library, ""
 
 
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def threads() -> int:
+    """The threads a kernel call may use: torch's intra-op setting, but one in a process forked from another (its
+    OpenMP workers were not copied by the fork, and a parallel region there waits for them forever)."""
+    return 1 if _forked else torch.get_num_threads()
+
+
 def load() -> ctypes.CDLL | None:
     """The kernels' library, or None where it cannot be built here (`available()` says why)."""
     return _build()[0]
@@ -95,4 +112,4 @@ def available() -> tuple[bool, str]:
     return library is not None, reason
 
 
-__all__ = ["available", "load"]
+__all__ = ["available", "load", "threads"]

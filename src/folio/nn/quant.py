@@ -70,7 +70,7 @@ class QuantizedLinear(nn.Module):
             rows = rows.contiguous()
             y = torch.empty(rows.size(0), self.out_features)
             getattr(library, self.FUNCTION)(rows.data_ptr(), rows.size(0), self.in_features, *self._pointers(),
-                                            self.out_features, y.data_ptr(), torch.get_num_threads())
+                                            self.out_features, y.data_ptr(), kernels.threads())
         else:  # many rows (a prompt), or no kernels: float32 products of the weight a chunk of rows at a time
             scratch = _scratch(min(self.out_features, _GEMM_CHUNK) * self.in_features)
             parts = [F.linear(rows, self.dequantized(start, start + _GEMM_CHUNK, scratch))
@@ -105,7 +105,7 @@ class QuantizedLinear(nn.Module):
         size = (stop - start) * self.in_features
         weight = (torch.empty(size) if out is None else out[:size]).view(stop - start, self.in_features)
         getattr(library, self.DEQUANTIZE)(*self._pointers(), start, stop, self.in_features, weight.data_ptr(),
-                                          torch.get_num_threads())
+                                          kernels.threads())
         return weight
 
     def _dequantized(self, start: int, stop: int) -> Tensor:
