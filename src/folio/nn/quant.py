@@ -99,8 +99,8 @@ class QuantizedLinear(nn.Module):
         """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it;
         written into the front of `out` (a float32 buffer of at least that size) where it is given."""
         stop = self.out_features if stop is None else min(stop, self.out_features)
-        library = kernels.load() if self.bias is None or self.bias.device.type == "cpu" else None
-        if library is None or getattr(self, self.STORED[0]).device.type != "cpu":
+        library = kernels.load() if getattr(self, self.STORED[0]).device.type == "cpu" else None
+        if library is None:
             return self._dequantized(start, stop)
         size = (stop - start) * self.in_features
         weight = (torch.empty(size) if out is None else out[:size]).view(stop - start, self.in_features)
