@@ -27,17 +27,12 @@ import torch
 from folio.data.download import cache_dir
 
 SOURCE = Path(__file__).with_name("quant_gemm.c")
-_FLAGS = ("avx2", "fma", "f16c")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+def cpu_supported() -> bool:
+    """Whether this CPU runs the kernels: where PyTorch runs its own AVX2 (or AVX-512) kernels. Its AVX2 level
+    means AVX2 and FMA; every CPU that has them has F16C too. (`ATEN_CPU_CAPABILITY=default` turns both off.)"""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX")
 
 
 def _torch_gomp() -> Path | None:
@@ -48,9 +43,8 @@ def _torch_gomp() -> Path | None:
 
 @cache
 def _build() -> tuple[ctypes.CDLL | None, str]:
-    missing = [flag for flag in _FLAGS if flag not in _cpu_flags()]
-    if missing:
-        return None, f"this CPU lacks {', '.join(missing)}"
+    if not cpu_supported():
+        return None, f"this CPU lacks AVX2 (PyTorch's CPU capability: {torch.backends.cpu.get_cpu_capability()})"
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None, "no C compiler (cc or gcc) on PATH"
@@ -112,4 +106,4 @@ def available() -> tuple[bool, str]:
     return library is not None, reason
 
 
-__all__ = ["available", "load", "threads"]
+__all__ = ["available", "cpu_supported", "load", "threads"]

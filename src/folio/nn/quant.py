@@ -57,7 +57,6 @@ class QuantizedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: Tensor | None):
         super().__init__()
-        self._weights: tuple[int | None, ...] | None = None
         if in_features % GROUP:
             raise ConfigError(f"{self.kind} weights need a multiple of {GROUP} inputs, got {in_features}")
         self.in_features, self.out_features = in_features, out_features
@@ -81,19 +80,10 @@ class QuantizedLinear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)
 
     def _pointers(self) -> tuple[int | None, ...]:
-        """The kernels' weight arguments: the stored buffers' addresses (kept: a decoding step makes ~120 calls)."""
-        if self._weights is None:
-            self._weights = tuple(getattr(self, name).data_ptr() for name in self.STORED) + (None,) * (3 - len(self.STORED))
-        return self._weights
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in self.STORED:
-            self.__dict__["_weights"] = None  # a buffer replaced: its address is read again
-        super().__setattr__(name, value)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._weights = None  # (.to(), .share_memory() and the like give buffers new addresses)
-        return super()._apply(fn, recurse)
+        """The kernels' weight arguments: the stored buffers' addresses (read from the buffer table directly: a
+        decoding step makes ~120 calls), None for an argument the format has not (int8's minimum)."""
+        buffers = self._buffers
+        return tuple(buffers[name].data_ptr() for name in self.STORED) + (None,) * (3 - len(self.STORED))
 
     def dequantized(self, start: int = 0, stop: int | None = None, out: Tensor | None = None) -> Tensor:
         """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it;
