@@ -286,7 +286,7 @@ def test_without_a_compiler_the_kernels_say_why_and_the_layers_still_compute(tmp
     verdict, total = done.stdout.strip().splitlines()
     from folio.nn import kernels
 
-    reason = "could not build quant_gemm.c" if kernels.cpu_supported() else "this CPU lacks"
+    reason = "could not build Folio's kernels" if kernels.cpu_supported() else "this CPU lacks"
     assert verdict.startswith("(False, ") and reason in verdict, verdict
     assert total == str(32 * 64) and not list(tmp_path.glob("kernels-*.so"))
 

@@ -233,3 +233,53 @@ def test_one_query_bf16_attention_matches_the_fused_kernel(kv_heads):
                                               v.float().repeat_interleave(group, 1))
     assert out.shape == (2, 9, 1, 64) and out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize(("batch", "heads", "kv_heads", "keys", "dim"),
+                         [(8, 9, 3, 123, 64), (1, 9, 3, 7, 64), (3, 4, 4, 17, 16), (2, 8, 2, 1, 32), (2, 4, 1, 40, 128),
+                          (1, 2, 1, 300, 40)])
+def test_one_query_float32_attention_by_folios_kernel_matches_pytorchs(batch, heads, kv_heads, keys, dim):
+    """A float32 decoding step's attention by Folio's kernel (decode_attention.c) against PyTorch's fused kernel on
+    the same inputs: the query a slice of a larger projection, keys and values views of a cache's larger buffers,
+    grouped and plain heads, sizes that are and are not multiples of the kernel's eight lanes, with and without a
+    key mask (a batch whose rows sit at different positions); scores far apart, so that the softmax's
+    exponentials span their range. A row whose keys are all masked gives zeros (there is nothing to read)."""
+    from folio.nn import kernels
+    from folio.nn.multihead_attention import _one_query_kernel, scaled_dot_product_attention
+
+    if not kernels.available()[0]:
+        pytest.skip(f"Folio's kernels do not run here: {kernels.available()[1]}")
+    generator = torch.Generator().manual_seed(keys)
+    q = torch.randn(batch, heads + kv_heads, 1, dim, generator=generator)[:, :heads] * 2
+    k, v = (torch.randn(batch, kv_heads, keys + 9, dim, generator=generator)[:, :, :keys] * 2 for _ in range(2))
+    mask = torch.rand(batch, 1, 1, keys, generator=generator) > 0.4
+    mask[..., -1] = True  # a step's own key
+    for key_mask in (None, mask):
+        out, none = scaled_dot_product_attention(q, k, v, key_mask, causal=True)
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, enable_gqa=True)
+        assert none is None and out.shape == (batch, heads, 1, dim)
+        torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(_one_query_kernel(q, k, v, key_mask), expected, atol=2e-5, rtol=1e-4)
+    mask[0] = False
+    out = _one_query_kernel(q, k, v, mask)
+    assert out[0].abs().sum() == 0 and torch.isfinite(out).all()
+    torch.testing.assert_close(out[1:], F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)[1:],
+                               atol=2e-5, rtol=1e-4)
+
+
+def test_one_query_attention_takes_pytorchs_kernel_for_what_folios_does_not_take():
+    """Shapes the kernel does not read (a head size off its lanes, a mask that is not a key mask, float64) go to
+    PyTorch's kernel: the same answers."""
+    from folio.nn.multihead_attention import _one_query_kernel, scaled_dot_product_attention
+
+    q, k, v = torch.randn(2, 4, 1, 12), torch.randn(2, 2, 5, 12), torch.randn(2, 2, 5, 12)
+    assert _one_query_kernel(q, k, v, None) is None
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v)[0],
+                               F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
+    q, k, v = torch.randn(2, 4, 1, 16), torch.randn(2, 4, 5, 16), torch.randn(2, 4, 5, 16)
+    per_head = torch.rand(2, 4, 1, 5) > 0.3
+    per_head[..., 0] = True
+    assert _one_query_kernel(q, k, v, per_head) is None
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, per_head)[0],
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=per_head))
+    assert _one_query_kernel(q.double(), k.double(), v.double(), None) is None

@@ -1,7 +1,8 @@
-"""Folio's own CPU kernels (`quant_gemm.c`: block-quantized weights times float32 activations), built at first use
-with the machine's C compiler and loaded through ctypes.
+"""Folio's own CPU kernels, built at first use with the machine's C compiler and loaded through ctypes:
+`quant_gemm.c` (block-quantized weights times float32 activations) and `decode_attention.c` (a decoding step's
+attention: one query per head over a key/value cache).
 
-The C file is compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
+The C files are compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
 cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
 atomically so that parallel first uses never read a half-written library. Where there is no compiler, the CPU
 lacks AVX2/FMA/F16C or the cache cannot be written, `available()` says why and the quantized layers compute
@@ -26,7 +27,7 @@ import torch
 
 from folio.data.download import cache_dir
 
-SOURCE = Path(__file__).with_name("quant_gemm.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("quant_gemm.c", "decode_attention.c")]
 
 
 def cpu_supported() -> bool:
@@ -48,7 +49,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None, "no C compiler (cc or gcc) on PATH"
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     gomp = _torch_gomp()
     key = hashlib.sha256(source + str(gomp).encode() + compiler.encode()).hexdigest()[:16]
     target = cache_dir() / f"kernels-{key}.so"
@@ -59,11 +60,11 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
                 built = Path(work) / target.name
                 link = [str(gomp), f"-Wl,-rpath,{gomp.parent}"] if gomp else ["-lgomp"]
                 command = [compiler, "-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared",
-                           "-fPIC", "-o", str(built), str(SOURCE), *link]
+                           "-fPIC", "-o", str(built), *map(str, SOURCES), *link]
                 result = subprocess.run(command, capture_output=True, text=True)
                 if result.returncode != 0:
                     lines = (result.stderr or result.stdout).strip().splitlines()
-                    return None, f"{compiler} could not build {SOURCE.name}: {lines[0] if lines else result.returncode}"
+                    return None, f"{compiler} could not build Folio's kernels: {lines[0] if lines else result.returncode}"
                 os.replace(built, target)  # atomic: a parallel build writes the same bytes
         library = ctypes.CDLL(str(target))
     except OSError as err:
@@ -75,6 +76,9 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     for function in (library.folio_q4_dequantize, library.folio_q8_dequantize):  # (codes, d, m, n0, n1, K, out, threads)
         function.argtypes = [pointer, pointer, pointer, size, size, size, pointer, ctypes.c_int]
         function.restype = None
+    # (q, k, v, mask, B, H, KVH, S, D, q strides ×2, k strides ×3, v strides ×3, scale, out, threads) → 0, or -1
+    library.folio_attend_one.argtypes = [pointer] * 4 + [size] * 13 + [ctypes.c_float, pointer, ctypes.c_int]
+    library.folio_attend_one.restype = ctypes.c_int
     return library, ""
 
 

@@ -1,4 +1,4 @@
-"""Scaled dot-product attention (fused kernels, a written-out reference path, a fast one-query CPU path) and
+"""Scaled dot-product attention (fused kernels, a written-out reference path, fast one-query CPU paths) and
 multi-head self- and cross-attention with grouped-query heads, rotary positions and a key/value cache.
 
 Masks follow Folio's convention (nn/masks.py): `True` = this key may be attended to. A mask broadcasts
@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from folio.errors import ConfigError
+from folio.nn import kernels
 from folio.nn.fused import fused_linear, fused_path
 from folio.nn.kv_cache import KVCache
 from folio.nn.masks import causal_mask, masked_fill_scores
@@ -58,9 +59,11 @@ def scaled_dot_product_attention(
         causal = False
     if need_weights:
         return reference_attention(q, k, v, mask, dropout)
-    if steps == 1 and mask is None and q.dim() == 4 and q.dtype in (torch.bfloat16, torch.float16) and \
-            q.device.type == "cpu" and not q.requires_grad:
-        return _one_query_attention(q, k, v, group), None
+    if steps == 1 and q.dim() == 4 and q.device.type == "cpu" and not q.requires_grad and dropout == 0:
+        if q.dtype == torch.float32 and (out := _one_query_kernel(q, k, v, mask)) is not None:
+            return out, None
+        if mask is None and q.dtype in (torch.bfloat16, torch.float16):
+            return _one_query_attention(q, k, v, group), None
     if group > 1:
         with _kernel_for(q):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal,
@@ -77,6 +80,29 @@ def _one_query_attention(q: Tensor, k: Tensor, v: Tensor, group: int) -> Tensor:
     grouped = q.reshape(batch, heads // group, group, dim).float()  # (B, kv_heads, group, d): a group's queries
     weights = (grouped @ k.float().transpose(-2, -1)).mul_(dim ** -0.5).softmax(-1)  # (B, kv_heads, group, S)
     return (weights @ v.float()).to(q.dtype).view(batch, heads, 1, dim)
+
+
+def _one_query_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor | None:
+    """A float32 decoding step's attention by Folio's own kernel (`decode_attention.c`): PyTorch's fused CPU
+    kernel spends ~150 µs on 8 rows of SmolLM2's 9 heads over 120 cached keys, this ~25. q (B, heads, 1, d);
+    k, v (B, kv_heads, S, d), views of a cache's buffers as they are; mask None or a key mask (B, 1, 1, S).
+    None where the kernel does not take these shapes (the caller then runs PyTorch's)."""
+    library = kernels.load()
+    batch, heads, _, dim = q.shape
+    keys = k.size(-2)
+    if library is None or dim % 8 or k.dim() != 4 or k.shape != v.shape or k.size(0) != batch or \
+            k.dtype != torch.float32 or v.dtype != torch.float32:
+        return None
+    if mask is not None:
+        if mask.dtype != torch.bool or mask.shape != (batch, 1, 1, keys):
+            return None
+        mask = mask.reshape(batch, keys).contiguous()
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    out = q.new_empty(batch, heads, 1, dim)
+    failed = library.folio_attend_one(q.data_ptr(), k.data_ptr(), v.data_ptr(), None if mask is None else mask.data_ptr(),
+                                      batch, heads, k.size(1), keys, dim, *q.stride()[:2], *k.stride()[:3],
+                                      *v.stride()[:3], dim**-0.5, out.data_ptr(), kernels.threads())
+    return None if failed else out
 
 
 def _kernel_for(q: Tensor):

@@ -81,12 +81,24 @@ class RotaryEmbedding(nn.Module):
         # four operations where the chunk/negate/concatenate form takes six
         sin = angles.sin()
         self.register_buffer("signed_sin", torch.cat([-sin, sin], dim=1).float(), persistent=False)  # (L, d)
+        self._last: tuple | None = None  # (offset, steps, dtype, table, cos, sin) of the last call: see _rows
 
     def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
-        steps = x.size(-2)
+        cos, sin = self._rows(offset, x.size(-2), x.dtype)
+        return x * cos + x.roll(self.half, dims=-1) * sin
+
+    def _rows(self, offset: int | Tensor, steps: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The cos and signed sin rows of these positions, (T, d) or (B, 1, T, d). Every layer of a model shares
+        one table and asks for the same positions in a step: the last answer is kept (a batch's per-row
+        positions are one tensor that all layers get, so it is recognised by identity)."""
+        last = self._last
+        if last is not None and last[1] == steps and last[2] == dtype and last[3] is self.cos and (
+                last[0] is offset or (isinstance(offset, int) and isinstance(last[0], int) and last[0] == offset)):
+            return last[4], last[5]
         cos, sin = _position_rows(self.cos, offset, steps), _position_rows(self.signed_sin, offset, steps)  # (T, d)
         if cos.dim() == 3:  # per-row positions: (B, T, d) → (B, 1, T, d), the same for every head
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        if cos.dtype != x.dtype:
-            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        return x * cos + x.roll(self.half, dims=-1) * sin
+        if cos.dtype != dtype:
+            cos, sin = cos.to(dtype), sin.to(dtype)
+        self._last = (offset, steps, dtype, self.cos, cos, sin)
+        return cos, sin

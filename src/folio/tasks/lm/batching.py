@@ -24,7 +24,7 @@ import torch
 from folio.decoding.batching import ContinuousBatcher, Sequence
 from folio.decoding.sampling import StopStrings, check_sampling_options
 from folio.errors import ConfigError
-from folio.tasks.lm.inference import Detokenizer, LanguageModel, decode_threads
+from folio.tasks.lm.inference import Detokenizer, LanguageModel, decode_threads, model_weights
 
 # What a generation hands over, piece by piece, in the batcher's thread: (new text, None), then
 # (the last text, finish reason: "stop", "length" or "cancelled"); or the error that ended it.
@@ -36,7 +36,7 @@ class BatchedGenerator:
 
     def __init__(self, lm: LanguageModel, max_batch: int = 16):
         self.lm = lm
-        threads = partial(decode_threads, lm.model)
+        threads = partial(decode_threads, lm.model, weights=model_weights(lm.model))
         self.batched = ContinuousBatcher(lm.model, max_batch, threads)
         self.alone = ContinuousBatcher(lm.model, 1, threads)  # past the context (see the module's note)
         self.context: int | None = getattr(lm.model.config, "context", None)  # a recurrent model has no limit

@@ -271,17 +271,20 @@ class LanguageModel:
         return characters - sum(len(self.vocab.decode(part)) for part in unscored if part)
 
 
-def decode_threads(model: torch.nn.Module, streams: int) -> int | None:
+def decode_threads(model: torch.nn.Module, streams: int, weights: int | None = None) -> int | None:
     """The intra-op threads for token-by-token generation on CPU (None: unchanged).
 
     One for a small model, whose steps are chains of tiny operations (a second thread costs more in waking
     and joining than it adds), and for one stream of any model, whose steps read every weight once for one
     row of arithmetic: memory bandwidth bounds them, and a second thread does not add any (SmolLM2-135M, one
     stream: 15.6 tokens/s on one thread, 14.6 on two, bench/pretrained_generate.py). Every thread for several
-    streams of a large model, where the arithmetic grows with the rows (8 streams: 57.9 → 65.2 tokens/s)."""
+    streams of a large model, where the arithmetic grows with the rows (8 streams: 57.9 → 65.2 tokens/s).
+    `weights`: `model_weights(model)` where the caller has it (a batcher asks at every step)."""
     if next(model.parameters()).device.type != "cpu":
         return None
-    return 1 if streams == 1 or model_weights(model) < SMALL_MODEL_PARAMETERS else None
+    if streams == 1:
+        return 1
+    return 1 if (model_weights(model) if weights is None else weights) < SMALL_MODEL_PARAMETERS else None
 
 
 def model_weights(model: torch.nn.Module) -> int:

@@ -1,0 +1,154 @@
+/* Folio's attention for a decoding step on the CPU: one query per head over a key/value cache, in float32.
+ *
+ *   out[b, h] = Σ_s softmax_s(scale · q[b, h] · k[b, h / group, s]  (masked keys: -inf)) · v[b, h / group, s]
+ *
+ * q is (B, H, D) with any strides over its first two dimensions, out contiguous (B, H, D); k and v are
+ * (B, KVH, S, D) views with any strides over their first three dimensions (a cache's buffers hold room for later positions) and D contiguous; mask, where given, is (B, S)
+ * bytes, 1 where a key may be attended to (the rows of a batch sit at different positions). The H / KVH query
+ * heads of a group read their key and value rows together, once from memory.
+ *
+ * PyTorch's fused CPU kernel is built for many queries: for one it spends ~150 µs on what is ~25 µs of
+ * arithmetic here (8 rows, 9 heads, 120 keys). Built with quant_gemm.c by folio.nn.kernels. */
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define LANES 8
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* e^x for x ≤ 0 in eight lanes, to about one unit in the last place: x = n·ln 2 + r with |r| ≤ ln 2 / 2,
+ * e^r by its Taylor series to r⁷ (the first term left out is below 2⁻²⁴ of the sum), then 2^n put into the
+ * exponent bits. Below -87 (e^x under float's smallest normal number, and -inf for a masked key) gives 0. */
+static inline __m256 exp_nonpositive(__m256 x) {
+    const __m256 floor_x = _mm256_set1_ps(-87.0f);
+    __m256 keep = _mm256_cmp_ps(x, floor_x, _CMP_GE_OQ);
+    x = _mm256_max_ps(x, floor_x);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* ln 2 in two parts, so that n·ln2_high is exact and r keeps its low bits */
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(power)), keep);
+}
+
+/* the G queries of one key/value head of one row: scores (G, S) is this task's scratch */
+/* o (D) = inverse · Σ_s w[s] v[s], `chunk` (a constant after inlining) columns at a time, their sums in registers:
+ * chunk / 8 chains of multiply-adds that do not wait on each other */
+static inline __attribute__((always_inline)) void weigh_values(const float *w, const float *v, int64_t S, int64_t D,
+                                                               int64_t vs, float inverse, float *o, int chunk) {
+    for (int64_t d0 = 0; d0 < D; d0 += chunk) {
+        __m256 acc[64 / LANES];
+        for (int c = 0; c < chunk / LANES; c++) acc[c] = _mm256_setzero_ps();
+        for (int64_t s = 0; s < S; s++) {
+            if (w[s] == 0.0f) continue;  /* a masked key */
+            __m256 weight = _mm256_set1_ps(w[s]);
+            const float *value = v + s * vs + d0;
+            for (int c = 0; c < chunk / LANES; c++)
+                acc[c] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(value + c * LANES), acc[c]);
+        }
+        for (int c = 0; c < chunk / LANES; c++)
+            _mm256_storeu_ps(o + d0 + c * LANES, _mm256_mul_ps(acc[c], _mm256_set1_ps(inverse)));
+    }
+}
+
+static inline float dot(const float *a, const float *b, int64_t D) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < D; i += LANES) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    return hsum8(acc);
+}
+
+static void attend_group(const float *q, int64_t qh, const float *k, const float *v, const uint8_t *mask, int64_t G,
+                         int64_t S, int64_t D, int64_t ks, int64_t vs, float scale, float *scores, float *out) {
+    /* scores: eight keys at a time, eight chains of multiply-adds that overlap (one chain waits on itself: ~40
+     * cycles a 64-wide dot product), their sums reduced together into one vector of eight scores */
+    const __m256 scaled = _mm256_set1_ps(scale);
+    for (int64_t g = 0; g < G; g++) {
+        const float *query = q + g * qh;
+        float *row = scores + g * S;
+        int64_t s = 0;
+        for (; s + LANES <= S; s += LANES) {
+            const float *key = k + s * ks;
+            __m256 a[LANES];
+            for (int j = 0; j < LANES; j++) a[j] = _mm256_setzero_ps();
+            for (int64_t i = 0; i < D; i += LANES) {
+                __m256 x = _mm256_loadu_ps(query + i);
+                for (int j = 0; j < LANES; j++) a[j] = _mm256_fmadd_ps(x, _mm256_loadu_ps(key + j * ks + i), a[j]);
+            }
+            /* a[j]'s eight lanes summed into lane j: pairwise within 128-bit halves, then the halves added */
+            __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+            __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+            __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);  /* keys 0-3 | 0-3, 4-7 | 4-7 */
+            __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+            _mm256_storeu_ps(row + s, _mm256_mul_ps(sums, scaled));
+        }
+        for (; s < S; s++) row[s] = dot(query, k + s * ks, D) * scale;
+        if (mask)
+            for (s = 0; s < S; s++)
+                if (!mask[s]) row[s] = -INFINITY;
+    }
+    for (int64_t g = 0; g < G; g++) {
+        float *w = scores + g * S, top = -INFINITY, total = 0.0f;
+        for (int64_t s = 0; s < S; s++)
+            top = w[s] > top ? w[s] : top;
+        float *o = out + g * D;
+        if (top == -INFINITY) {  /* every key masked: nothing to attend to */
+            for (int64_t i = 0; i < D; i++) o[i] = 0.0f;
+            continue;
+        }
+        __m256 shift = _mm256_set1_ps(top), sums = _mm256_setzero_ps();
+        int64_t s = 0;
+        for (; s + LANES <= S; s += LANES) {
+            __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(w + s), shift));
+            _mm256_storeu_ps(w + s, e);
+            sums = _mm256_add_ps(sums, e);
+        }
+        total = hsum8(sums);
+        for (; s < S; s++) {  /* the last few keys: the same function, one lane used */
+            float e = _mm256_cvtss_f32(exp_nonpositive(_mm256_set1_ps(w[s] - top)));
+            w[s] = e;
+            total += e;
+        }
+        const float inverse = 1.0f / total;
+        if (D % 64 == 0) weigh_values(w, v, S, D, vs, inverse, o, 64);
+        else if (D % 32 == 0) weigh_values(w, v, S, D, vs, inverse, o, 32);
+        else weigh_values(w, v, S, D, vs, inverse, o, 8);
+    }
+}
+
+/* D a multiple of 8; H a multiple of KVH. Returns 0, or -1 where the scratch could not be had */
+int folio_attend_one(const float *q, const float *k, const float *v, const uint8_t *mask, int64_t B, int64_t H,
+                     int64_t KVH, int64_t S, int64_t D, int64_t qb, int64_t qh, int64_t kb, int64_t kh, int64_t ks, int64_t vb, int64_t vh,
+                     int64_t vs, float scale, float *out, int threads) {
+    int64_t G = H / KVH, tasks = B * KVH;
+    int failed = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && tasks >= 2 * threads)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t b = t / KVH, h = t % KVH;
+        float *scores = malloc(sizeof(float) * G * (S > 0 ? S : 1));
+        if (!scores) {
+            failed = 1;
+            continue;
+        }
+        attend_group(q + b * qb + h * G * qh, qh, k + b * kb + h * kh, v + b * vb + h * vh, mask ? mask + b * S : 0,
+                     G, S, D, ks, vs, scale, scores, out + (b * H + h * G) * D);
+        free(scores);
+    }
+    return failed ? -1 : 0;
+}
