@@ -239,7 +239,7 @@ def test_one_query_bf16_attention_matches_the_fused_kernel(kv_heads):
                          [(8, 9, 3, 123, 64), (1, 9, 3, 7, 64), (3, 4, 4, 17, 16), (2, 8, 2, 1, 32), (2, 4, 1, 40, 128),
                           (1, 2, 1, 300, 40)])
 def test_one_query_float32_attention_by_folios_kernel_matches_pytorchs(batch, heads, kv_heads, keys, dim):
-    """A float32 decoding step's attention by Folio's kernel (decode_attention.c) against PyTorch's fused kernel on
+    """A float32 decoding step's attention by Folio's kernel (decode_step.c) against PyTorch's fused kernel on
     the same inputs: the query a slice of a larger projection, keys and values views of a cache's larger buffers,
     grouped and plain heads, sizes that are and are not multiples of the kernel's eight lanes, with and without a
     key mask (a batch whose rows sit at different positions); scores far apart, so that the softmax's

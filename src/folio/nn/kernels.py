@@ -1,6 +1,6 @@
 """Folio's own CPU kernels, built at first use with the machine's C compiler and loaded through ctypes:
-`quant_gemm.c` (block-quantized weights times float32 activations) and `decode_attention.c` (a decoding step's
-attention: one query per head over a key/value cache).
+`quant_gemm.c` (block-quantized weights times float32 activations) and `decode_step.c` (a decoding step's small
+operations: RMSNorm, and attention with one query per head over a key/value cache).
 
 The C files are compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
 cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
@@ -27,7 +27,7 @@ import torch
 
 from folio.data.download import cache_dir
 
-SOURCES = [Path(__file__).with_name(name) for name in ("quant_gemm.c", "decode_attention.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("quant_gemm.c", "decode_step.c")]
 
 
 def cpu_supported() -> bool:
@@ -79,6 +79,8 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     # (q, k, v, mask, B, H, KVH, S, D, q strides ×2, k strides ×3, v strides ×3, scale, out, threads) → 0, or -1
     library.folio_attend_one.argtypes = [pointer] * 4 + [size] * 13 + [ctypes.c_float, pointer, ctypes.c_int]
     library.folio_attend_one.restype = ctypes.c_int
+    library.folio_rms_norm.argtypes = [pointer, size, size, pointer, ctypes.c_float, pointer, ctypes.c_int]  # x M N w eps y
+    library.folio_rms_norm.restype = None
     return library, ""
 
 

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from folio.nn import kernels
+
 _FUSED_RMS_NORM = hasattr(F, "rms_norm")  # PyTorch >= 2.4
 
 
@@ -19,6 +21,17 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 == self.weight.dtype and x.device.type == "cpu" and x.size(-1) % 8 == 0 and \
+                not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)) and \
+                (library := kernels.load()) is not None:
+            # Folio's kernel (`decode_step.c`): PyTorch's CPU rms_norm is six operations, ~15-35 µs for one row,
+            # ~2 % of a decoding step of a 30-layer model over its 61 norms
+            if not x.is_contiguous():
+                x = x.contiguous()
+            y = torch.empty_like(x)
+            library.folio_rms_norm(x.data_ptr(), x.numel() // x.size(-1), x.size(-1), self.weight.data_ptr(), self.eps,
+                                   y.data_ptr(), kernels.threads())
+            return y
         if _FUSED_RMS_NORM and x.dtype == torch.float32 == self.weight.dtype:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one kernel, the same bits
         wide = x.float()

@@ -63,27 +63,32 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float())
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.size(-1)).float()
-        library = kernels.load() if rows.device.type == "cpu" and not rows.requires_grad else None
-        if library is not None and rows.size(0) < GEMM_ROWS:  # decoding: the weights read once, in registers
-            rows = rows.contiguous()
-            y = torch.empty(rows.size(0), self.out_features)
-            getattr(library, self.FUNCTION)(rows.data_ptr(), rows.size(0), self.in_features, *self._pointers(),
+        # a decoding step makes ~120 of these calls: the kernels' path is written for few Python operations
+        if x.dtype != torch.float32:
+            x = x.float()
+        library = kernels.load() if x.device.type == "cpu" and not x.requires_grad else None
+        shape = x.shape
+        rows = x.numel() // shape[-1]
+        if library is not None and rows < GEMM_ROWS:  # decoding: the weights read once, in registers
+            if not x.is_contiguous():
+                x = x.contiguous()
+            y = x.new_empty(*shape[:-1], self.out_features)
+            getattr(library, self.FUNCTION)(x.data_ptr(), rows, self.in_features, *self._pointers(),
                                             self.out_features, y.data_ptr(), kernels.threads())
         else:  # many rows (a prompt), or no kernels: float32 products of the weight a chunk of rows at a time
+            x = x.reshape(rows, shape[-1])
             scratch = _scratch(min(self.out_features, _GEMM_CHUNK) * self.in_features)
-            parts = [F.linear(rows, self.dequantized(start, start + _GEMM_CHUNK, scratch))
+            parts = [F.linear(x, self.dequantized(start, start + _GEMM_CHUNK, scratch))
                      for start in range(0, self.out_features, _GEMM_CHUNK)]
-            y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*x.shape[:-1], self.out_features)
+            y = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).view(*shape[:-1], self.out_features)
+        bias = self._buffers["bias"]
+        return y if bias is None else y.add_(bias)
 
     def _pointers(self) -> tuple[int | None, ...]:
-        """The kernels' weight arguments: the stored buffers' addresses (read from the buffer table directly: a
-        decoding step makes ~120 calls), None for an argument the format has not (int8's minimum)."""
+        """The kernels' weight arguments: the stored buffers' addresses (read from the buffer table directly),
+        None for an argument the format has not (int8's minimum)."""
         buffers = self._buffers
-        return tuple(buffers[name].data_ptr() for name in self.STORED) + (None,) * (3 - len(self.STORED))
+        return (*[buffers[name].data_ptr() for name in self.STORED], *(None,) * (3 - len(self.STORED)))
 
     def dequantized(self, start: int = 0, stop: int | None = None, out: Tensor | None = None) -> Tensor:
         """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it;
