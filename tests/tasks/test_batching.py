@@ -94,7 +94,21 @@ class Recorder:
         return found[0] if first else found[-1]
 
 
-def test_batched_text_equals_solo_text_with_requests_joining_mid_stream(lm):
+def _count_prompts_read_together(model: torch.nn.Module, monkeypatch) -> list[int]:
+    """The number of prompts of each call of `model.read_prompts` from now on (a Transformer's; none: [])."""
+    counts = []
+    read_prompts = getattr(model, "read_prompts", None)
+    if read_prompts is not None:
+        def counted(prompts):
+            counts.append(len(prompts))
+            return read_prompts(prompts)
+
+        monkeypatch.setattr(model, "read_prompts", counted)
+    return counts
+
+
+def test_batched_text_equals_solo_text_with_requests_joining_mid_stream(lm, monkeypatch):
+    together = _count_prompts_read_together(lm.model, monkeypatch)
     recorder = Recorder(BatchedGenerator(lm, max_batch=8))
     prompts = REQUESTS
     late = prompts[3]
@@ -112,6 +126,8 @@ def test_batched_text_equals_solo_text_with_requests_joining_mid_stream(lm):
     assert recorder.index("r1") < recorder.index("r0", first=False)
     assert recorder.index("r3") < recorder.index("r2", first=False)
     assert {recorder.reason(f"r{i}") for i in range(4)} <= {"length", "stop"}
+    # r1 and r2 joined at one step: a Transformer read their prompts in one pass
+    assert together == ([2] if hasattr(lm.model, "read_prompts") else [])
 
 
 def test_a_cancelled_request_frees_its_row_for_a_waiting_one():
@@ -153,18 +169,29 @@ def test_a_request_past_the_context_is_generated_alone_with_the_sliding_window()
     assert long == _solo(lm, "the cat", 150, GREEDY) and short == _solo(lm, "the cat", 30, GREEDY)
 
 
-def test_a_failing_prompt_ends_that_request_alone():
+@pytest.mark.parametrize("kind", ["gru", "rope"])
+def test_a_failing_prompt_ends_that_request_alone(kind, monkeypatch):
     from folio.decoding.batching import Sequence
 
-    lm = LanguageModel(_char_model("gru").eval(), VOCAB)
+    lm = LanguageModel(_char_model(kind).eval(), VOCAB)
+    together = _count_prompts_read_together(lm.model, monkeypatch)
     recorder = Recorder(BatchedGenerator(lm))
     errors = queue.Queue()
-    # ids out of the vocabulary's range: the model itself fails on this prompt, which joins the running batch
+    # ids out of the vocabulary's range: the model itself fails on this prompt, which joins the running batch at
+    # the same step as a good one (a Transformer tries them together, then one by one)
     broken = Sequence(torch.tensor([len(VOCAB) + 5]), 5, on_token=lambda t: False, on_end=lambda _, err: errors.put(err))
-    recorder.submit("fine", "the", 30, SAMPLED, then=lambda c: c == 2 and recorder.generator.batched.submit(broken))
-    recorder.wait(1)
-    assert isinstance(errors.get(timeout=WAIT), RuntimeError) and broken.finish_reason == "error"
+
+    def join_two(count):
+        if count == 2:
+            recorder.submit("joined", "a cat", 20, GREEDY)
+            recorder.generator.batched.submit(broken)
+
+    recorder.submit("fine", "the", 30, SAMPLED, then=join_two)
+    recorder.wait(2)
+    assert isinstance(errors.get(timeout=WAIT), (RuntimeError, IndexError)) and broken.finish_reason == "error"
     assert recorder.text("fine") == _solo(lm, "the", 30, SAMPLED) and recorder.reason("fine") == "length"
+    assert recorder.text("joined") == _solo(lm, "a cat", 20, GREEDY) and recorder.reason("joined") == "length"
+    assert together == ([] if kind == "gru" else [2])
 
 
 def test_stream_text_yields_pieces_then_the_finish_reason():

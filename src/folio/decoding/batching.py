@@ -1,7 +1,8 @@
 """Continuous batching: concurrent generations share each step of one model.
 
 A `ContinuousBatcher` owns a model and one worker thread. A `Sequence` submitted from any thread joins the
-running batch at the next step (its prompt read alone, its state then merged into the batch's) and leaves it
+running batch at the next step (its prompt read, together with the others joining at that step where the model
+can, its state then merged into the batch's) and leaves it
 when it ends: its `on_token` callback says it is done (a stop string, the end of text), it reached
 `max_new_tokens`, or it was cancelled (a client that went away, a server shutting down): its row is freed
 before the next step. Each sequence samples with its own settings and its own generator, one row at a time,
@@ -12,6 +13,11 @@ The model's side, shared by Folio's causal language models (the char-RNN, GPT, L
     model(ids (B, T), state, last_only=True) -> (logits (B, 1, V), state)   # state None: a prompt
     model.merge_states([state, ...]) -> one state with their rows, in order
     model.select_state(state, rows (R,)) -> the state of those rows
+    model.read_prompts([ids (P_i,), ...]) -> (logits (B, V) of each prompt's last position, state)   # optional
+
+`read_prompts` (a Transformer's: one forward pass over the prompts, padded) gives the state `merge_states` would
+make of the prompts read one by one. Without it, or if it fails (a prompt the model refuses), the prompts are
+read one at a time, so that a bad prompt fails its own request alone.
 
     >>> batcher = ContinuousBatcher(model)                                              # doctest: +SKIP
     >>> batcher.submit(Sequence(ids, 20, on_token=print, on_end=lambda reason, err: None))  # doctest: +SKIP
@@ -137,23 +143,41 @@ class ContinuousBatcher:
     def _join(self, rows: list[Sequence], state, logits: Tensor | None, joining: list[Sequence]):
         """The batch with `joining` read and appended; one whose prompt fails ends with that error alone."""
         states, firsts = [] if state is None else [state], [] if logits is None else [logits]
+        live = []
         for sequence in joining:
             if sequence.cancelled:
                 sequence.end("cancelled", None)
-                continue
-            try:
-                prompt_logits, prompt_state = self.model(sequence.ids.unsqueeze(0), None, last_only=True)
-            except Exception as err:  # noqa: BLE001 (a prompt the model refuses: that request's error)
-                sequence.end("error", err)
-                continue
-            rows = [*rows, sequence]
-            states.append(prompt_state)
-            firsts.append(prompt_logits[:, -1])  # (1, V)
+            else:
+                live.append(sequence)
+        for read, read_logits, read_state in self._read(live):
+            rows = [*rows, *read]
+            states.append(read_state)
+            firsts.append(read_logits)  # (len(read), V)
         if len(states) > 1:
             state = self.model.merge_states(states)
         elif states:
             state = states[0]
         return rows, state, (torch.cat(firsts) if firsts else None)
+
+    def _read(self, sequences: list[Sequence]) -> list[tuple[list[Sequence], Tensor, object]]:
+        """The prompts of `sequences` read: (sequences, their last-position logits (n, V), their state) for all
+        of them at once where the model reads prompts together, else for each one; a sequence whose prompt the
+        model refuses ends with that error and is left out."""
+        read_prompts = getattr(self.model, "read_prompts", None)
+        if read_prompts is not None and len(sequences) > 1:
+            try:
+                return [(sequences, *read_prompts([sequence.ids for sequence in sequences]))]
+            except Exception:  # noqa: BLE001 (read them one by one below: only the refused prompt's request fails)
+                pass
+        read = []
+        for sequence in sequences:
+            try:
+                prompt_logits, prompt_state = self.model(sequence.ids.unsqueeze(0), None, last_only=True)
+            except Exception as err:  # noqa: BLE001 (a prompt the model refuses: that request's error)
+                sequence.end("error", err)
+                continue
+            read.append(([sequence], prompt_logits[:, -1], prompt_state))  # (1, V)
+        return read
 
     def _step(self, rows: list[Sequence], state, logits: Tensor | None):
         """Sample each row's next token from its logits, hand it over, drop the rows that ended, and run the

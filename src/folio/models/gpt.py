@@ -67,7 +67,8 @@ class GPTState:
 
     The rows of a batch of generations that started apart (continuous batching) sit at different positions:
     `merge` right-aligns them in S columns (`folio.nn.kv_rows`) and `mask` marks each row's own positions;
-    `select` keeps some rows. A state of one prompt, or of rows read together, has no mask.
+    `select` keeps some rows. A state of one prompt, or of rows of one length read together, has no mask;
+    prompts of different lengths read together (`GPT.read_prompts`) sit as `merge` would put them.
     """
 
     tokens: Tensor  # (B, S)
@@ -129,15 +130,20 @@ class GPT(nn.Module):
     def _add_positions(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         return x if self.positions is None else self.positions(x, offset)  # rope: in the attention instead
 
-    def _run(self, ids: Tensor, state: GPTState | None, need_weights: bool = False,
-             last_only: bool = False) -> tuple[Tensor, GPTState | None, list]:
+    def _run(self, ids: Tensor, state: GPTState | None, need_weights: bool = False, last_only: bool = False,
+             mask: Tensor | None = None) -> tuple[Tensor, GPTState | None, list]:
+        """`mask` (B, T), without a state: True on each row's own tokens of `ids`, the others left padding
+        (prompts read together, `read_prompts`)."""
         offset = 0 if state is None else state.length
-        positions, mask, key_mask = None, None, None
+        positions, key_mask = None, None
         if state is not None and state.mask is not None:  # rows at different positions: each row its own
+            mask = torch.cat([state.mask, state.mask.new_ones(ids.shape)], dim=1)  # (B, S + T)
+        if mask is not None:
             steps = ids.size(1)
-            positions = state.mask.sum(1, keepdim=True) + torch.arange(steps, device=ids.device)  # (B, T)
-            mask = torch.cat([state.mask, state.mask.new_ones(ids.size(0), steps)], dim=1)  # (B, S + T)
+            positions = (mask.cumsum(1) - 1).clamp(min=0)[:, -steps:]  # (B, T): a token's index among its row's own
             key_mask = mask[:, None, None, :]  # (B, 1, 1, S + T); the attention adds the causal part
+            if state is None:  # a padding query sees itself: with no key at all its softmax, then every row, is NaN
+                key_mask = key_mask | torch.eye(steps, dtype=torch.bool, device=ids.device)  # (B, 1, T, T)
         x = self.dropout(self._add_positions(self.embedding(ids), offset if positions is None else positions))  # (B, T, C)
         caches, weights = [], []
         for i, block in enumerate(self.blocks):
@@ -175,6 +181,21 @@ class GPT(nn.Module):
                 logits, state, _ = self._run(chunk, state, last_only=last_only)
             pieces.append(logits)
         return (pieces[-1][:, -1:] if last_only else torch.cat(pieces, dim=1)), state
+
+    def read_prompts(self, prompts: list[Tensor]) -> tuple[Tensor, GPTState]:
+        """Prompts (P_i,) read together in one forward pass: each one's last-position logits (B, V) and the state
+        `merge_states` would make of their states read alone (right-aligned rows, the mask marking each one's
+        own positions; a padding column holds the finite keys/values of a padding token, masked out). Prompts
+        longer than the context are refused (ConfigError): read such a prompt alone, with the sliding window.
+
+            >>> logits, state = gpt.read_prompts([torch.tensor([1, 2, 3]), torch.tensor([4])])  # doctest: +SKIP
+        """
+        length = max(len(prompt) for prompt in prompts)
+        self._check_context(length)
+        ids = torch.cat([left_pad(prompt[None], length, 0) for prompt in prompts])  # (B, L)
+        own = torch.cat([left_pad(prompt.new_ones(1, len(prompt), dtype=torch.bool), length, False) for prompt in prompts])
+        logits, state, _ = self._run(ids, None, last_only=True, mask=own)
+        return logits[:, -1], state
 
     def merge_states(self, states: list[GPTState]) -> GPTState:
         """One state with the rows of `states` in order (the shared contract of Folio's causal LMs for
