@@ -283,3 +283,30 @@ def test_one_query_attention_takes_pytorchs_kernel_for_what_folios_does_not_take
     torch.testing.assert_close(scaled_dot_product_attention(q, k, v, per_head)[0],
                                F.scaled_dot_product_attention(q, k, v, attn_mask=per_head))
     assert _one_query_kernel(q.double(), k.double(), v.double(), None) is None
+
+
+def test_rms_norm_by_folios_kernel_matches_pytorchs_and_gradients_still_flow(monkeypatch):
+    """Without gradients, float32 RMSNorm runs Folio's kernel (decode_step.c): PyTorch's numbers for one row, a
+    batch of decoding rows, a prompt (rows shared among threads) and a non-contiguous input; widths that are not
+    a multiple of its eight lanes go to PyTorch. With gradients, PyTorch's, and the gradient reaches the weight."""
+    from folio.nn import kernels
+
+    calls = []
+    if kernels.load() is not None:  # count the kernel's calls (the library object's attribute, as the layer reads it)
+        kernel = kernels.load().folio_rms_norm
+        monkeypatch.setattr(kernels.load(), "folio_rms_norm", lambda *args: calls.append(args[1]) or kernel(*args))
+    generator = torch.Generator().manual_seed(0)
+    for width, shape in [(576, (1, 1)), (576, (8, 1)), (64, (3, 200)), (24, (2, 5)), (12, (2, 5))]:
+        norm = RMSNorm(width, eps=1e-5)
+        norm.weight.data = torch.randn(width, generator=generator)
+        x = torch.randn(*shape, width, generator=generator) * 4
+        expected = F.rms_norm(x, (width,), norm.weight.detach(), 1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(norm(x), expected, atol=1e-5, rtol=1e-5)
+            strided = torch.randn(*shape, 2 * width, generator=generator)[..., :width]
+            torch.testing.assert_close(norm(strided), F.rms_norm(strided, (width,), norm.weight, 1e-5),
+                                       atol=1e-5, rtol=1e-5)
+        norm(x).sum().backward()
+        assert norm.weight.grad is not None and norm.weight.grad.abs().sum() > 0
+    if kernels.load() is not None:  # the rows of each no-gradient call of a width of whole lanes, twice each
+        assert calls == [1, 1, 8, 8, 600, 600, 10, 10]
