@@ -84,6 +84,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     return library, ""
 
 
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # (PyTorch 2.3 and later)
 _forked = False
 
 
@@ -105,7 +106,7 @@ def load() -> ctypes.CDLL | None:
     """The kernels' library, or None where it cannot be built here (`available()` says why), and while a graph is
     being traced, exported or compiled: a ctypes call is invisible there (the graph would keep an unwritten
     output), so the callers take their PyTorch path."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # (the ONNX exporter traces, or runs torch.export)
+    if torch.jit.is_tracing() or _compiling():  # (the ONNX exporter traces, or runs torch.export)
         return None
     return _build()[0]
 
