@@ -20,14 +20,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define LANES 8
+#include "kernels.h"
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#define LANES 8
 
 /* y (M, N) = RMSNorm(x (M, N)) · w, rows contiguous; N a multiple of 8. Sums of squares in float32, as PyTorch's */
 void folio_rms_norm(const float *x, int64_t M, int64_t N, const float *w, float eps, float *y, int threads) {
@@ -44,7 +39,7 @@ void folio_rms_norm(const float *x, int64_t M, int64_t N, const float *w, float 
             __m256 u = _mm256_loadu_ps(row + i);
             a0 = _mm256_fmadd_ps(u, u, a0);
         }
-        __m256 scale = _mm256_set1_ps(1.0f / sqrtf(hsum8(_mm256_add_ps(a0, a1)) / (float)N + eps));
+        __m256 scale = _mm256_set1_ps(1.0f / sqrtf(hsum(_mm256_add_ps(a0, a1)) / (float)N + eps));
         for (i = 0; i < N; i += LANES)
             _mm256_storeu_ps(y + m * N + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(row + i), scale),
                                                           _mm256_loadu_ps(w + i)));
@@ -98,7 +93,7 @@ static inline __attribute__((always_inline)) void weigh_values(const float *w, c
 static inline float dot(const float *a, const float *b, int64_t D) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < D; i += LANES) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    return hsum8(acc);
+    return hsum(acc);
 }
 
 static void attend_group(const float *q, int64_t qh, const float *k, const float *v, const uint8_t *mask, int64_t G,
@@ -146,7 +141,7 @@ static void attend_group(const float *q, int64_t qh, const float *k, const float
             _mm256_storeu_ps(w + s, e);
             sums = _mm256_add_ps(sums, e);
         }
-        total = hsum8(sums);
+        total = hsum(sums);
         for (; s < S; s++) {  /* the last few keys: the same function, one lane used */
             float e = _mm256_cvtss_f32(exp_nonpositive(_mm256_set1_ps(w[s] - top)));
             w[s] = e;

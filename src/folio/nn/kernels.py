@@ -28,6 +28,7 @@ import torch
 from folio.data.download import cache_dir
 
 SOURCES = [Path(__file__).with_name(name) for name in ("quant_gemm.c", "decode_step.c")]
+HEADER = Path(__file__).with_name("kernels.h")  # what the sources share
 
 
 def cpu_supported() -> bool:
@@ -49,7 +50,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None, "no C compiler (cc or gcc) on PATH"
-    source = b"".join(path.read_bytes() for path in SOURCES)
+    source = b"".join(path.read_bytes() for path in [HEADER, *SOURCES])
     gomp = _torch_gomp()
     key = hashlib.sha256(source + str(gomp).encode() + compiler.encode()).hexdigest()[:16]
     target = cache_dir() / f"kernels-{key}.so"

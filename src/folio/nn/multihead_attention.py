@@ -84,7 +84,7 @@ def _one_query_attention(q: Tensor, k: Tensor, v: Tensor, group: int) -> Tensor:
 
 def _one_query_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor | None:
     """A float32 decoding step's attention by Folio's own kernel (`decode_step.c`): PyTorch's fused CPU
-    kernel spends ~150 µs on 8 rows of SmolLM2's 9 heads over 120 cached keys, this ~25. q (B, heads, 1, d);
+    kernel spends ~150 µs on 8 rows of SmolLM2's 9 heads over 120 cached keys, this ~60-70. q (B, heads, 1, d);
     k, v (B, kv_heads, S, d), views of a cache's buffers as they are; mask None or a key mask (B, 1, 1, S).
     None where the kernel does not take these shapes (the caller then runs PyTorch's)."""
     library = kernels.load()

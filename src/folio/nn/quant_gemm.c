@@ -16,22 +16,16 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "kernels.h"
+
 #define BLOCK 32
 #define TILE 8
-
-static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static inline float half(uint16_t h) { return _cvtsh_ss(h); }
 
 /* acc[r][·] += x·w over a block (p: the row's 32 inputs). A fused multiply-add waits ~5 cycles for its sum: one
  * or two rows split their sums four ways, three or four rows two ways, so that the adds do not wait on each
- * other; more rows (a
- * constant after inlining) interleave on their own */
+ * other; more rows (a constant after inlining) interleave on their own */
 #define ACCUMULATE(r, p, w0, w1, w2, w3)                                                    \
     do {                                                                                    \
         int split = rows <= 2 ? 4 : rows <= 4 ? 2 : 1;                                      \
