@@ -77,7 +77,7 @@ class Sequence:
 class ContinuousBatcher:
     """Generates the submitted sequences together, one token of each per step of `model`, with at most
     `max_batch` rows (later sequences wait for a free row, in arrival order). `threads(rows)`: the intra-op
-    threads for a step of that many rows (None: as they are)."""
+    threads for a step of that many rows (None: as they are); prompts are read on the worker's own setting."""
 
     def __init__(self, model: torch.nn.Module, max_batch: int = 16,
                  threads: Callable[[int], int | None] | None = None):
@@ -129,11 +129,11 @@ class ContinuousBatcher:
                             row.end("cancelled", None)
                         return
                     joining = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch - len(rows)))]
-                want = self._threads(len(rows) + len(joining)) or base_threads
-                if want != torch.get_num_threads():
-                    torch.set_num_threads(want)
                 try:
-                    rows, state, logits = self._join(rows, state, logits, joining)
+                    if joining:  # reading prompts is matrix work over many positions: every thread, as `stream` does
+                        _use_threads(base_threads)
+                        rows, state, logits = self._join(rows, state, logits, joining)
+                    _use_threads(self._threads(len(rows)) or base_threads)
                     rows, state, logits = self._step(rows, state, logits)
                 except Exception as err:  # noqa: BLE001 (every sequence of the batch is told; the batcher goes on)
                     for row in [*rows, *joining]:  # (end() is once: those that ended already keep their reason)
@@ -202,6 +202,11 @@ class ContinuousBatcher:
             state = self.model.select_state(state, torch.tensor(keep, device=logits.device))
         step_logits, state = self.model(torch.stack(tokens), state, last_only=True)  # (B, 1) → (B, 1, V)
         return [rows[i] for i in keep], state, step_logits[:, -1]
+
+
+def _use_threads(count: int) -> None:
+    if count != torch.get_num_threads():
+        torch.set_num_threads(count)
 
 
 __all__ = ["ContinuousBatcher", "Sequence"]

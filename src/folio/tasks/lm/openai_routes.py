@@ -70,7 +70,7 @@ async def _respond(served: ServedModel, body: SamplingRequest, request: Request,
     """Generate one choice per prompt; answer one JSON object, or OpenAI's chunks when `body.stream`."""
     counts = {p: await asyncio.to_thread(prompt_tokens, served, p) for p in dict.fromkeys(prompts)}  # 400 if unfit
     options = body.sampling(max_tokens)
-    streams = [stream_text(served, p, {**options, "seed": seed}, request)
+    streams = [stream_text(served, p, {**options, "seed": seed}, request, whole=not body.stream)
                for p, seed in zip(prompts, body.seeds(len(prompts)), strict=True)]
     head = {"id": new_id("chatcmpl" if chat else "cmpl"), "created": now(), "model": served.name}
     n_prompt = sum(counts[p] for p in prompts[:: body.n])  # each prompt once, however many choices it has

@@ -26,7 +26,6 @@ MAX_NEW_TOKENS = 4_096
 MAX_TOP_K = 1_000_000  # more than any vocabulary
 MAX_STOP_CHARS = 1_000  # per stop string
 MAX_BATCH = 16  # generations sharing a step; later ones wait for a row
-DISCONNECT_POLL = 0.1  # seconds between checks that a generation's client is still there
 
 # Each event of /v1/generate's stream, in OpenAPI 3.2's `itemSchema` form (FastAPI's own SSE routes use it):
 # a piece of text, then `event: done` with the count of characters (and `"reason": "shutdown"` when the server
@@ -69,7 +68,8 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
         # unknown characters fail here, as a 422, before the stream starts (in a worker: tokenizing is model work)
         await asyncio.to_thread(encode, served.model.vocab, body.prompt)
         if not body.stream:  # stream_text ends the generation at its next step once the client has gone
-            generated = "".join([piece async for piece, _ in stream_text(served, body.prompt, options, request)])
+            generated = "".join([piece async for piece, _ in stream_text(served, body.prompt, options, request,
+                                                                                 whole=True)])
             result = {"model": served.name, "text": generated}
             return {**result, "reason": "shutdown"} if request.app.state.shutdown.is_set() else result
         return StreamingResponse(_event_stream(served, body.prompt, options, request),
@@ -91,8 +91,8 @@ def count_tokens(served: ServedModel, text: str) -> int:
     return len(encode(served.model.vocab, text)) if text else 0
 
 
-async def stream_text(served: ServedModel, prompt: str, options: dict,
-                      request: Request | None) -> AsyncIterator[tuple[str, str | None]]:
+async def stream_text(served: ServedModel, prompt: str, options: dict, request: Request | None,
+                      whole: bool = False) -> AsyncIterator[tuple[str, str | None]]:
     """The new text of one sample of `served`'s language model after `prompt`, piece by piece: (piece, None)
     items, then (its last piece, finish reason): "stop" (a stop string or the end of text) or "length"
     (`max_new_tokens` reached). `options`: max_new_tokens, temperature, top_k, top_p, seed, stop (None or left
@@ -101,6 +101,8 @@ out: the default).
     The generation shares each step of the model with the others in flight (`BatchedGenerator`). It ends at its
     next step, without a finish reason, when the client of `request` goes away or the server shuts down
     (`request.app.state.shutdown`); and when the caller stops iterating. Bad options raise `FolioError`.
+    `whole`: one item, the whole text and its reason (an answer that is not streamed): the batcher's thread
+    keeps the pieces, and wakes the event loop once, not at every token.
 
         >>> async for piece, reason in stream_text(served, "ROMEO:", {"max_new_tokens": 20}, request): ...  # doctest: +SKIP
     """
@@ -108,7 +110,14 @@ out: the default).
     loop = asyncio.get_running_loop()
     items: asyncio.Queue = asyncio.Queue()
 
+    held: list[str] = []  # whole: the pieces so far
+
     def deliver(item) -> None:  # in the batcher's thread
+        if whole and not isinstance(item, BaseException):
+            held.append(item[0])
+            if item[1] is None:
+                return
+            item = ("".join(held), item[1])
         try:
             loop.call_soon_threadsafe(items.put_nowait, item)
         except RuntimeError:  # the event loop has closed (the server stopped): nobody is listening
@@ -123,7 +132,9 @@ out: the default).
             item = await items.get()
             if isinstance(item, BaseException):
                 raise item
-            if item[1] == "cancelled":
+            if item[1] == "cancelled":  # (whole: the text until then, without a reason)
+                if item[0]:
+                    yield item[0], None
                 return
             yield item
             if item[1] is not None:
@@ -141,12 +152,12 @@ def _generator(served: ServedModel) -> BatchedGenerator:
 
 
 async def _cancel_when_gone(request: Request, sequence) -> None:
-    """Cancel `sequence` once its client has gone (a disconnect shows only when the request is read)."""
-    while sequence.finish_reason is None:
-        if await request.is_disconnected():
-            sequence.cancel()
-            return
-        await asyncio.sleep(DISCONNECT_POLL)
+    """Cancel `sequence` once its client has gone. The request's body has been read, so the ASGI server's next
+    message is its disconnect (or the end of the answer), as Starlette's streaming responses listen for it:
+    no polling."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    sequence.cancel()
 
 
 async def _event_stream(served: ServedModel, prompt: str, options: dict, request: Request):
