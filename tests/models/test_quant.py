@@ -107,6 +107,20 @@ def test_int4_from_float_stays_within_half_a_step_and_joined_layers_compute_the_
     assert QuantizedLinear.cat([layers[0], Int8Linear.from_float(weights[0])]) is None
 
 
+def test_wide_inputs_are_summed_in_passes_over_their_width():
+    """Rows of input wider than the kernel keeps in L1 (8 rows of 1,056 numbers: 33 KB) are summed in passes
+    over K, of unequal blocks where 33 does not divide; each thread adds only to its own outputs."""
+    torch.manual_seed(0)
+    weight = torch.randn(70, 1056) * 0.1
+    for layer in (Int4Linear.from_float(weight), Int8Linear.from_float(weight)):
+        for rows in (4, 8, 19):  # one pass, two, four (the kernel's tiles of 8 rows and the rest)
+            x = torch.randn(rows, 1056)
+            for threads in (1, 2):
+                with torch_threads(threads):
+                    out = layer(x)
+                torch.testing.assert_close(out, F.linear(x, layer.dequantized()), atol=1e-4, rtol=1e-4)
+
+
 def test_quantized_layers_compute_the_same_without_folios_kernels(monkeypatch):
     """Where the kernels cannot be built (no compiler, no AVX2) the layers dequantize a chunk of rows at a time:
     the same products. On a machine that has what they need, they are built and used."""

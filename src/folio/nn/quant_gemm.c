@@ -39,12 +39,11 @@ static inline float half(uint16_t h) { return _cvtsh_ss(h); }
  * weights are dequantized once into registers (w = d·q + m), then each row adds x·w to its own sums */
 static inline __attribute__((always_inline)) void q4_row(const float *x, int64_t K, int64_t ldy, int64_t m0,
                                                          int rows, const uint8_t *codes, const uint16_t *d,
-                                                         const uint16_t *mins, float *y) {
-    int64_t blocks = K / BLOCK;
+                                                         const uint16_t *mins, float *y, int64_t b0, int64_t b1) {
     __m256 acc[TILE][4];
     for (int r = 0; r < TILE; r++) for (int i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_ps();
     const __m256i low = _mm256_set1_epi32(0x0F);
-    for (int64_t b = 0; b < blocks; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         const uint8_t *c = codes + b * 16;
         __m256i c0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));        /* bytes 0..7 */
         __m256i c1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + 8)));  /* bytes 8..15 */
@@ -58,16 +57,19 @@ static inline __attribute__((always_inline)) void q4_row(const float *x, int64_t
             ACCUMULATE(r, p, w0, w1, w2, w3);
         }
     }
-    for (int r = 0; r < rows; r++)
-        y[r * ldy] = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
+    for (int r = 0; r < rows; r++) {  /* the first pass over K writes y, the others add to it */
+        float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
+        y[r * ldy] = b0 ? y[r * ldy] + sum : sum;
+    }
 }
 
-static inline __attribute__((always_inline)) void q8_row(const float *x, int64_t K, int64_t ldy, int64_t m0, int rows, const int8_t *codes,
-                          const uint16_t *d, float *y) {
-    int64_t blocks = K / BLOCK;
+static inline __attribute__((always_inline)) void q8_row(const float *x, int64_t K, int64_t ldy, int64_t m0,
+                                                         int rows, const int8_t *codes, const uint16_t *d,
+                                                         const uint16_t *unused, float *y, int64_t b0, int64_t b1) {
+    (void)unused;
     __m256 acc[TILE][4];
     for (int r = 0; r < TILE; r++) for (int i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < blocks; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         const int8_t *c = codes + b * BLOCK;
         __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)c)));
         __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(c + 8))));
@@ -81,57 +83,62 @@ static inline __attribute__((always_inline)) void q8_row(const float *x, int64_t
             ACCUMULATE(r, p, w0, w1, w2, w3);
         }
     }
-    for (int r = 0; r < rows; r++)
-        y[r * ldy] = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
+    for (int r = 0; r < rows; r++) {  /* the first pass over K writes y, the others add to it */
+        float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
+        y[r * ldy] = b0 ? y[r * ldy] + sum : sum;
+    }
 }
+
+/* Blocks of K per pass over the output rows: the part of x that a pass reads for every output row stays in the
+ * 32 KB L1 cache (eight rows of a 1536-wide input are 48 KB: read from L2 for each output row, their products
+ * took 40 % longer a block) */
+#define PASS_BYTES (24 * 1024)
+
+static inline int64_t pass_blocks(int64_t M, int64_t K) {
+    int64_t blocks = K / BLOCK, passes = (M * K * (int64_t)sizeof(float) + PASS_BYTES - 1) / PASS_BYTES;
+    passes = passes < 1 ? 1 : passes > blocks ? blocks : passes;
+    return (blocks + passes - 1) / passes;
+}
+
+/* y (M, N) = x (M, K) · Wᵀ for `row` (q4_row or q8_row): rows of x in tiles of TILE inside, output rows across
+ * threads outside, each thread reading its part of W once a tile; in passes over K (pass_blocks), each thread
+ * keeping the same output rows in every pass (the same static schedule), so that only it adds to them */
+#define MATMUL(row, x, M, K, codes, codes_per_row, d, mins, N, y, threads)                                     \
+    do {                                                                                                        \
+        int64_t blocks = (K) / BLOCK, step = pass_blocks(M, K);                                                 \
+        _Pragma("omp parallel num_threads(threads) if (threads > 1)")                                          \
+        for (int64_t b0 = 0; b0 < blocks; b0 += step) {                                                         \
+            int64_t b1 = b0 + step < blocks ? b0 + step : blocks;                                               \
+            _Pragma("omp for schedule(static) nowait")                                                          \
+            for (int64_t n = 0; n < (N); n++)                                                                   \
+                for (int64_t m0 = 0; m0 < (M); m0 += TILE) {                                                    \
+                    const uint16_t *dn = (d) + n * blocks, *mn = (mins) ? (mins) + n * blocks : 0;              \
+                    float *out = (y) + m0 * (N) + n;                                                            \
+                    const __typeof__(*(codes)) *c = (codes) + n * (codes_per_row);                              \
+                    switch ((M) - m0 < TILE ? (M) - m0 : TILE) { /* constant row counts: sums in registers */   \
+                    case 1: row(x, K, N, m0, 1, c, dn, mn, out, b0, b1); break;                                 \
+                    case 2: row(x, K, N, m0, 2, c, dn, mn, out, b0, b1); break;                                 \
+                    case 3: row(x, K, N, m0, 3, c, dn, mn, out, b0, b1); break;                                 \
+                    case 4: row(x, K, N, m0, 4, c, dn, mn, out, b0, b1); break;                                 \
+                    case 5: row(x, K, N, m0, 5, c, dn, mn, out, b0, b1); break;                                 \
+                    case 6: row(x, K, N, m0, 6, c, dn, mn, out, b0, b1); break;                                 \
+                    case 7: row(x, K, N, m0, 7, c, dn, mn, out, b0, b1); break;                                 \
+                    default: row(x, K, N, m0, 8, c, dn, mn, out, b0, b1);                                       \
+                    }                                                                                           \
+                }                                                                                               \
+        }                                                                                                       \
+    } while (0)
 
 /* y (M, N) = x (M, K) · Wᵀ, W q4 (see above); K a multiple of 32 */
 void folio_q4_matmul(const float *x, int64_t M, int64_t K, const uint8_t *codes, const uint16_t *d,
                      const uint16_t *mins, int64_t N, float *y, int threads) {
-    int64_t blocks = K / BLOCK;
-    /* rows of x in tiles inside, output rows across threads outside: each thread reads its part of W once for
-     * every tile; x (a few KB a row) stays in cache */
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t m0 = 0; m0 < M; m0 += TILE) {
-            const uint8_t *c = codes + n * (K / 2);
-            const uint16_t *dn = d + n * blocks, *mn = mins + n * blocks;
-            float *out = y + m0 * N + n;
-            switch (M - m0 < TILE ? M - m0 : TILE) {  /* constant row counts: each tile's sums stay in registers */
-            case 1: q4_row(x, K, N, m0, 1, c, dn, mn, out); break;
-            case 2: q4_row(x, K, N, m0, 2, c, dn, mn, out); break;
-            case 3: q4_row(x, K, N, m0, 3, c, dn, mn, out); break;
-            case 4: q4_row(x, K, N, m0, 4, c, dn, mn, out); break;
-            case 5: q4_row(x, K, N, m0, 5, c, dn, mn, out); break;
-            case 6: q4_row(x, K, N, m0, 6, c, dn, mn, out); break;
-            case 7: q4_row(x, K, N, m0, 7, c, dn, mn, out); break;
-            default: q4_row(x, K, N, m0, 8, c, dn, mn, out);
-            }
-        }
+    MATMUL(q4_row, x, M, K, codes, K / 2, d, mins, N, y, threads);
 }
 
-/* y (M, N) = x (M, K) · Wᵀ, W q8 (see above) */
+/* y (M, N) = x (M, K) · Wᵀ, W q8 (see above); `unused`: q4's minimums (the two functions take the same arguments) */
 void folio_q8_matmul(const float *x, int64_t M, int64_t K, const int8_t *codes, const uint16_t *d,
                      const uint16_t *unused, int64_t N, float *y, int threads) {
-    (void)unused;  /* q4's minimums: the two functions take the same arguments */
-    int64_t blocks = K / BLOCK;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t m0 = 0; m0 < M; m0 += TILE) {
-            const int8_t *c = codes + n * K;
-            const uint16_t *dn = d + n * blocks;
-            float *out = y + m0 * N + n;
-            switch (M - m0 < TILE ? M - m0 : TILE) {
-            case 1: q8_row(x, K, N, m0, 1, c, dn, out); break;
-            case 2: q8_row(x, K, N, m0, 2, c, dn, out); break;
-            case 3: q8_row(x, K, N, m0, 3, c, dn, out); break;
-            case 4: q8_row(x, K, N, m0, 4, c, dn, out); break;
-            case 5: q8_row(x, K, N, m0, 5, c, dn, out); break;
-            case 6: q8_row(x, K, N, m0, 6, c, dn, out); break;
-            case 7: q8_row(x, K, N, m0, 7, c, dn, out); break;
-            default: q8_row(x, K, N, m0, 8, c, dn, out);
-            }
-        }
+    MATMUL(q8_row, x, M, K, codes, K, d, unused, N, y, threads);
 }
 
 /* The weights of rows n0 .. n1 in float32: out (n1 - n0, K). For products of many rows (prefill), where a
