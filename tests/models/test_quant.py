@@ -45,9 +45,9 @@ def _stored(tmp_path, qtype, rows=48, columns=96, seed=0):
 
 def _check_product(layer, reference):
     """The layer's product is F.linear's on its own weight in float32 (the order of additions aside), on 1 to 19
-    rows (the kernel's tiles of 8 rows and what is left of them) and on 30 (a dequantized product), on one thread
-    and two."""
-    for rows in (1, 2, 3, 5, 8, 19, 30):
+    rows (the kernel's tiles of 8 rows and what is left of them), on 30 (more tiles) and on 70 (a dequantized
+    product), on one thread and two."""
+    for rows in (1, 2, 3, 5, 8, 19, 30, 70):
         x = torch.randn(rows, reference.size(1))
         for threads in (1, 2):
             with torch_threads(threads):
@@ -107,13 +107,14 @@ def test_int4_from_float_stays_within_half_a_step_and_joined_layers_compute_the_
     assert QuantizedLinear.cat([layers[0], Int8Linear.from_float(weights[0])]) is None
 
 
-def test_wide_inputs_are_summed_in_passes_over_their_width():
-    """Rows of input wider than the kernel keeps in L1 (8 rows of 1,056 numbers: 33 KB) are summed in passes
-    over K, of unequal blocks where 33 does not divide; each thread adds only to its own outputs."""
+def test_products_in_cache_blocks_cover_every_row_and_column():
+    """The kernels' cache blocking: rows of input wider than they keep in L1 (8 rows of 1,056 numbers: 33 KB)
+    are summed in passes over K (33 blocks: unequal passes), and W is read in chunks of output rows (700 rows:
+    more than one chunk for each of two threads), each thread adding only to its own outputs."""
     torch.manual_seed(0)
-    weight = torch.randn(70, 1056) * 0.1
+    weight = torch.randn(700, 1056) * 0.1
     for layer in (Int4Linear.from_float(weight), Int8Linear.from_float(weight)):
-        for rows in (4, 8, 19):  # one pass, two, four (the kernel's tiles of 8 rows and the rest)
+        for rows in (4, 8, 19):  # one pass; two; tiles of 8, 8 and 3 rows in two passes
             x = torch.randn(rows, 1056)
             for threads in (1, 2):
                 with torch_threads(threads):

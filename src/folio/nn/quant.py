@@ -42,7 +42,8 @@ from folio.runtime import threads
 
 GROUP = 32  # weights in a block (one scale): GGUF's block size
 _CHUNK_ROWS = 1024  # rows quantized at a time: a large matrix is never whole in float32
-GEMM_ROWS = 24  # from this many rows of input, a dequantized float32 product: faster here from 16-32 rows
+GEMM_ROWS = 64  # from this many rows of input, a dequantized float32 product (PyTorch's GEMM): on an AMD EPYC
+# (Zen 3, AVX2) the kernel's tiles of 8 rows were faster below ~100 rows on two threads, ~60 on one
 _GEMM_CHUNK = 4096  # rows of a weight dequantized at a time for it (9 MB of a 576-wide head)
 KINDS = ("int4", "int8")
 
@@ -69,7 +70,7 @@ class QuantizedLinear(nn.Module):
         library = kernels.load() if x.device.type == "cpu" and not x.requires_grad else None
         shape = x.shape
         rows = x.numel() // shape[-1]
-        if library is not None and rows < GEMM_ROWS:  # decoding: the weights read once, in registers
+        if library is not None and rows < GEMM_ROWS:  # decoding, short prompts: weights dequantized in registers
             if not x.is_contiguous():
                 x = x.contiguous()
             y = x.new_empty(*shape[:-1], self.out_features)

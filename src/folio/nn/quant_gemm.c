@@ -6,14 +6,16 @@
  *       d and m (N, K/32) half floats: Q4_1 as stored; Q4_0 (w = d·(q - 8)) is m = -8·d.
  *   q8: codes (N, K) int8, d (N, K/32) half floats: w = d·q (GGUF's Q8_0).
  *
- * A block's weights are dequantized into registers once for up to eight rows of x (batched decoding, prefill),
- * and each row's sums are one fused multiply-add per eight weights.
- * Output rows are shared among `threads` OpenMP threads (torch's own runtime: the same libgomp.so.1).
+ * A block's weights are dequantized into registers once for up to eight rows of x (batched decoding, short
+ * prompts), and each row's sums are one fused multiply-add per eight weights; tiles of x and chunks of W are
+ * sized for the caches (see MATMUL). Output rows are shared among `threads` OpenMP threads (torch's own
+ * runtime: the same libgomp.so.1).
  *
  * Built at first use by folio.nn.kernels with the machine's C compiler (-O3 -march=native); needs AVX2, FMA
  * and F16C, which folio.nn.kernels checks before loading it. */
 
 #include <immintrin.h>
+#include <omp.h>
 #include <stdint.h>
 
 #include "kernels.h"
@@ -89,56 +91,62 @@ static inline __attribute__((always_inline)) void q8_row(const float *x, int64_t
     }
 }
 
-/* Blocks of K per pass over the output rows: the part of x that a pass reads for every output row stays in the
- * 32 KB L1 cache (eight rows of a 1536-wide input are 48 KB: read from L2 for each output row, their products
- * took 40 % longer a block) */
+/* Cache blocking. A tile of x (up to TILE rows) is multiplied by a chunk of W's rows at a time: the tile's part
+ * of x stays in the 32 KB L1 cache across the chunk, and the chunk (N_CHUNK_BYTES of codes and scales) in the
+ * L2 cache across the tiles. Where a tile's rows are wider than PASS_BYTES (eight rows of SmolLM2's 1536-wide
+ * feed-forward output are 48 KB), K is summed in passes: read from L2 for each output row, those products took
+ * 40 % longer a block */
 #define PASS_BYTES (24 * 1024)
+#define N_CHUNK_BYTES (192 * 1024)
 
-static inline int64_t pass_blocks(int64_t M, int64_t K) {
-    int64_t blocks = K / BLOCK, passes = (M * K * (int64_t)sizeof(float) + PASS_BYTES - 1) / PASS_BYTES;
+static inline int64_t pass_blocks(int64_t rows, int64_t K) {
+    int64_t blocks = K / BLOCK, passes = (rows * K * (int64_t)sizeof(float) + PASS_BYTES - 1) / PASS_BYTES;
     passes = passes < 1 ? 1 : passes > blocks ? blocks : passes;
     return (blocks + passes - 1) / passes;
 }
 
-/* y (M, N) = x (M, K) · Wᵀ for `row` (q4_row or q8_row): rows of x in tiles of TILE inside, output rows across
- * threads outside, each thread reading its part of W once a tile; in passes over K (pass_blocks), each thread
- * keeping the same output rows in every pass (the same static schedule), so that only it adds to them */
-#define MATMUL(row, x, M, K, codes, codes_per_row, d, mins, N, y, threads)                                     \
+/* y (M, N) = x (M, K) · Wᵀ for `row` (q4_row or q8_row; `row_bytes`: a row of W's codes and scales). Each thread
+ * takes a contiguous share of the output rows, the same in every pass over K, so that only it adds to them */
+#define MATMUL(row, x, M, K, codes, codes_per_row, d, mins, N, y, threads, row_bytes)                           \
     do {                                                                                                        \
-        int64_t blocks = (K) / BLOCK, step = pass_blocks(M, K);                                                 \
+        int64_t blocks = (K) / BLOCK, step = pass_blocks((M) < TILE ? (M) : TILE, K);                          \
+        int64_t chunk = N_CHUNK_BYTES / (row_bytes) > 8 ? N_CHUNK_BYTES / (row_bytes) : 8;                      \
         _Pragma("omp parallel num_threads(threads) if (threads > 1)")                                          \
-        for (int64_t b0 = 0; b0 < blocks; b0 += step) {                                                         \
-            int64_t b1 = b0 + step < blocks ? b0 + step : blocks;                                               \
-            _Pragma("omp for schedule(static) nowait")                                                          \
-            for (int64_t n = 0; n < (N); n++)                                                                   \
-                for (int64_t m0 = 0; m0 < (M); m0 += TILE) {                                                    \
-                    const uint16_t *dn = (d) + n * blocks, *mn = (mins) ? (mins) + n * blocks : 0;              \
-                    float *out = (y) + m0 * (N) + n;                                                            \
-                    const __typeof__(*(codes)) *c = (codes) + n * (codes_per_row);                              \
-                    switch ((M) - m0 < TILE ? (M) - m0 : TILE) { /* constant row counts: sums in registers */   \
-                    case 1: row(x, K, N, m0, 1, c, dn, mn, out, b0, b1); break;                                 \
-                    case 2: row(x, K, N, m0, 2, c, dn, mn, out, b0, b1); break;                                 \
-                    case 3: row(x, K, N, m0, 3, c, dn, mn, out, b0, b1); break;                                 \
-                    case 4: row(x, K, N, m0, 4, c, dn, mn, out, b0, b1); break;                                 \
-                    case 5: row(x, K, N, m0, 5, c, dn, mn, out, b0, b1); break;                                 \
-                    case 6: row(x, K, N, m0, 6, c, dn, mn, out, b0, b1); break;                                 \
-                    case 7: row(x, K, N, m0, 7, c, dn, mn, out, b0, b1); break;                                 \
-                    default: row(x, K, N, m0, 8, c, dn, mn, out, b0, b1);                                       \
-                    }                                                                                           \
-                }                                                                                               \
+        {                                                                                                       \
+            int t = omp_get_thread_num(), T = omp_get_num_threads();                                            \
+            int64_t first = (N) * t / T, last = (N) * (t + 1) / T;                                              \
+            for (int64_t b0 = 0; b0 < blocks; b0 += step)                                                       \
+                for (int64_t n0 = first; n0 < last; n0 += chunk)                                                \
+                    for (int64_t m0 = 0; m0 < (M); m0 += TILE)                                                  \
+                        for (int64_t n = n0; n < n0 + chunk && n < last; n++) {                                 \
+                            int64_t b1 = b0 + step < blocks ? b0 + step : blocks;                               \
+                            const uint16_t *dn = (d) + n * blocks, *mn = (mins) ? (mins) + n * blocks : 0;      \
+                            float *out = (y) + m0 * (N) + n;                                                    \
+                            const __typeof__(*(codes)) *c = (codes) + n * (codes_per_row);                      \
+                            switch ((M) - m0 < TILE ? (M) - m0 : TILE) { /* constant row counts: registers */   \
+                            case 1: row(x, K, N, m0, 1, c, dn, mn, out, b0, b1); break;                         \
+                            case 2: row(x, K, N, m0, 2, c, dn, mn, out, b0, b1); break;                         \
+                            case 3: row(x, K, N, m0, 3, c, dn, mn, out, b0, b1); break;                         \
+                            case 4: row(x, K, N, m0, 4, c, dn, mn, out, b0, b1); break;                         \
+                            case 5: row(x, K, N, m0, 5, c, dn, mn, out, b0, b1); break;                         \
+                            case 6: row(x, K, N, m0, 6, c, dn, mn, out, b0, b1); break;                         \
+                            case 7: row(x, K, N, m0, 7, c, dn, mn, out, b0, b1); break;                         \
+                            default: row(x, K, N, m0, 8, c, dn, mn, out, b0, b1);                               \
+                            }                                                                                   \
+                        }                                                                                       \
         }                                                                                                       \
     } while (0)
 
 /* y (M, N) = x (M, K) · Wᵀ, W q4 (see above); K a multiple of 32 */
 void folio_q4_matmul(const float *x, int64_t M, int64_t K, const uint8_t *codes, const uint16_t *d,
                      const uint16_t *mins, int64_t N, float *y, int threads) {
-    MATMUL(q4_row, x, M, K, codes, K / 2, d, mins, N, y, threads);
+    MATMUL(q4_row, x, M, K, codes, K / 2, d, mins, N, y, threads, K / 2 + K / 8);
 }
 
 /* y (M, N) = x (M, K) · Wᵀ, W q8 (see above); `unused`: q4's minimums (the two functions take the same arguments) */
 void folio_q8_matmul(const float *x, int64_t M, int64_t K, const int8_t *codes, const uint16_t *d,
                      const uint16_t *unused, int64_t N, float *y, int threads) {
-    MATMUL(q8_row, x, M, K, codes, K, d, unused, N, y, threads);
+    MATMUL(q8_row, x, M, K, codes, K, d, unused, N, y, threads, K + K / 16);
 }
 
 /* The weights of rows n0 .. n1 in float32: out (n1 - n0, K). For products of many rows (prefill), where a
