@@ -97,3 +97,30 @@ def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_passes(prompt):
     assert len(calls) <= 29 and sum(calls) >= len(calls)
     if len(set(greedy[10:])) <= 4:  # a loop: guesses come true
         assert len(calls) < 20
+
+
+def test_greedy_is_argmax_with_ties_infinities_nans_and_strided_rows():
+    """Folio's greedy kernel picks what `argmax` picks: the first of equal largest values, in rows of any length
+    (vector blocks and what is left of them), rows of -inf, rows `ld` apart; a row with a NaN goes to argmax."""
+    from folio.decoding.sampling import greedy
+    from folio.nn import kernels
+
+    torch.manual_seed(0)
+    for width in (1, 7, 8, 33, 49_152 + 5):
+        logits = torch.randn(6, width)
+        logits[1] = float("-inf")
+        logits[2, width // 2:] = logits[2].max() + 1  # ties: the first one
+        logits[3, -1] = 1e9  # the largest in the tail
+        assert torch.equal(greedy(logits), logits.argmax(-1)), width
+        wide = torch.randn(4, width + 16)[:, 3:3 + width]  # rows width + 16 apart
+        assert torch.equal(greedy(wide), wide.argmax(-1))
+    with_nan = torch.randn(3, 100)
+    with_nan[1, 40] = float("nan")
+    assert torch.equal(greedy(with_nan), with_nan.argmax(-1))
+    library = kernels.load()
+    if library is not None:  # the kernel itself refuses the row with a NaN (so greedy asked argmax)
+        out = torch.empty(3, dtype=torch.long)
+        assert library.folio_argmax_rows(with_nan.data_ptr(), 3, 100, 100, out.data_ptr()) == -1
+        out = torch.empty(6, dtype=torch.long)
+        assert library.folio_argmax_rows(logits.data_ptr(), 6, logits.size(1), logits.size(1), out.data_ptr()) == 0
+        assert torch.equal(out, logits.argmax(-1))

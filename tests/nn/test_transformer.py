@@ -310,3 +310,29 @@ def test_rms_norm_by_folios_kernel_matches_pytorchs_and_gradients_still_flow(mon
         assert norm.weight.grad is not None and norm.weight.grad.abs().sum() > 0
     if kernels.load() is not None:  # the rows of each no-gradient call of a width of whole lanes, twice each
         assert calls == [1, 1, 8, 8, 600, 600, 10, 10]
+
+
+def test_fused_swiglu_by_folios_kernel_matches_pytorchs(monkeypatch):
+    """Without gradients, a fused float32 SwiGLU computes silu(gate)·up with Folio's kernel (decode_step.c): the
+    numbers of the unfused layer, for a decoding row, a batch, a prompt, and gates from -100 to 100 (its e^-|g|
+    never overflows); with gradients, PyTorch's ops, and the gradient reaches the inputs."""
+    from folio.nn import kernels
+
+    calls = []
+    if kernels.load() is not None:  # count the kernel's calls (the library object's attribute, as the layer reads it)
+        kernel = kernels.load().folio_swiglu
+        monkeypatch.setattr(kernels.load(), "folio_swiglu", lambda *args: calls.append(args[1]) or kernel(*args))
+    torch.manual_seed(0)
+    for dim, ff, shape in [(16, 32, (1, 1)), (16, 48, (8, 1)), (24, 64, (3, 50))]:
+        layer = SwiGLU(dim, ff)
+        x = torch.randn(*shape, dim) * 3
+        with torch.no_grad():
+            layer.gate.weight[:4] *= 30  # gates far out on both sides
+            expected = layer(x)  # not fused: PyTorch's silu
+            layer.fuse()
+            torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+        x.requires_grad_(True)
+        layer(x).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+    if kernels.load() is not None:  # the rows of each no-gradient fused call
+        assert calls == [1, 8, 150]

@@ -13,7 +13,11 @@
  * heads of a group read their key and value rows together, once from memory.
  *
  * PyTorch's fused CPU kernel is built for many queries: for one it spends ~150 µs on 8 rows, 9 heads and 120
- * keys, this ~60 (reading the cache from memory). Built with quant_gemm.c by folio.nn.kernels. */
+ * keys, this ~60 (reading the cache from memory).
+ *
+ * Greedy choice: the index of each row's largest logit, as argmax.
+ *
+ * Built with quant_gemm.c by folio.nn.kernels. */
 
 #include <immintrin.h>
 #include <math.h>
@@ -173,4 +177,60 @@ int folio_attend_one(const float *q, const float *k, const float *v, const uint8
         free(scores);
     }
     return failed ? -1 : 0;
+}
+
+/* out[m] = the index of the first largest value of row m of x (M, N), rows `ld` apart (a sampler's greedy
+ * choice over a vocabulary's logits: PyTorch's argmax reads them one at a time, ~50 µs for 49,152). Returns 0,
+ * or -1 where a row holds a NaN (PyTorch's argmax picks the NaN: the caller asks it). */
+int folio_argmax_rows(const float *x, int64_t M, int64_t N, int64_t ld, int64_t *out) {
+    for (int64_t m = 0; m < M; m++) {
+        const float *row = x + m * ld;
+        __m256 top[4], nan = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) top[i] = _mm256_set1_ps(-INFINITY);
+        int64_t i = 0;
+        for (; i + 4 * LANES <= N; i += 4 * LANES)
+            for (int j = 0; j < 4; j++) {
+                __m256 v = _mm256_loadu_ps(row + i + j * LANES);
+                top[j] = _mm256_max_ps(top[j], v);
+                nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            }
+        float best = -INFINITY;
+        for (; i < N; i++) {
+            if (row[i] != row[i]) return -1;
+            best = row[i] > best ? row[i] : best;
+        }
+        if (_mm256_movemask_ps(nan)) return -1;
+        __m256 t = _mm256_max_ps(_mm256_max_ps(top[0], top[1]), _mm256_max_ps(top[2], top[3]));
+        float lanes[LANES];
+        _mm256_storeu_ps(lanes, t);
+        for (int j = 0; j < LANES; j++) best = lanes[j] > best ? lanes[j] : best;
+        const __m256 target = _mm256_set1_ps(best);
+        int64_t at = -1;
+        for (i = 0; i + LANES <= N && at < 0; i += LANES) {
+            int hits = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + i), target, _CMP_EQ_OQ));
+            if (hits) at = i + __builtin_ctz(hits);
+        }
+        for (; at < 0 && i < N; i++)
+            if (row[i] == best) at = i;
+        out[m] = at;
+    }
+    return 0;
+}
+
+/* out (M, F) = silu(gate) · up, where each row of gu (M, 2F) holds the gate then the up projection (a fused
+ * product's output; F a multiple of 8): Llama's gated feed-forward between its two products. silu(g) =
+ * g / (1 + e^-g), computed as g·s / (1 + t) with t = e^-|g| ≤ 1 (s = 1 for g ≥ 0, else t): no overflow. */
+void folio_swiglu(const float *gu, int64_t M, int64_t F, float *out) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (int64_t m = 0; m < M; m++) {
+        const float *g = gu + m * 2 * F, *u = g + F;
+        float *o = out + m * F;
+        for (int64_t j = 0; j < F; j += LANES) {
+            __m256 x = _mm256_loadu_ps(g + j);
+            __m256 t = exp_nonpositive(_mm256_or_ps(x, sign));  /* e^-|x| */
+            __m256 s = _mm256_blendv_ps(one, t, x);            /* x's sign bit set: t */
+            __m256 silu = _mm256_div_ps(_mm256_mul_ps(x, s), _mm256_add_ps(one, t));
+            _mm256_storeu_ps(o + j, _mm256_mul_ps(silu, _mm256_loadu_ps(u + j)));
+        }
+    }
 }

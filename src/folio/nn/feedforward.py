@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
+from folio.nn import kernels
 from folio.nn.fused import fused_linear, fused_path
 
 
@@ -48,6 +50,13 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if fused_path(self.gate_up, self.gate):
-            gate, up = self.gate_up(x).chunk(2, dim=-1)  # (B, T, ff_dim) each
+            gate_up = self.gate_up(x)  # (B, T, 2 ff_dim): the gate, then up
+            if gate_up.dtype == torch.float32 and gate_up.device.type == "cpu" and gate_up.is_contiguous() and \
+                    gate_up.size(-1) % 16 == 0 and not (torch.is_grad_enabled() and gate_up.requires_grad) and \
+                    (library := kernels.load()) is not None:  # Folio's kernel: one pass, not a split and two ops
+                out = gate_up.new_empty(*gate_up.shape[:-1], gate_up.size(-1) // 2)
+                library.folio_swiglu(gate_up.data_ptr(), gate_up.numel() // gate_up.size(-1), out.size(-1), out.data_ptr())
+                return self.down(self.dropout(out))
+            gate, up = gate_up.chunk(2, dim=-1)  # (B, T, ff_dim) each
             return self.down(self.dropout(F.silu(gate) * up))
         return self.down(self.dropout(F.silu(self.gate(x)) * self.up(x)))  # (B, T, ff_dim) inside

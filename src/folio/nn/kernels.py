@@ -1,6 +1,7 @@
 """Folio's own CPU kernels, built at first use with the machine's C compiler and loaded through ctypes:
 `quant_gemm.c` (block-quantized weights times float32 activations) and `decode_step.c` (a decoding step's small
-operations: RMSNorm, and attention with one query per head over a key/value cache).
+operations: RMSNorm, attention with one query per head over a key/value cache, the gated feed-forward's
+silu(gate)·up, and greedy choices).
 
 The C files are compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
 cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
@@ -82,6 +83,10 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     library.folio_attend_one.restype = ctypes.c_int
     library.folio_rms_norm.argtypes = [pointer, size, size, pointer, ctypes.c_float, pointer, ctypes.c_int]  # x M N w eps y
     library.folio_rms_norm.restype = None
+    library.folio_argmax_rows.argtypes = [pointer, size, size, size, pointer]  # x M N row-stride out → 0, or -1
+    library.folio_argmax_rows.restype = ctypes.c_int
+    library.folio_swiglu.argtypes = [pointer, size, size, pointer]  # gate|up (M, 2F), M, F, out (M, F)
+    library.folio_swiglu.restype = None
     return library, ""
 
 
