@@ -336,3 +336,35 @@ def test_fused_swiglu_by_folios_kernel_matches_pytorchs(monkeypatch):
         assert x.grad is not None and x.grad.abs().sum() > 0
     if kernels.load() is not None:  # the rows of each no-gradient fused call
         assert calls == [1, 8, 150]
+
+
+def test_rotary_positions_by_folios_kernel_match_pytorchs(monkeypatch):
+    """Without gradients, float32 rotary positions of (B, H, T, d) heads run Folio's kernel (decode_step.c): the
+    numbers of RotaryEmbedding's own arithmetic, for a prompt, a decoding step after a cache, a view of a fused
+    projection's heads (strided) and per-row positions of a batch; head sizes that are not a multiple of 16 and
+    gradients take PyTorch's ops (and the gradient flows)."""
+    from folio.nn import kernels
+
+    calls = []
+    if kernels.load() is not None:  # count the kernel's calls (the library object's attribute, as the layer reads it)
+        kernel = kernels.load().folio_rope
+        monkeypatch.setattr(kernels.load(), "folio_rope", lambda *args: calls.append(args[1:5]) or kernel(*args))
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(head_dim=32, max_len=64)
+    fused = torch.randn(3, 5, 4 * 32).view(3, 5, 4, 32).transpose(1, 2)  # (B, heads, T, d) over (B, T, heads·d)
+    rows = torch.tensor([[7], [0], [40]])  # each row's own position
+    cases = [(torch.randn(2, 4, 6, 32), 0), (torch.randn(2, 4, 1, 32), 9), (fused, 3),
+             (torch.randn(3, 2, 1, 32), rows), (fused[:, :3], 0)]
+    for x, offset in cases:
+        cos, sin = rope._rows(offset, x.size(-2), x.dtype)
+        expected = x * cos + x.roll(16, dims=-1) * sin
+        with torch.no_grad():
+            torch.testing.assert_close(rope(x, offset), expected, atol=1e-6, rtol=1e-6)
+    odd = RotaryEmbedding(head_dim=8, max_len=8)
+    with torch.no_grad():
+        odd(torch.randn(1, 2, 3, 8), 1)  # PyTorch's ops
+    x = torch.randn(2, 4, 6, 32, requires_grad=True)
+    rope(x, 2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    if kernels.load() is not None:  # (B, H, T, d) of each no-gradient call with whole vector lanes
+        assert calls == [(2, 4, 6, 32), (2, 4, 1, 32), (3, 4, 5, 32), (3, 2, 1, 32), (3, 3, 5, 32)]

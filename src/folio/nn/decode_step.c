@@ -234,3 +234,25 @@ void folio_swiglu(const float *gu, int64_t M, int64_t F, float *out) {
         }
     }
 }
+
+/* Rotary positions: out (B, H, T, D) = x·cos + (-x₂, x₁)·sin, where sin is the table's signed rows (-sin, sin),
+ * so out[i] = x[i]·cos[i] + x[i ± D/2]·sin[i] (RotaryEmbedding's own arithmetic: two products and a sum). x is a
+ * view with any strides over (B, H, T) and D contiguous (the query and key heads of a fused projection); cos
+ * and sin rows are `ct` apart over T and `cb` over B (0: the same positions for every row); D a multiple of 16 */
+void folio_rope(const float *x, int64_t B, int64_t H, int64_t T, int64_t D, int64_t xb, int64_t xh, int64_t xt,
+                const float *cos, const float *sin, int64_t cb, int64_t ct, float *out) {
+    int64_t half = D / 2;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t t = 0; t < T; t++) {
+                const float *row = x + b * xb + h * xh + t * xt, *c = cos + b * cb + t * ct, *s = sin + b * cb + t * ct;
+                float *o = out + ((b * H + h) * T + t) * D;
+                for (int64_t i = 0; i < half; i += LANES) {
+                    __m256 low = _mm256_loadu_ps(row + i), high = _mm256_loadu_ps(row + half + i);
+                    _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(low, _mm256_loadu_ps(c + i)),
+                                                          _mm256_mul_ps(high, _mm256_loadu_ps(s + i))));
+                    _mm256_storeu_ps(o + half + i, _mm256_add_ps(_mm256_mul_ps(high, _mm256_loadu_ps(c + half + i)),
+                                                                 _mm256_mul_ps(low, _mm256_loadu_ps(s + half + i))));
+                }
+            }
+}

@@ -1,7 +1,7 @@
 """Folio's own CPU kernels, built at first use with the machine's C compiler and loaded through ctypes:
 `quant_gemm.c` (block-quantized weights times float32 activations) and `decode_step.c` (a decoding step's small
-operations: RMSNorm, attention with one query per head over a key/value cache, the gated feed-forward's
-silu(gate)·up, and greedy choices).
+operations: RMSNorm, rotary positions, attention with one query per head over a key/value cache, the gated
+feed-forward's silu(gate)·up, and greedy choices).
 
 The C files are compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
 cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
@@ -87,6 +87,9 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     library.folio_argmax_rows.restype = ctypes.c_int
     library.folio_swiglu.argtypes = [pointer, size, size, pointer]  # gate|up (M, 2F), M, F, out (M, F)
     library.folio_swiglu.restype = None
+    # (x, B, H, T, D, x strides ×3, cos, sin, cos/sin strides over B and T, out)
+    library.folio_rope.argtypes = [pointer] + [size] * 7 + [pointer, pointer, size, size, pointer]
+    library.folio_rope.restype = None
     return library, ""
 
 
