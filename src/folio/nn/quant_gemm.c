@@ -15,13 +15,17 @@
  * and F16C, which folio.nn.kernels checks before loading it. */
 
 #include <immintrin.h>
-#include <omp.h>
 #include <stdint.h>
 
 #include "kernels.h"
 
 #define BLOCK 32
 #define TILE 8
+
+/* OpenMP's runtime (libgomp, linked with -fopenmp), declared here rather than through omp.h, which not every
+ * compiler install ships */
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
 
 static inline float half(uint16_t h) { return _cvtsh_ss(h); }
 
