@@ -68,8 +68,8 @@ def add_routes(app: FastAPI, pick: Pick) -> None:
         # unknown characters fail here, as a 422, before the stream starts (in a worker: tokenizing is model work)
         await asyncio.to_thread(encode, served.model.vocab, body.prompt)
         if not body.stream:  # stream_text ends the generation at its next step once the client has gone
-            generated = "".join([piece async for piece, _ in stream_text(served, body.prompt, options, request,
-                                                                                 whole=True)])
+            pieces = stream_text(served, body.prompt, options, request, whole=True)
+            generated = "".join([piece async for piece, _ in pieces])
             result = {"model": served.name, "text": generated}
             return {**result, "reason": "shutdown"} if request.app.state.shutdown.is_set() else result
         return StreamingResponse(_event_stream(served, body.prompt, options, request),
