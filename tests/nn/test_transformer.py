@@ -285,16 +285,25 @@ def test_one_query_attention_takes_pytorchs_kernel_for_what_folios_does_not_take
     assert _one_query_kernel(q.double(), k.double(), v.double(), None) is None
 
 
+def _kernel_calls(monkeypatch, function: str, pick) -> list:
+    """What `pick(args)` gives for each call of the kernels' `function` from now on (the library object's attribute,
+    as the layers read it); stays empty where there are no kernels."""
+    from folio.nn import kernels
+
+    calls, library = [], kernels.load()
+    if library is not None:
+        kernel = getattr(library, function)
+        monkeypatch.setattr(library, function, lambda *args: calls.append(pick(args)) or kernel(*args))
+    return calls
+
+
 def test_rms_norm_by_folios_kernel_matches_pytorchs_and_gradients_still_flow(monkeypatch):
     """Without gradients, float32 RMSNorm runs Folio's kernel (decode_step.c): PyTorch's numbers for one row, a
     batch of decoding rows, a prompt (rows shared among threads) and a non-contiguous input; widths that are not
     a multiple of its eight lanes go to PyTorch. With gradients, PyTorch's, and the gradient reaches the weight."""
     from folio.nn import kernels
 
-    calls = []
-    if kernels.load() is not None:  # count the kernel's calls (the library object's attribute, as the layer reads it)
-        kernel = kernels.load().folio_rms_norm
-        monkeypatch.setattr(kernels.load(), "folio_rms_norm", lambda *args: calls.append(args[1]) or kernel(*args))
+    calls = _kernel_calls(monkeypatch, "folio_rms_norm", lambda args: args[1])
     generator = torch.Generator().manual_seed(0)
     for width, shape in [(576, (1, 1)), (576, (8, 1)), (64, (3, 200)), (24, (2, 5)), (12, (2, 5))]:
         norm = RMSNorm(width, eps=1e-5)
@@ -318,10 +327,7 @@ def test_fused_swiglu_by_folios_kernel_matches_pytorchs(monkeypatch):
     never overflows); with gradients, PyTorch's ops, and the gradient reaches the inputs."""
     from folio.nn import kernels
 
-    calls = []
-    if kernels.load() is not None:  # count the kernel's calls (the library object's attribute, as the layer reads it)
-        kernel = kernels.load().folio_swiglu
-        monkeypatch.setattr(kernels.load(), "folio_swiglu", lambda *args: calls.append(args[1]) or kernel(*args))
+    calls = _kernel_calls(monkeypatch, "folio_swiglu", lambda args: args[1])
     torch.manual_seed(0)
     for dim, ff, shape in [(16, 32, (1, 1)), (16, 48, (8, 1)), (24, 64, (3, 50))]:
         layer = SwiGLU(dim, ff)
@@ -345,10 +351,7 @@ def test_rotary_positions_by_folios_kernel_match_pytorchs(monkeypatch):
     gradients take PyTorch's ops (and the gradient flows)."""
     from folio.nn import kernels
 
-    calls = []
-    if kernels.load() is not None:  # count the kernel's calls (the library object's attribute, as the layer reads it)
-        kernel = kernels.load().folio_rope
-        monkeypatch.setattr(kernels.load(), "folio_rope", lambda *args: calls.append(args[1:5]) or kernel(*args))
+    calls = _kernel_calls(monkeypatch, "folio_rope", lambda args: args[1:5])
     torch.manual_seed(0)
     rope = RotaryEmbedding(head_dim=32, max_len=64)
     fused = torch.randn(3, 5, 4 * 32).view(3, 5, 4, 32).transpose(1, 2)  # (B, heads, T, d) over (B, T, heads·d)

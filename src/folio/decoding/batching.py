@@ -122,7 +122,7 @@ class ContinuousBatcher:
             while True:
                 with self._wake:
                     while not self._pending and not rows and not self._closed:
-                        torch.set_num_threads(base_threads)
+                        _use_threads(base_threads)
                         self._wake.wait()
                     if self._closed:
                         for row in [*rows, *self._pending]:

@@ -47,13 +47,11 @@ def greedy(logits: Tensor) -> Tensor:
     """The index of each row's largest logit (N, V) → (N,): `argmax`'s (the first of equal largest; a NaN where
     a row holds one). On the CPU in float32, Folio's kernel (PyTorch's argmax reads a row of a large vocabulary
     one value at a time: ~50 µs for 49,152)."""
-    if logits.dim() == 2 and logits.dtype == torch.float32 and logits.device.type == "cpu" and logits.stride(-1) == 1 \
-            and logits.size(-1) > 0:
-        library = kernels.load()
-        if library is not None:
-            out = torch.empty(logits.size(0), dtype=torch.long)
-            if library.folio_argmax_rows(logits.data_ptr(), *logits.shape, logits.stride(0), out.data_ptr()) == 0:
-                return out
+    if logits.dim() == 2 and logits.stride(-1) == 1 and logits.size(-1) > 0 and \
+            (library := kernels.for_inputs(logits)) is not None:
+        out = torch.empty(logits.size(0), dtype=torch.long)
+        if library.folio_argmax_rows(logits.data_ptr(), *logits.shape, logits.stride(0), out.data_ptr()) == 0:
+            return out
     return logits.argmax(-1)
 
 

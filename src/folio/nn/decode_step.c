@@ -186,7 +186,7 @@ int folio_argmax_rows(const float *x, int64_t M, int64_t N, int64_t ld, int64_t 
     for (int64_t m = 0; m < M; m++) {
         const float *row = x + m * ld;
         __m256 top[4], nan = _mm256_setzero_ps();
-        for (int i = 0; i < 4; i++) top[i] = _mm256_set1_ps(-INFINITY);
+        for (int j = 0; j < 4; j++) top[j] = _mm256_set1_ps(-INFINITY);
         int64_t i = 0;
         for (; i + 4 * LANES <= N; i += 4 * LANES)
             for (int j = 0; j < 4; j++) {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -51,9 +50,8 @@ class SwiGLU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if fused_path(self.gate_up, self.gate):
             gate_up = self.gate_up(x)  # (B, T, 2 ff_dim): the gate, then up
-            if gate_up.dtype == torch.float32 and gate_up.device.type == "cpu" and gate_up.is_contiguous() and \
-                    gate_up.size(-1) % 16 == 0 and not (torch.is_grad_enabled() and gate_up.requires_grad) and \
-                    (library := kernels.load()) is not None:  # Folio's kernel: one pass, not a split and two ops
+            if gate_up.is_contiguous() and gate_up.size(-1) % 16 == 0 and \
+                    (library := kernels.for_inputs(gate_up)) is not None:  # Folio's kernel: one pass, not a split and two ops
                 out = gate_up.new_empty(*gate_up.shape[:-1], gate_up.size(-1) // 2)
                 library.folio_swiglu(gate_up.data_ptr(), gate_up.numel() // gate_up.size(-1), out.size(-1), out.data_ptr())
                 return self.down(self.dropout(out))

@@ -120,6 +120,17 @@ def load() -> ctypes.CDLL | None:
     return _build()[0]
 
 
+def for_inputs(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """The library for a kernel that reads these tensors: float32, on the CPU, none of them wanting a gradient
+    (a ctypes call has no backward). None otherwise, or where `load()` gives none: the caller takes its PyTorch
+    path."""
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu" or (grad and t.requires_grad):
+            return None
+    return load()
+
+
 def available() -> tuple[bool, str]:
     """(whether Folio's kernels run on this machine, why not)."""
     library, reason = _build()

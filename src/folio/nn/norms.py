@@ -21,9 +21,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32 == self.weight.dtype and x.device.type == "cpu" and x.size(-1) % 8 == 0 and \
-                not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)) and \
-                (library := kernels.load()) is not None:
+        if x.size(-1) % 8 == 0 and (library := kernels.for_inputs(x, self.weight)) is not None:
             # Folio's kernel (`decode_step.c`): PyTorch's CPU rms_norm is six operations, ~15-35 µs for one row,
             # ~2 % of a decoding step of a 30-layer model over its 61 norms
             if not x.is_contiguous():

@@ -86,9 +86,9 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         cos, sin = self._rows(offset, x.size(-2), x.dtype)
-        if x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu" and x.stride(-1) == 1 and \
-                x.size(-1) % 16 == 0 and cos.stride() == sin.stride() and cos.stride(-1) == 1 and \
-                not (torch.is_grad_enabled() and x.requires_grad) and (library := kernels.load()) is not None:  # Folio's kernel (decode_step.c): one pass, not five ops
+        if x.dim() == 4 and x.stride(-1) == 1 and x.size(-1) % 16 == 0 and cos.stride() == sin.stride() and \
+                cos.stride(-1) == 1 and (library := kernels.for_inputs(x, cos, sin)) is not None:
+            # Folio's kernel (decode_step.c): one pass, not five operations
             out = x.new_empty(x.shape)
             library.folio_rope(x.data_ptr(), *x.shape, *x.stride()[:3], cos.data_ptr(), sin.data_ptr(),
                                cos.stride(0) if cos.dim() == 4 else 0, cos.stride(-2), out.data_ptr())

@@ -29,6 +29,15 @@ int omp_get_num_threads(void);
 
 static inline float half(uint16_t h) { return _cvtsh_ss(h); }
 
+/* y[r·ldy] = the sum of row r's accumulators: the first pass over K (b0 = 0) writes y, the others add to it */
+static inline __attribute__((always_inline)) void store_sums(__m256 acc[][4], int rows, int64_t ldy, int64_t b0,
+                                                             float *y) {
+    for (int r = 0; r < rows; r++) {
+        float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
+        y[r * ldy] = b0 ? y[r * ldy] + sum : sum;
+    }
+}
+
 /* acc[r][·] += x·w over a block (p: the row's 32 inputs). A fused multiply-add waits ~5 cycles for its sum: one
  * or two rows split their sums four ways, three or four rows two ways, so that the adds do not wait on each
  * other; more rows (a constant after inlining) interleave on their own */
@@ -63,10 +72,7 @@ static inline __attribute__((always_inline)) void q4_row(const float *x, int64_t
             ACCUMULATE(r, p, w0, w1, w2, w3);
         }
     }
-    for (int r = 0; r < rows; r++) {  /* the first pass over K writes y, the others add to it */
-        float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
-        y[r * ldy] = b0 ? y[r * ldy] + sum : sum;
-    }
+    store_sums(acc, rows, ldy, b0, y);
 }
 
 static inline __attribute__((always_inline)) void q8_row(const float *x, int64_t K, int64_t ldy, int64_t m0,
@@ -89,10 +95,7 @@ static inline __attribute__((always_inline)) void q8_row(const float *x, int64_t
             ACCUMULATE(r, p, w0, w1, w2, w3);
         }
     }
-    for (int r = 0; r < rows; r++) {  /* the first pass over K writes y, the others add to it */
-        float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
-        y[r * ldy] = b0 ? y[r * ldy] + sum : sum;
-    }
+    store_sums(acc, rows, ldy, b0, y);
 }
 
 /* Cache blocking. A tile of x (up to TILE rows) is multiplied by a chunk of W's rows at a time: the tile's part
@@ -119,11 +122,11 @@ static inline int64_t pass_blocks(int64_t rows, int64_t K) {
         {                                                                                                       \
             int t = omp_get_thread_num(), T = omp_get_num_threads();                                            \
             int64_t first = (N) * t / T, last = (N) * (t + 1) / T;                                              \
-            for (int64_t b0 = 0; b0 < blocks; b0 += step)                                                       \
+            for (int64_t b0 = 0; b0 < blocks; b0 += step) {                                                     \
+                int64_t b1 = b0 + step < blocks ? b0 + step : blocks;                                           \
                 for (int64_t n0 = first; n0 < last; n0 += chunk)                                                \
                     for (int64_t m0 = 0; m0 < (M); m0 += TILE)                                                  \
                         for (int64_t n = n0; n < n0 + chunk && n < last; n++) {                                 \
-                            int64_t b1 = b0 + step < blocks ? b0 + step : blocks;                               \
                             const uint16_t *dn = (d) + n * blocks, *mn = (mins) ? (mins) + n * blocks : 0;      \
                             float *out = (y) + m0 * (N) + n;                                                    \
                             const __typeof__(*(codes)) *c = (codes) + n * (codes_per_row);                      \
@@ -138,6 +141,7 @@ static inline int64_t pass_blocks(int64_t rows, int64_t K) {
                             default: row(x, K, N, m0, 8, c, dn, mn, out, b0, b1);                               \
                             }                                                                                   \
                         }                                                                                       \
+            }                                                                                                   \
         }                                                                                                       \
     } while (0)
 
