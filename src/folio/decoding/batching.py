@@ -35,6 +35,7 @@ from torch import Tensor
 
 from folio.decoding.sampling import check_sampling_options, sample_next
 from folio.errors import ConfigError
+from folio.nn import kernels
 
 
 @dataclass(eq=False)
@@ -91,7 +92,8 @@ class ContinuousBatcher:
         self._worker: threading.Thread | None = None
 
     def submit(self, sequence: Sequence) -> Sequence:
-        """Queue `sequence` for the next step; returns it (to `cancel()`)."""
+        """Queue `sequence` for the next step; returns it (to `cancel()`). The calling thread's OpenMP workers
+        are let go (`kernels.release_workers`): the batcher's thread does the model's parallel work from here."""
         check_sampling_options(sequence.temperature, sequence.top_k, sequence.top_p)
         if sequence.max_new_tokens < 1 or sequence.ids.dim() != 1 or not len(sequence.ids):
             raise ConfigError(f"a sequence needs a prompt of at least one token and max_new_tokens >= 1, got "
@@ -104,6 +106,7 @@ class ContinuousBatcher:
                 self._worker = threading.Thread(target=self._run, name="folio-batcher", daemon=True)
                 self._worker.start()
             self._wake.notify()
+        kernels.release_workers()
         return sequence
 
     def close(self) -> None:
@@ -123,6 +126,7 @@ class ContinuousBatcher:
                 with self._wake:
                     while not self._pending and not rows and not self._closed:
                         _use_threads(base_threads)
+                        kernels.release_workers()  # idle: its OpenMP workers would slow other threads' regions
                         self._wake.wait()
                     if self._closed:
                         for row in [*rows, *self._pending]:

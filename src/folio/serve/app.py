@@ -22,12 +22,14 @@ with a one-line body, the traceback in the server's log only, and the client's c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from folio.errors import CheckpointError, FolioError
-from folio.runtime import threads
+from folio.nn import kernels
 from folio.serve.api import ServedModel
 from folio.serve.openai import MODELS, OPENAI_ERRORS, OpenAIError, is_openai_path
 from folio.serve.page import build_page, registered_tabs
@@ -237,19 +239,17 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown:
     """
     models: dict[str, ServedModel] = {}
     for spec in specs:
-        # on one thread: the requests run the models in worker threads, and each thread that runs an OpenMP
-        # region keeps a team of its own; a second team (the loading thread's) makes libgomp's workers stop
-        # spinning between regions, and SmolLM2's 8-row batched step took 58-68 ms in the batcher's thread
-        # against 40 ms without it
-        with threads(1):
-            served = load_model(spec, dtype)
+        served = load_model(spec, dtype)
         if served.name in models:
             raise CheckpointError(f"two models are named {served.name!r}: name them with --model NAME=DIR")
         models[served.name] = served
     if not models:
         raise CheckpointError("no model to serve: give at least one --model DIR")
+    # the models run in other threads from here on: the loading thread's OpenMP workers, left idle, would slow
+    # their parallel work (see `release_workers`)
+    kernels.release_workers()
 
-    app = FolioApp(max_body_bytes, title="Folio", version=__version__,
+    app = FolioApp(max_body_bytes, title="Folio", version=__version__, lifespan=_worker_threads,
                    description="Text generation, classification, translation and image captioning with Folio's models.")
 
     def pick(name: str | None, task: str) -> ServedModel:
@@ -306,6 +306,30 @@ def create_app(specs: list[str], max_body_bytes: int = MAX_BODY_BYTES, shutdown:
     app.state.models = models
     app.state.shutdown = shutdown or threading.Event()
     return app
+
+
+@contextlib.asynccontextmanager
+async def _worker_threads(app: FastAPI):
+    """For the server's life, the event loop's worker threads (`asyncio.to_thread`: the requests' model work) are
+    `WorkerThreads`."""
+    asyncio.get_running_loop().set_default_executor(WorkerThreads(thread_name_prefix="folio-worker"))
+    yield
+
+
+class WorkerThreads(ThreadPoolExecutor):
+    """A thread pool whose threads let their OpenMP workers go after each job (`kernels.release_workers`): a
+    thread that ran a classifier keeps waiting for the next job, and its idle workers would slow the parallel
+    work of every other thread, a language model's batcher among them."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(_then_release_workers, fn, *args, **kwargs)
+
+
+def _then_release_workers(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        kernels.release_workers()
 
 
 class FolioApp(FastAPI):
