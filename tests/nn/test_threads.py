@@ -1,4 +1,5 @@
-"""OpenMP workers let go (`folio.nn.kernels.release_workers`): libgomp keeps a pool of workers for every thread
+"""Threads: the faster of one thread and all of them for one stream's steps (`folio.runtime.on_faster_threads`),
+and OpenMP workers let go (`folio.nn.kernels.release_workers`): libgomp keeps a pool of workers for every thread
 that ran a parallel region, and once they outnumber the CPUs none of them spin-waits between regions any more
 (a batched SmolLM2 step took 42 ms instead of 28 on 2 CPUs). A thread done with parallel work lets its pool go:
 the thread that hands a generation to a batcher, a batcher with nothing to do, a server's worker thread after
@@ -9,11 +10,38 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from folio.nn import kernels
+from folio.runtime import on_faster_threads, threads
+
+
+@pytest.mark.parametrize("faster", [1, 2])
+def test_one_streams_steps_run_on_the_faster_thread_count_and_hand_over_the_callers(faster):
+    """Steps whose cost depends on the thread count they run on (the slower one waits 50 ms, the faster 1 ms):
+    after one untimed item and three timed steps on each count, alternating, all the rest run on the faster;
+    the caller's own setting is back at every item."""
+    ran = []
+
+    def steps():
+        for _ in range(12):
+            count = torch.get_num_threads()
+            ran.append(count)
+            threading.Event().wait(0.001 if count == faster else 0.05)
+            yield count
+
+    with threads(3):  # the caller's setting: neither of the two counts timed
+        handed = []
+        for _ in on_faster_threads(steps(), 2):
+            handed.append(torch.get_num_threads())
+    assert handed == [3] * 12
+    assert ran[:7] == [3, 1, 2, 1, 2, 1, 2]
+    assert ran[7:] == [faster] * 5
+    assert list(on_faster_threads(iter([]), 2)) == []
 
 SCRIPT = """
 import json, os, sys, threading, torch
