@@ -98,25 +98,51 @@ def threads(count: int | None):
         torch.set_num_threads(previous)
 
 
-def on_faster_threads(steps: Iterator[T], most: int, trials: int = 3) -> Iterator[T]:
-    """`steps` (a generator whose every item after the first costs one like step: a stream's tokens, the first
-    sampled from the prompt's logits) run on the faster of one intra-op thread and `most`, found by timing them:
-    after the first item, steps alternate between the two until each ran `trials` of them, then the one with
-    the shorter best step runs the rest. The setting is the caller's again at each item handed over.
+class FasterThreads:
+    """Which of one intra-op thread and `most` runs like steps faster (a stream's tokens), found by timing them:
+    the steps alternate between the two (`count()` says which runs next, `record` takes how long it took) until
+    each ran `trials`, then the one with the shorter best step runs the next `hold`, and the timing starts over
+    (the machine's load changes).
 
     Neither is faster everywhere: one stream of SmolLM2 (int4) took 15.8 ms a token on two threads against 21.6
     on one of a quiet 2-CPU machine, and 33.5 ms (median) against 22.2 while another process kept a CPU busy
     (two threads then wait on each other at every product)."""
-    counts = (1, most) if most > 1 else (1,)
-    best, runs = dict.fromkeys(counts, math.inf), dict.fromkeys(counts, 0)
-    outside = torch.get_num_threads()
+
+    def __init__(self, most: int, trials: int = 3, hold: int = 256):
+        self.counts = (1, most) if most > 1 else (1,)
+        self.trials, self.hold = trials, hold
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self.best, self.runs = dict.fromkeys(self.counts, math.inf), dict.fromkeys(self.counts, 0)
+
+    def count(self) -> int:
+        untried = [count for count in self.counts if self.runs[count] < self.trials]
+        if untried:
+            return min(untried, key=self.runs.get)
+        chosen = min(self.counts, key=self.best.get)
+        if self.runs[chosen] >= self.trials + self.hold:
+            self._start_over()
+            return self.count()
+        return chosen
+
+    def record(self, count: int, seconds: float) -> None:
+        self.runs[count] += 1
+        self.best[count] = min(self.best[count], seconds)
+
+
+def on_faster_threads(steps: Iterator[T], most: int, trials: int = 3) -> Iterator[T]:
+    """`steps` (a generator whose every item after the first costs one like step: a stream's tokens, the first
+    sampled from the prompt's logits) run on the faster of one intra-op thread and `most` (`FasterThreads`); the
+    first item is not timed (it may cost no step, or one that warms up). The setting is the caller's again at
+    each item handed over."""
+    choice, outside = FasterThreads(most, trials), torch.get_num_threads()
     try:
-        yield next(steps)  # (untimed: it may cost no step, or one that warms up)
+        yield next(steps)
     except StopIteration:
         return
     while True:
-        untried = [count for count in counts if runs[count] < trials]
-        count = min(untried, key=runs.get) if untried else min(counts, key=best.get)
+        count = choice.count()
         torch.set_num_threads(count)
         start = time.perf_counter()
         try:
@@ -125,8 +151,7 @@ def on_faster_threads(steps: Iterator[T], most: int, trials: int = 3) -> Iterato
             return
         finally:
             torch.set_num_threads(outside)
-        runs[count] += 1
-        best[count] = min(best[count], time.perf_counter() - start)
+        choice.record(count, time.perf_counter() - start)
         yield item
 
 

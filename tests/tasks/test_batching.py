@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from folio.decoding.batching import ContinuousBatcher, Sequence
 from folio.models.gpt import GPT, GPTConfig
 from folio.models.rnn_lm import RNNLanguageModel, RNNLMConfig
+from folio.runtime import FasterThreads
 from folio.tasks.lm import LanguageModel
 from folio.tasks.lm.batching import BatchedGenerator
 from folio.tokenizers import CharTokenizer
@@ -145,6 +147,27 @@ def test_a_cancelled_request_frees_its_row_for_a_waiting_one():
     assert recorder.reason("long") == "cancelled" and len(recorder.text("long")) <= 4
     assert recorder.index("waiting") > recorder.index("long", first=False)  # it started once the row was free
     assert recorder.text("waiting") == _solo(lm, "the", 20, GREEDY) and recorder.reason("waiting") == "length"
+
+
+def test_a_lone_rows_steps_are_timed_on_one_thread_and_on_all_and_only_steps_that_ran_the_model():
+    """A `FasterThreads` for one row (what `BatchedGenerator` gives a large model): the steps alternate between
+    one thread and two until each ran three, and the step where the row ends (no model call) is not timed."""
+    lm = LanguageModel(_char_model("rope").eval(), VOCAB)
+    lone, seen, ended = FasterThreads(2), [], threading.Event()
+    batcher = ContinuousBatcher(lm.model, threads=lambda rows: lone if rows == 1 else None)
+
+    def on_token(token: int) -> bool:  # in the batcher's thread, on the setting of the step being sampled
+        seen.append(torch.get_num_threads())
+        return False
+
+    try:
+        batcher.submit(Sequence(torch.tensor(VOCAB.encode("the")), 10, on_token, lambda reason, error: ended.set(),
+                                top_k=1))
+        assert ended.wait(WAIT)
+    finally:
+        batcher.close()
+    assert seen[:6] == [1, 2, 1, 2, 1, 2] and len(seen) == 10
+    assert sum(lone.runs.values()) == 9 and min(lone.runs.values()) >= 3  # ten tokens, nine model steps
 
 
 def test_each_request_stops_at_its_own_stop_strings():

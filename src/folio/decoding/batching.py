@@ -26,6 +26,7 @@ read one at a time, so that a bad prompt fails its own request alone.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from torch import Tensor
 from folio.decoding.sampling import check_sampling_options, sample_next
 from folio.errors import ConfigError
 from folio.nn import kernels
+from folio.runtime import FasterThreads
 
 
 @dataclass(eq=False)
@@ -78,10 +80,11 @@ class Sequence:
 class ContinuousBatcher:
     """Generates the submitted sequences together, one token of each per step of `model`, with at most
     `max_batch` rows (later sequences wait for a free row, in arrival order). `threads(rows)`: the intra-op
-    threads for a step of that many rows (None: as they are); prompts are read on the worker's own setting."""
+    threads for a step of that many rows (None: as they are), or a `FasterThreads` that times its candidates on
+    those steps; prompts are read on the worker's own setting."""
 
     def __init__(self, model: torch.nn.Module, max_batch: int = 16,
-                 threads: Callable[[int], int | None] | None = None):
+                 threads: Callable[[int], int | FasterThreads | None] | None = None):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.max_batch = model, max_batch
@@ -137,8 +140,14 @@ class ContinuousBatcher:
                     if joining:  # reading prompts is matrix work over many positions: every thread, as `stream` does
                         _use_threads(base_threads)
                         rows, state, logits = self._join(rows, state, logits, joining)
-                    _use_threads(self._threads(len(rows)) or base_threads)
+                    setting = self._threads(len(rows))
+                    timed = setting if isinstance(setting, FasterThreads) else None
+                    count = timed.count() if timed else setting or base_threads
+                    _use_threads(count)
+                    start = time.perf_counter()
                     rows, state, logits = self._step(rows, state, logits)
+                    if timed and rows:  # (a step whose rows all ended ran no model: not timed)
+                        timed.record(count, time.perf_counter() - start)
                 except Exception as err:  # noqa: BLE001 (every sequence of the batch is told; the batcher goes on)
                     for row in [*rows, *joining]:  # (end() is once: those that ended already keep their reason)
                         row.end("error", err)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from functools import partial
 
 import torch
 
 from folio.decoding.batching import ContinuousBatcher, Sequence
 from folio.decoding.sampling import StopStrings, check_sampling_options
 from folio.errors import ConfigError
-from folio.tasks.lm.inference import Detokenizer, LanguageModel, decode_threads, model_weights
+from folio.runtime import FasterThreads
+from folio.tasks.lm.inference import Detokenizer, LanguageModel, decode_threads, model_weights, times_one_stream
 
 # What a generation hands over, piece by piece, in the batcher's thread: (new text, None), then
 # (the last text, finish reason: "stop", "length" or "cancelled"); or the error that ended it.
@@ -36,7 +36,12 @@ class BatchedGenerator:
 
     def __init__(self, lm: LanguageModel, max_batch: int = 16):
         self.lm = lm
-        threads = partial(decode_threads, lm.model, weights=model_weights(lm.model))
+        weights = model_weights(lm.model)
+        lone = FasterThreads(torch.get_num_threads()) if times_one_stream(lm.model, weights) else None
+
+        def threads(rows: int) -> int | FasterThreads | None:  # a lone row of a large model: timed, as `stream`
+            return lone if rows == 1 and lone is not None else decode_threads(lm.model, rows, weights)
+
         self.batched = ContinuousBatcher(lm.model, max_batch, threads)
         self.alone = ContinuousBatcher(lm.model, 1, threads)  # past the context (see the module's note)
         self.context: int | None = getattr(lm.model.config, "context", None)  # a recurrent model has no limit

@@ -174,8 +174,8 @@ class LanguageModel:
         else:  # (past the context the cache slides, which prompt lookup does not follow: one token at a time)
             tokens_of = generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator)
         steps = tokens_of
-        if num_samples == 1 and self.device.type == "cpu" and model_weights(self.model) >= SMALL_MODEL_PARAMETERS:
-            steps = on_faster_threads(tokens_of, torch.get_num_threads())  # see `decode_threads`
+        if num_samples == 1 and times_one_stream(self.model):
+            steps = on_faster_threads(tokens_of, torch.get_num_threads())
         with threads(None if steps is not tokens_of else decode_threads(self.model, num_samples)):
             for tokens in steps:
                 pieces = []
@@ -282,9 +282,8 @@ def decode_threads(model: torch.nn.Module, streams: int, weights: int | None = N
     float32 its steps read every weight once for one row of arithmetic, bound by memory bandwidth (SmolLM2-135M:
     15.6 tokens/s on one thread, 14.6 on two, bench/pretrained_generate.py); in int4 Folio's kernels turn
     4-bit blocks into numbers as they go, arithmetic that a second thread halves on a quiet machine but makes
-    slower while another process holds a CPU. So `LanguageModel.stream` times one thread against all for one
-    stream of a large model (`folio.runtime.on_faster_threads`); this one thread is for a batcher's lone row.
-    Every thread for several streams of a large model, where the arithmetic grows with the rows (8 streams:
+    slower while another process holds a CPU. So one stream of a large model is timed on one thread and on all
+    (`times_one_stream`), and this one thread is the choice where nothing is timed. Every thread for several streams of a large model, where the arithmetic grows with the rows (8 streams:
     57.9 → 65.2 tokens/s). `weights`: `model_weights(model)` where the caller has it (a batcher asks at every
     step)."""
     if next(model.parameters()).device.type != "cpu":
@@ -292,6 +291,14 @@ def decode_threads(model: torch.nn.Module, streams: int, weights: int | None = N
     if streams == 1:
         return 1
     return 1 if (model_weights(model) if weights is None else weights) < SMALL_MODEL_PARAMETERS else None
+
+
+def times_one_stream(model: torch.nn.Module, weights: int | None = None) -> bool:
+    """Whether one stream of `model` decodes on the faster of one thread and all of them, timed over its steps
+    (`folio.runtime.FasterThreads`: `LanguageModel.stream`, a batcher's lone row): a large model on CPU (see
+    `decode_threads`)."""
+    return next(model.parameters()).device.type == "cpu" and \
+        (model_weights(model) if weights is None else weights) >= SMALL_MODEL_PARAMETERS
 
 
 def model_weights(model: torch.nn.Module) -> int:
