@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 from torch.nn import functional as F
 
 from folio.errors import ConfigError
@@ -371,3 +372,47 @@ def test_rotary_positions_by_folios_kernel_match_pytorchs(monkeypatch):
     assert x.grad is not None and x.grad.abs().sum() > 0
     if kernels.load() is not None:  # (B, H, T, d) of each no-gradient call with whole vector lanes
         assert calls == [(2, 4, 6, 32), (2, 4, 1, 32), (3, 4, 5, 32), (3, 2, 1, 32), (3, 3, 5, 32)]
+
+
+def _decode_steps(mha: MultiHeadAttention, prompt: Tensor, own: Tensor, steps: Tensor, fused: bool,
+                  monkeypatch) -> tuple[Tensor, KVCache]:
+    """`mha` reads `prompt` (B, P, C), each row's own positions `own` (B, P) right-aligned, then decodes `steps`
+    (B, T, C) one position at a time with a growing cache; `fused` False: without `_decode_attend`."""
+    batch = prompt.size(0)
+    with monkeypatch.context() as patch, torch.no_grad():
+        if not fused:
+            patch.setattr(MultiHeadAttention, "_decode_attend", lambda *args: None)
+        rows = (own.cumsum(1) - 1).clamp(min=0)
+        causal = own[:, None, None, :] | torch.eye(own.size(1), dtype=torch.bool)
+        _, _, cache = mha(prompt, mask=causal, causal=True, positions=rows)
+        cache, mask, outs = KVCache.growing(cache, limit=128), own, []
+        for t in range(steps.size(1)):
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            out, _, cache = mha(steps[:, t : t + 1], mask=mask[:, None, None, :], causal=True, cache=cache,
+                                positions=mask.sum(1, keepdim=True) - 1)
+            outs.append(out)
+        return torch.cat(outs, dim=1), cache
+
+
+def test_a_decoding_steps_rotation_cache_write_and_attention_by_one_kernel_match_the_operations(monkeypatch):
+    """Without gradients, a fused self-attention's decoding step (one new position, a growing cache, rotary
+    positions, grouped heads) is one call of Folio's kernel (`folio_decode_attend`): the outputs and the cache of
+    the operations' path, for one row and for a batch whose rows sit at different positions (a key mask, each
+    row's positions), across the cache's doubling (64 → 128 positions); heads of 8 take the operations."""
+    from folio.nn import kernels
+
+    calls = _kernel_calls(monkeypatch, "folio_decode_attend", lambda args: (args[1], args[17]))  # (B, position)
+    torch.manual_seed(0)
+    for heads, batch in [(4, 1), (4, 2), (8, 2)]:  # head sizes 16, 16, 8
+        mha = MultiHeadAttention(64, heads, kv_heads=2, bias=False, rotary_len=128).eval()
+        mha.fuse()
+        prompt, steps = torch.randn(batch, 5, 64), torch.randn(batch, 70, 64)
+        own = torch.tensor([[True] * 5, [False, False, True, True, True]][:batch])  # row 1: 3 positions of its own
+        fused_out, fused_cache = _decode_steps(mha, prompt, own, steps, True, monkeypatch)
+        plain_out, plain_cache = _decode_steps(mha, prompt, own, steps, False, monkeypatch)
+        torch.testing.assert_close(fused_out, plain_out, atol=1e-6, rtol=1e-6)
+        for a, b in zip(fused_cache, plain_cache, strict=True):
+            assert a.shape == b.shape == (batch, 2, 75, 64 // heads)
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    if kernels.load() is not None:  # every step of the 16-wide heads, at the cache's next position
+        assert calls == [(1, 5 + t) for t in range(70)] + [(2, 5 + t) for t in range(70)]

@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -235,24 +236,48 @@ void folio_swiglu(const float *gu, int64_t M, int64_t F, float *out) {
     }
 }
 
-/* Rotary positions: out (B, H, T, D) = x·cos + (-x₂, x₁)·sin, where sin is the table's signed rows (-sin, sin),
- * so out[i] = x[i]·cos[i] + x[i ± D/2]·sin[i] (RotaryEmbedding's own arithmetic: two products and a sum). x is a
- * view with any strides over (B, H, T) and D contiguous (the query and key heads of a fused projection); cos
- * and sin rows are `ct` apart over T and `cb` over B (0: the same positions for every row); D a multiple of 16 */
+/* One head's row rotated: out[i] = x[i]·cos[i] + x[i ± D/2]·sin[i], sin the table's signed row (-sin, sin)
+ * (RotaryEmbedding's own arithmetic: two products and a sum); D a multiple of 16 */
+static inline void rope_row(const float *row, const float *c, const float *s, int64_t D, float *o) {
+    int64_t half = D / 2;
+    for (int64_t i = 0; i < half; i += LANES) {
+        __m256 low = _mm256_loadu_ps(row + i), high = _mm256_loadu_ps(row + half + i);
+        _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(low, _mm256_loadu_ps(c + i)),
+                                              _mm256_mul_ps(high, _mm256_loadu_ps(s + i))));
+        _mm256_storeu_ps(o + half + i, _mm256_add_ps(_mm256_mul_ps(high, _mm256_loadu_ps(c + half + i)),
+                                                     _mm256_mul_ps(low, _mm256_loadu_ps(s + half + i))));
+    }
+}
+
+/* Rotary positions: out (B, H, T, D) = x·cos + (-x₂, x₁)·sin (`rope_row`). x is a view with any strides over
+ * (B, H, T) and D contiguous (the query and key heads of a fused projection); cos and sin rows are `ct` apart
+ * over T and `cb` over B (0: the same positions for every row); D a multiple of 16 */
 void folio_rope(const float *x, int64_t B, int64_t H, int64_t T, int64_t D, int64_t xb, int64_t xh, int64_t xt,
                 const float *cos, const float *sin, int64_t cb, int64_t ct, float *out) {
-    int64_t half = D / 2;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
-            for (int64_t t = 0; t < T; t++) {
-                const float *row = x + b * xb + h * xh + t * xt, *c = cos + b * cb + t * ct, *s = sin + b * cb + t * ct;
-                float *o = out + ((b * H + h) * T + t) * D;
-                for (int64_t i = 0; i < half; i += LANES) {
-                    __m256 low = _mm256_loadu_ps(row + i), high = _mm256_loadu_ps(row + half + i);
-                    _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(low, _mm256_loadu_ps(c + i)),
-                                                          _mm256_mul_ps(high, _mm256_loadu_ps(s + i))));
-                    _mm256_storeu_ps(o + half + i, _mm256_add_ps(_mm256_mul_ps(high, _mm256_loadu_ps(c + half + i)),
-                                                                 _mm256_mul_ps(low, _mm256_loadu_ps(s + half + i))));
-                }
-            }
+            for (int64_t t = 0; t < T; t++)
+                rope_row(x + b * xb + h * xh + t * xt, cos + b * cb + t * ct, sin + b * cb + t * ct, D,
+                         out + ((b * H + h) * T + t) * D);
+}
+
+/* A decoding step's self-attention after its fused projection, in one call: qkv (B, (H + 2 KVH)·D), each row
+ * `qkvb` apart, holds the query, key and value heads of one new position. The query and key heads are rotated
+ * (cos/sin rows `cb` apart over B), the key and value heads written at position `at` of the cache's buffers
+ * k and v (strides over B, heads and positions; D contiguous), and the rotated queries attend over the S = at + 1
+ * positions (`folio_attend_one`, mask (B, S) or none) into out (B, H, D). q: scratch (B, H, D) for the rotated
+ * queries. D a multiple of 16; H a multiple of KVH. Returns 0, or -1 (`folio_attend_one`'s) */
+int folio_decode_attend(const float *qkv, int64_t B, int64_t H, int64_t KVH, int64_t D, int64_t qkvb,
+                        const float *cos, const float *sin, int64_t cb, float *k, float *v, int64_t kb, int64_t kh,
+                        int64_t ks, int64_t vb, int64_t vh, int64_t vs, int64_t at, const uint8_t *mask, float scale,
+                        float *q, float *out, int threads) {
+    for (int64_t b = 0; b < B; b++) {
+        const float *row = qkv + b * qkvb, *c = cos + b * cb, *s = sin + b * cb;
+        for (int64_t h = 0; h < H; h++) rope_row(row + h * D, c, s, D, q + (b * H + h) * D);
+        for (int64_t h = 0; h < KVH; h++) {
+            rope_row(row + (H + h) * D, c, s, D, k + b * kb + h * kh + at * ks);
+            memcpy(v + b * vb + h * vh + at * vs, row + (H + KVH + h) * D, sizeof(float) * D);
+        }
+    }
+    return folio_attend_one(q, k, v, mask, B, H, KVH, at + 1, D, H * D, D, kb, kh, ks, vb, vh, vs, scale, out, threads);
 }

@@ -1,7 +1,8 @@
 """Folio's own CPU kernels, built at first use with the machine's C compiler and loaded through ctypes:
 `quant_gemm.c` (block-quantized weights times float32 activations) and `decode_step.c` (a decoding step's small
-operations: RMSNorm, rotary positions, attention with one query per head over a key/value cache, the gated
-feed-forward's silu(gate)·up, and greedy choices).
+operations: RMSNorm, rotary positions, attention with one query per head over a key/value cache (and the
+three together, with the cache's write, after a fused projection), the gated feed-forward's silu(gate)·up,
+and greedy choices).
 
 The C files are compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
 cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
@@ -90,6 +91,11 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     # (x, B, H, T, D, x strides ×3, cos, sin, cos/sin strides over B and T, out)
     library.folio_rope.argtypes = [pointer] + [size] * 7 + [pointer, pointer, size, size, pointer]
     library.folio_rope.restype = None
+    # (qkv, B, H, KVH, D, qkv row stride, cos, sin, cos/sin stride over B, k, v, k strides ×3, v strides ×3,
+    # position, mask, scale, q scratch, out, threads) → 0, or -1
+    library.folio_decode_attend.argtypes = [pointer] + [size] * 5 + [pointer, pointer, size, pointer, pointer] + \
+        [size] * 7 + [pointer, ctypes.c_float, pointer, pointer, ctypes.c_int]
+    library.folio_decode_attend.restype = ctypes.c_int
     return library, ""
 
 

@@ -46,13 +46,28 @@ class KVCache:
 
     def extend(self, keys: Tensor, values: Tensor) -> KVCache:
         """The cache with `keys`/`values` (B, kv_heads, T, d) appended after this one's positions."""
-        end = self.length + keys.size(2)
-        if end > self._keys.size(2):  # out of room: double (the views handed out keep the old buffers)
-            grown = KVCache.growing((self.keys, self.values), room=keys.size(2), limit=self.limit)
-            return grown.extend(keys, values)
-        self._keys[:, :, self.length : end] = keys
-        self._values[:, :, self.length : end] = values
-        return KVCache(self._keys, self._values, end, self.limit)
+        cache = self.with_room(keys.size(2))
+        end = cache.length + keys.size(2)
+        cache._keys[:, :, cache.length : end] = keys
+        cache._values[:, :, cache.length : end] = values
+        return KVCache(cache._keys, cache._values, end, self.limit)
+
+    def with_room(self, steps: int) -> KVCache:
+        """This cache, or where it is out of room a copy with double the room (the views handed out keep the old
+        buffers), with room for `steps` more positions: a kernel then writes them into `buffers` at `length`,
+        and `advanced(steps)` is the cache that holds them."""
+        if self.length + steps <= self._keys.size(2):
+            return self
+        return KVCache.growing((self.keys, self.values), room=steps, limit=self.limit)
+
+    @property
+    def buffers(self) -> tuple[Tensor, Tensor]:
+        """The keys' and values' buffers (B, kv_heads, capacity, d), positions past `length` unwritten."""
+        return self._keys, self._values
+
+    def advanced(self, steps: int) -> KVCache:
+        """The cache of this one's positions and the `steps` written after them into its buffers."""
+        return KVCache(self._keys, self._values, self.length + steps, self.limit)
 
     def truncate(self, length: int) -> KVCache:
         """The cache of the first `length` positions (the later ones are overwritten by the next `extend`)."""

@@ -93,16 +93,24 @@ def _one_query_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> T
     if library is None or dim % 8 or k.dim() != 4 or k.shape != v.shape or k.size(0) != batch or \
             k.dtype != torch.float32 or v.dtype != torch.float32:
         return None
-    if mask is not None:
-        if mask.dtype != torch.bool or mask.shape != (batch, 1, 1, keys):
-            return None
-        mask = mask.reshape(batch, keys).contiguous()
+    if (mask := _kernel_mask(mask, batch, keys)) is False:
+        return None
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     out = q.new_empty(batch, heads, 1, dim)
     failed = library.folio_attend_one(q.data_ptr(), k.data_ptr(), v.data_ptr(), None if mask is None else mask.data_ptr(),
                                       batch, heads, k.size(1), keys, dim, *q.stride()[:2], *k.stride()[:3],
                                       *v.stride()[:3], dim**-0.5, out.data_ptr(), kernels.threads())
     return None if failed else out
+
+
+def _kernel_mask(mask: Tensor | None, batch: int, keys: int) -> Tensor | None | bool:
+    """A key mask (B, 1, 1, S) as the kernels read it, (B, S) contiguous; None for none; False for a mask they do
+    not take (another shape or dtype)."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool or mask.shape != (batch, 1, 1, keys):
+        return False
+    return mask.reshape(batch, keys).contiguous()
 
 
 def _kernel_for(q: Tensor):
@@ -207,7 +215,12 @@ class MultiHeadAttention(nn.Module):
         for q, k and v, and one rotation for q and k together."""
         batch, steps, _ = x.shape
         heads, kv_heads = self.heads, self.kv_heads
-        qkv = self.qkv(x).view(batch, steps, heads + 2 * kv_heads, self.head_dim)
+        qkv = self.qkv(x)
+        if steps == 1 and isinstance(cache, KVCache) and self.rotary is not None and not need_weights and \
+                (done := self._decode_attend(qkv, mask, cache, positions)) is not None:
+            out, cache = done
+            return self.out_proj(out.view(batch, 1, -1)), None, cache
+        qkv = qkv.view(batch, steps, heads + 2 * kv_heads, self.head_dim)
         qkv = qkv.transpose(1, 2)  # (B, heads + 2 kv_heads, T, d): the query heads, the key heads, the value heads
         qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
         if self.rotary is not None:
@@ -222,6 +235,32 @@ class MultiHeadAttention(nn.Module):
                                                     need_weights)
         new_cache = cache if isinstance(cache, KVCache) else (k, v)
         return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, new_cache  # (B, T, C)
+
+
+    def _decode_attend(self, qkv: Tensor, mask: Tensor | None, cache: KVCache,
+                       positions: Tensor | None) -> tuple[Tensor, KVCache] | None:
+        """A decoding step's attention after the fused projection qkv (B, 1, (heads + 2 kv_heads)·d) in one call
+        of Folio's kernel (`folio_decode_attend`): the rotation of the new query and key heads, their keys and
+        values written into the cache, and the attention over it, where eager PyTorch takes some fifteen
+        operations. Returns (B, heads, d) and the cache with the new position; None where the kernel does not
+        take these inputs (the caller then takes the operations' path)."""
+        batch, dim, keys = qkv.size(0), self.head_dim, cache.length + 1
+        if dim % 16 or not qkv.is_contiguous() or (library := kernels.for_inputs(qkv)) is None or \
+                (mask := _kernel_mask(mask, batch, keys)) is False:
+            return None
+        cos, sin = self.rotary._rows(_rotary_offset(cache, positions), 1, qkv.dtype)  # (1, d) or (B, 1, 1, d)
+        cache = cache.with_room(1)
+        k, v = cache.buffers  # (B, kv_heads, capacity, d)
+        if cos.stride(-1) != 1 or cos.stride() != sin.stride() or k.dtype != torch.float32 or k.stride(-1) != 1 or \
+                v.stride(-1) != 1 or k.size(0) != batch:
+            return None
+        q, out = qkv.new_empty(batch, self.heads, dim), qkv.new_empty(batch, self.heads, dim)
+        failed = library.folio_decode_attend(
+            qkv.data_ptr(), batch, self.heads, self.kv_heads, dim, qkv.stride(0), cos.data_ptr(), sin.data_ptr(),
+            cos.stride(0) if cos.dim() == 4 else 0, k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3],
+            cache.length, None if mask is None else mask.data_ptr(), dim**-0.5, q.data_ptr(), out.data_ptr(),
+            kernels.threads())
+        return None if failed else (out, cache.advanced(1))
 
 
 def _rotary_offset(cache: KVCache | tuple | None, positions: Tensor | None) -> int | Tensor:
