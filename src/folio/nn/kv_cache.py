@@ -46,11 +46,11 @@ class KVCache:
 
     def extend(self, keys: Tensor, values: Tensor) -> KVCache:
         """The cache with `keys`/`values` (B, kv_heads, T, d) appended after this one's positions."""
-        cache = self.with_room(keys.size(2))
-        end = cache.length + keys.size(2)
-        cache._keys[:, :, cache.length : end] = keys
-        cache._values[:, :, cache.length : end] = values
-        return KVCache(cache._keys, cache._values, end, self.limit)
+        steps = keys.size(2)
+        cache = self.with_room(steps)
+        cache._keys[:, :, cache.length : cache.length + steps] = keys
+        cache._values[:, :, cache.length : cache.length + steps] = values
+        return cache.advanced(steps)
 
     def with_room(self, steps: int) -> KVCache:
         """This cache, or where it is out of room a copy with double the room (the views handed out keep the old

@@ -236,7 +236,6 @@ class MultiHeadAttention(nn.Module):
         new_cache = cache if isinstance(cache, KVCache) else (k, v)
         return self.out_proj(out.transpose(1, 2).reshape(batch, steps, -1)), weights, new_cache  # (B, T, C)
 
-
     def _decode_attend(self, qkv: Tensor, mask: Tensor | None, cache: KVCache,
                        positions: Tensor | None) -> tuple[Tensor, KVCache] | None:
         """A decoding step's attention after the fused projection qkv (B, 1, (heads + 2 kv_heads)·d) in one call
@@ -249,11 +248,12 @@ class MultiHeadAttention(nn.Module):
                 (mask := _kernel_mask(mask, batch, keys)) is False:
             return None
         cos, sin = self.rotary._rows(_rotary_offset(cache, positions), 1, qkv.dtype)  # (1, d) or (B, 1, 1, d)
-        cache = cache.with_room(1)
-        k, v = cache.buffers  # (B, kv_heads, capacity, d)
+        k, v = cache.buffers  # (B, kv_heads, capacity, d); a grown cache's are laid out alike
         if cos.stride(-1) != 1 or cos.stride() != sin.stride() or k.dtype != torch.float32 or k.stride(-1) != 1 or \
                 v.stride(-1) != 1 or k.size(0) != batch:
             return None
+        cache = cache.with_room(1)
+        k, v = cache.buffers
         q, out = qkv.new_empty(batch, self.heads, dim), qkv.new_empty(batch, self.heads, dim)
         failed = library.folio_decode_attend(
             qkv.data_ptr(), batch, self.heads, self.kv_heads, dim, qkv.stride(0), cos.data_ptr(), sin.data_ptr(),

@@ -40,7 +40,7 @@ class BatchedGenerator:
         lone = FasterThreads(torch.get_num_threads()) if times_one_stream(lm.model, weights) else None
 
         def threads(rows: int) -> int | FasterThreads | None:  # a lone row of a large model: timed, as `stream`
-            return lone if rows == 1 and lone is not None else decode_threads(lm.model, rows, weights)
+            return lone if rows == 1 and lone is not None else decode_threads(lm.model, weights)
 
         self.batched = ContinuousBatcher(lm.model, max_batch, threads)
         self.alone = ContinuousBatcher(lm.model, 1, threads)  # past the context (see the module's note)

@@ -173,10 +173,11 @@ class LanguageModel:
                                                   max_new_tokens, prompt_lookup_num_tokens)
         else:  # (past the context the cache slides, which prompt lookup does not follow: one token at a time)
             tokens_of = generate_tokens(step, logits[:, -1], state, max_new_tokens, temperature, top_k, top_p, generator)
-        steps = tokens_of
         if num_samples == 1 and times_one_stream(self.model):
-            steps = on_faster_threads(tokens_of, torch.get_num_threads())
-        with threads(None if steps is not tokens_of else decode_threads(self.model, num_samples)):
+            steps, count = on_faster_threads(tokens_of, torch.get_num_threads()), None
+        else:
+            steps, count = tokens_of, decode_threads(self.model)
+        with threads(count):
             for tokens in steps:
                 pieces = []
                 for s, d, t in zip(stoppers, detokenizers, tokens.tolist(), strict=True):
@@ -274,22 +275,19 @@ class LanguageModel:
         return characters - sum(len(self.vocab.decode(part)) for part in unscored if part)
 
 
-def decode_threads(model: torch.nn.Module, streams: int, weights: int | None = None) -> int | None:
-    """The intra-op threads for token-by-token generation on CPU (None: unchanged).
+def decode_threads(model: torch.nn.Module, weights: int | None = None) -> int | None:
+    """The intra-op threads for token-by-token generation on CPU where nothing is timed (None: unchanged).
 
     One for a small model, whose steps are chains of tiny operations (a second thread costs more in waking
-    and joining than it adds). One for one stream of any model, where neither count is faster everywhere: in
-    float32 its steps read every weight once for one row of arithmetic, bound by memory bandwidth (SmolLM2-135M:
-    15.6 tokens/s on one thread, 14.6 on two, bench/pretrained_generate.py); in int4 Folio's kernels turn
-    4-bit blocks into numbers as they go, arithmetic that a second thread halves on a quiet machine but makes
-    slower while another process holds a CPU. So one stream of a large model is timed on one thread and on all
-    (`times_one_stream`), and this one thread is the choice where nothing is timed. Every thread for several streams of a large model, where the arithmetic grows with the rows (8 streams:
-    57.9 → 65.2 tokens/s). `weights`: `model_weights(model)` where the caller has it (a batcher asks at every
-    step)."""
+    and joining than it adds). Every thread for several streams of a large model, where the arithmetic grows
+    with the rows (8 streams: 57.9 → 65.2 tokens/s). One stream of a large model is timed instead
+    (`times_one_stream`): neither count is faster everywhere. In float32 its steps read every weight once for
+    one row of arithmetic, bound by memory bandwidth (SmolLM2-135M: 15.6 tokens/s on one thread, 14.6 on two,
+    bench/pretrained_generate.py); in int4 Folio's kernels turn 4-bit blocks into numbers as they go, arithmetic
+    that a second thread halves on a quiet machine but makes slower while another process holds a CPU.
+    `weights`: `model_weights(model)` where the caller has it (a batcher asks at every step)."""
     if next(model.parameters()).device.type != "cpu":
         return None
-    if streams == 1:
-        return 1
     return 1 if (model_weights(model) if weights is None else weights) < SMALL_MODEL_PARAMETERS else None
 
 
