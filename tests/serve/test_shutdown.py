@@ -26,9 +26,9 @@ def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
             process.kill()  # first: reading the pipe of a live server would wait for ever
             pytest.fail("the server did not start: " + process.communicate(timeout=30)[1])
         pieces, ends = [], []
-        first_piece = threading.Event()
+        started = [threading.Event() for _ in range(3)]  # one per client: each has its stream under way
 
-        def stream():  # long generations, so the signal arrives mid-stream
+        def stream(first_piece):  # long generations, so the signal arrives mid-stream
             try:
                 with httpx.stream("POST", base + "/v1/generate", timeout=30,
                                   json={"prompt": "ROMEO:", "max_new_tokens": 4096, "temperature": 1.0}) as response:
@@ -42,10 +42,11 @@ def test_sigterm_ends_in_flight_streams_cleanly_and_exits(served_models):
             except httpx.HTTPError as err:  # a connection cut at the end of the grace period
                 ends.append(("cut", type(err).__name__))
 
-        clients = [threading.Thread(target=stream) for _ in range(3)]
+        clients = [threading.Thread(target=stream, args=(event,)) for event in started]
         for client in clients:
             client.start()
-        assert first_piece.wait(timeout=120) and pieces, "no stream started"
+        # the signal goes only once every client has its first piece: one still connecting would be refused
+        assert all(event.wait(timeout=120) for event in started) and pieces, "not every stream started"
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
         for client in clients:
