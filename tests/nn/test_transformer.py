@@ -416,3 +416,81 @@ def test_a_decoding_steps_rotation_cache_write_and_attention_by_one_kernel_match
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     if kernels.load() is not None:  # every step of the 16-wide heads, at the cache's next position
         assert calls == [(1, 5 + t) for t in range(70)] + [(2, 5 + t) for t in range(70)]
+
+
+def _llama_block(bias: bool = False) -> TransformerBlock:
+    """A small Llama block (RMSNorm, rotary grouped-query attention, SwiGLU) with int4 projections and an int8
+    down projection (formats mixed as in GGUF files), fused for inference, with norms that are not all ones."""
+    from folio.nn.quant import Int8Linear, quantize_model
+
+    torch.manual_seed(0)
+    block = TransformerBlock(64, 4, 96, norm="rms", activation="swiglu", bias=bias, kv_heads=2, rotary_len=128)
+    with torch.no_grad():
+        block.norm1.weight.uniform_(0.5, 1.5)
+        block.norm2.weight.uniform_(0.5, 1.5)
+    down = block.ff.down
+    quantize_model(block, "int4")
+    block.ff.down = Int8Linear.from_float(down.weight, down.bias)
+    return fuse_projections(block).eval()
+
+
+def _block_steps(block: TransformerBlock, prompt: Tensor, own: Tensor, steps: Tensor) -> tuple[Tensor, KVCache]:
+    """`block` reads `prompt` (B, P, C), each row's own positions `own` (B, P) right-aligned, then decodes `steps`
+    (B, T, C) one position at a time with a growing cache, as GPT._run drives it."""
+    batch = prompt.size(0)
+    with torch.no_grad():
+        rows = (own.cumsum(1) - 1).clamp(min=0)
+        causal = own[:, None, None, :] | torch.eye(own.size(1), dtype=torch.bool)
+        _, extras = block(prompt, causal, causal=True, positions=rows)
+        cache, mask, outs = KVCache.growing(extras["self"], limit=128), own, []
+        for t in range(steps.size(1)):
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            out, extras = block(steps[:, t : t + 1], mask[:, None, None, :], causal=True, cache={"self": cache},
+                                positions=mask.sum(1, keepdim=True) - 1)
+            cache = extras["self"]
+            outs.append(out)
+        return torch.cat(outs, dim=1), cache
+
+
+def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monkeypatch):
+    """Without gradients, a decoding step through a Llama block with quantized layers is one call of Folio's
+    kernel (`folio_decode_block`): the outputs and the cache of the layers' path, for one row and for a batch
+    whose rows sit at different positions, across the cache's doubling. A block with biases, or asked for its
+    attention weights, runs its layers; new weights loaded into the block are the ones the kernel reads."""
+    from folio.nn import kernels
+
+    calls = _kernel_calls(monkeypatch, "folio_decode_block", lambda args: (args[2], args[14]))  # (B, position)
+    block = _llama_block()
+    for batch in (1, 2):
+        prompt, steps = torch.randn(batch, 5, 64), torch.randn(batch, 70, 64)
+        own = torch.tensor([[True] * 5, [False, False, True, True, True]][:batch])  # row 1: 3 positions of its own
+        fused_out, fused_cache = _block_steps(block, prompt, own, steps)
+        with monkeypatch.context() as patch:
+            patch.setattr(TransformerBlock, "_decode_step", lambda *args: None)
+            plain_out, plain_cache = _block_steps(block, prompt, own, steps)
+        torch.testing.assert_close(fused_out, plain_out, atol=1e-5, rtol=1e-5)
+        assert fused_out.abs().max() > 0.1  # (a real output, not zeros on both sides)
+        for a, b in zip(fused_cache, plain_cache, strict=True):
+            assert a.shape == b.shape == (batch, 2, 75, 16)
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    if kernels.load() is None:
+        return
+    assert calls == [(1, 5 + t) for t in range(70)] + [(2, 5 + t) for t in range(70)]
+    calls.clear()
+    prompt, steps, own = torch.randn(1, 5, 64), torch.randn(1, 3, 64), torch.ones(1, 5, dtype=torch.bool)
+    before, _ = _block_steps(block, prompt, own, steps)
+    state = {name: t.clone() for name, t in block.state_dict().items()}
+    state["norm2.weight"] = state["norm2.weight"] * 2
+    block.load_state_dict(state, assign=True)  # a new tensor for the norm: the kernel must read it
+    after, _ = _block_steps(block, prompt, own, steps)
+    with monkeypatch.context() as patch:
+        patch.setattr(TransformerBlock, "_decode_step", lambda *args: None)
+        expected, _ = _block_steps(block, prompt, own, steps)
+    assert len(calls) == 6 and not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+    calls.clear()
+    _block_steps(_llama_block(bias=True), prompt, own, steps)
+    with torch.no_grad():
+        _, extras = block(prompt, causal=True)
+        block(steps[:, :1], cache={"self": KVCache.growing(extras["self"])}, need_weights=True)
+    assert calls == []

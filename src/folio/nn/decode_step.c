@@ -29,26 +29,30 @@
 
 #define LANES 8
 
-/* y (M, N) = RMSNorm(x (M, N)) · w, rows contiguous; N a multiple of 8. Sums of squares in float32, as PyTorch's */
+int omp_get_thread_num(void);  /* libgomp's (see quant_gemm.c) */
+int omp_get_num_threads(void);
+
+/* y (N) = RMSNorm(x (N)) · w; N a multiple of 8. Sums of squares in float32, as PyTorch's */
+static void rms_row(const float *row, int64_t N, const float *w, float eps, float *y) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 2 * LANES <= N; i += 2 * LANES) {
+        __m256 u = _mm256_loadu_ps(row + i), v = _mm256_loadu_ps(row + i + LANES);
+        a0 = _mm256_fmadd_ps(u, u, a0), a1 = _mm256_fmadd_ps(v, v, a1);
+    }
+    for (; i < N; i += LANES) {
+        __m256 u = _mm256_loadu_ps(row + i);
+        a0 = _mm256_fmadd_ps(u, u, a0);
+    }
+    __m256 scale = _mm256_set1_ps(1.0f / sqrtf(hsum(_mm256_add_ps(a0, a1)) / (float)N + eps));
+    for (i = 0; i < N; i += LANES)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(row + i), scale), _mm256_loadu_ps(w + i)));
+}
+
+/* y (M, N) = RMSNorm(x (M, N)) · w, rows contiguous; N a multiple of 8 */
 void folio_rms_norm(const float *x, int64_t M, int64_t N, const float *w, float eps, float *y, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && M >= 64)
-    for (int64_t m = 0; m < M; m++) {
-        const float *row = x + m * N;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-        int64_t i = 0;
-        for (; i + 2 * LANES <= N; i += 2 * LANES) {
-            __m256 u = _mm256_loadu_ps(row + i), v = _mm256_loadu_ps(row + i + LANES);
-            a0 = _mm256_fmadd_ps(u, u, a0), a1 = _mm256_fmadd_ps(v, v, a1);
-        }
-        for (; i < N; i += LANES) {
-            __m256 u = _mm256_loadu_ps(row + i);
-            a0 = _mm256_fmadd_ps(u, u, a0);
-        }
-        __m256 scale = _mm256_set1_ps(1.0f / sqrtf(hsum(_mm256_add_ps(a0, a1)) / (float)N + eps));
-        for (i = 0; i < N; i += LANES)
-            _mm256_storeu_ps(y + m * N + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(row + i), scale),
-                                                          _mm256_loadu_ps(w + i)));
-    }
+    for (int64_t m = 0; m < M; m++) rms_row(x + m * N, N, w, eps, y + m * N);
 }
 
 /* e^x for x ≤ 0 in eight lanes, to about one unit in the last place: x = n·ln 2 + r with |r| ≤ ln 2 / 2,
@@ -159,24 +163,29 @@ static void attend_group(const float *q, int64_t qh, const float *k, const float
     }
 }
 
+/* The G query heads of group h of row b (task b·KVH + h), their scores in scratch of their own. Returns 0, or -1
+ * where the scratch could not be had */
+static int attend_task(const float *q, const float *k, const float *v, const uint8_t *mask, int64_t H, int64_t KVH,
+                       int64_t S, int64_t D, int64_t qb, int64_t qh, int64_t kb, int64_t kh, int64_t ks, int64_t vb,
+                       int64_t vh, int64_t vs, float scale, float *out, int64_t task) {
+    int64_t G = H / KVH, b = task / KVH, h = task % KVH;
+    float *scores = malloc(sizeof(float) * G * (S > 0 ? S : 1));
+    if (!scores) return -1;
+    attend_group(q + b * qb + h * G * qh, qh, k + b * kb + h * kh, v + b * vb + h * vh, mask ? mask + b * S : 0,
+                 G, S, D, ks, vs, scale, scores, out + (b * H + h * G) * D);
+    free(scores);
+    return 0;
+}
+
 /* D a multiple of 8; H a multiple of KVH. Returns 0, or -1 where the scratch could not be had */
 int folio_attend_one(const float *q, const float *k, const float *v, const uint8_t *mask, int64_t B, int64_t H,
                      int64_t KVH, int64_t S, int64_t D, int64_t qb, int64_t qh, int64_t kb, int64_t kh, int64_t ks, int64_t vb, int64_t vh,
                      int64_t vs, float scale, float *out, int threads) {
-    int64_t G = H / KVH, tasks = B * KVH;
+    int64_t tasks = B * KVH;
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && tasks >= 2 * threads)
-    for (int64_t t = 0; t < tasks; t++) {
-        int64_t b = t / KVH, h = t % KVH;
-        float *scores = malloc(sizeof(float) * G * (S > 0 ? S : 1));
-        if (!scores) {
-            failed = 1;
-            continue;
-        }
-        attend_group(q + b * qb + h * G * qh, qh, k + b * kb + h * kh, v + b * vb + h * vh, mask ? mask + b * S : 0,
-                     G, S, D, ks, vs, scale, scores, out + (b * H + h * G) * D);
-        free(scores);
-    }
+    for (int64_t t = 0; t < tasks; t++)
+        if (attend_task(q, k, v, mask, H, KVH, S, D, qb, qh, kb, kh, ks, vb, vh, vs, scale, out, t)) failed = 1;
     return failed ? -1 : 0;
 }
 
@@ -221,19 +230,19 @@ int folio_argmax_rows(const float *x, int64_t M, int64_t N, int64_t ld, int64_t 
 /* out (M, F) = silu(gate) · up, where each row of gu (M, 2F) holds the gate then the up projection (a fused
  * product's output; F a multiple of 8): Llama's gated feed-forward between its two products. silu(g) =
  * g / (1 + e^-g), computed as g·s / (1 + t) with t = e^-|g| ≤ 1 (s = 1 for g ≥ 0, else t): no overflow. */
-void folio_swiglu(const float *gu, int64_t M, int64_t F, float *out) {
+static void swiglu_range(const float *g, const float *u, int64_t j0, int64_t j1, float *o) {
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
-    for (int64_t m = 0; m < M; m++) {
-        const float *g = gu + m * 2 * F, *u = g + F;
-        float *o = out + m * F;
-        for (int64_t j = 0; j < F; j += LANES) {
-            __m256 x = _mm256_loadu_ps(g + j);
-            __m256 t = exp_nonpositive(_mm256_or_ps(x, sign));  /* e^-|x| */
-            __m256 s = _mm256_blendv_ps(one, t, x);            /* x's sign bit set: t */
-            __m256 silu = _mm256_div_ps(_mm256_mul_ps(x, s), _mm256_add_ps(one, t));
-            _mm256_storeu_ps(o + j, _mm256_mul_ps(silu, _mm256_loadu_ps(u + j)));
-        }
+    for (int64_t j = j0; j < j1; j += LANES) {
+        __m256 x = _mm256_loadu_ps(g + j);
+        __m256 t = exp_nonpositive(_mm256_or_ps(x, sign));  /* e^-|x| */
+        __m256 s = _mm256_blendv_ps(one, t, x);            /* x's sign bit set: t */
+        __m256 silu = _mm256_div_ps(_mm256_mul_ps(x, s), _mm256_add_ps(one, t));
+        _mm256_storeu_ps(o + j, _mm256_mul_ps(silu, _mm256_loadu_ps(u + j)));
     }
+}
+
+void folio_swiglu(const float *gu, int64_t M, int64_t F, float *out) {
+    for (int64_t m = 0; m < M; m++) swiglu_range(gu + m * 2 * F, gu + m * 2 * F + F, 0, F, out + m * F);
 }
 
 /* One head's row rotated: out[i] = x[i]·cos[i] + x[i ± D/2]·sin[i], sin the table's signed row (-sin, sin)
@@ -261,23 +270,121 @@ void folio_rope(const float *x, int64_t B, int64_t H, int64_t T, int64_t D, int6
                          out + ((b * H + h) * T + t) * D);
 }
 
-/* A decoding step's self-attention after its fused projection, in one call: qkv (B, (H + 2 KVH)·D), each row
- * `qkvb` apart, holds the query, key and value heads of one new position. The query and key heads are rotated
- * (cos/sin rows `cb` apart over B), the key and value heads written at position `at` of the cache's buffers
- * k and v (strides over B, heads and positions; D contiguous), and the rotated queries attend over the S = at + 1
- * positions (`folio_attend_one`, mask (B, S) or none) into out (B, H, D). q: scratch (B, H, D) for the rotated
- * queries. D a multiple of 16; H a multiple of KVH. Returns 0, or -1 (`folio_attend_one`'s) */
+/* A decoding step's self-attention after its fused projection: qkv (B, (H + 2 KVH)·D), each row `qkvb` apart,
+ * holds the query, key and value heads of one new position. The query and key heads are rotated (cos/sin rows
+ * `cb` apart over B), the key and value heads written at position `at` of the cache's buffers k and v (strides
+ * over B, heads and positions; D contiguous), and the rotated queries attend over the S = at + 1 positions
+ * (`attend_group`, mask (B, S) or none) into out (B, H, D). q: scratch (B, H, D) for the rotated queries. D a
+ * multiple of 16; H a multiple of KVH. */
+typedef struct {
+    const float *qkv;
+    int64_t B, H, KVH, D, qkvb;
+    const float *cos, *sin;
+    int64_t cb;
+    float *k, *v;
+    int64_t kb, kh, ks, vb, vh, vs, at;
+    const uint8_t *mask;
+    float scale;
+    float *q, *out;
+} step_attention;
+
+/* One task of it: row b's key/value head h and the query heads of its group. Returns 0, or -1 (`attend_task`'s) */
+static int decode_task(const step_attention *a, int64_t task) {
+    int64_t H = a->H, KVH = a->KVH, D = a->D, G = H / KVH, b = task / KVH, h = task % KVH;
+    const float *row = a->qkv + b * a->qkvb, *c = a->cos + b * a->cb, *s = a->sin + b * a->cb;
+    for (int64_t g = h * G; g < (h + 1) * G; g++) rope_row(row + g * D, c, s, D, a->q + (b * H + g) * D);
+    rope_row(row + (H + h) * D, c, s, D, a->k + b * a->kb + h * a->kh + a->at * a->ks);
+    memcpy(a->v + b * a->vb + h * a->vh + a->at * a->vs, row + (H + KVH + h) * D, sizeof(float) * D);
+    return attend_task(a->q, a->k, a->v, a->mask, H, KVH, a->at + 1, D, H * D, D, a->kb, a->kh, a->ks, a->vb, a->vh,
+                       a->vs, a->scale, a->out, task);
+}
+
+/* Tasks [first, last) of thread t of T: a share each where there are at least two per thread, else all on the
+ * first thread (a parallel loop's start costs more than a few heads) */
+static void task_share(int64_t tasks, int t, int T, int64_t *first, int64_t *last) {
+    if (tasks >= 2 * T) *first = tasks * t / T, *last = tasks * (t + 1) / T;
+    else *first = 0, *last = t == 0 ? tasks : 0;
+}
+
+/* Returns 0, or -1 where a task's scratch could not be had */
 int folio_decode_attend(const float *qkv, int64_t B, int64_t H, int64_t KVH, int64_t D, int64_t qkvb,
                         const float *cos, const float *sin, int64_t cb, float *k, float *v, int64_t kb, int64_t kh,
                         int64_t ks, int64_t vb, int64_t vh, int64_t vs, int64_t at, const uint8_t *mask, float scale,
                         float *q, float *out, int threads) {
-    for (int64_t b = 0; b < B; b++) {
-        const float *row = qkv + b * qkvb, *c = cos + b * cb, *s = sin + b * cb;
-        for (int64_t h = 0; h < H; h++) rope_row(row + h * D, c, s, D, q + (b * H + h) * D);
-        for (int64_t h = 0; h < KVH; h++) {
-            rope_row(row + (H + h) * D, c, s, D, k + b * kb + h * kh + at * ks);
-            memcpy(v + b * vb + h * vh + at * vs, row + (H + KVH + h) * D, sizeof(float) * D);
-        }
+    step_attention a = {qkv, B, H, KVH, D, qkvb, cos, sin, cb, k, v, kb, kh, ks, vb, vh, vs, at, mask, scale, q, out};
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1 && B * KVH >= 2 * threads)
+    {
+        int64_t first, last;
+        task_share(B * KVH, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+        for (int64_t task = first; task < last; task++)
+            if (decode_task(&a, task)) {
+#pragma omp atomic write
+                failed = 1;
+            }
     }
-    return folio_attend_one(q, k, v, mask, B, H, KVH, at + 1, D, H * D, D, kb, kh, ks, vb, vh, vs, scale, out, threads);
+    return failed ? -1 : 0;
+}
+
+/* A Llama block's weights as `folio_decode_block` reads them (folio.nn.transformer's TransformerBlock with
+ * pre-norm RMSNorm, rotary self-attention with fused q/k/v, SwiGLU with fused gate/up, quantized linear layers
+ * and no biases) */
+typedef struct {
+    folio_linear qkv, o, gate_up, down;
+    const float *norm1, *norm2;
+    double eps1, eps2, scale;
+    int64_t C, H, KVH, D, F;
+} folio_block;
+
+/* y (B, C) = the block applied to one new position of each row of x (B, C), in one parallel region: the
+ * operations of PyTorch's path in their order, so the same numbers,
+ *
+ *   h = norm1(x); qkv = h·Wqkvᵀ; a = attention (`decode_task`: the cache written at `at`); y = x + a·Woᵀ;
+ *   h = norm2(y); gu = h·Wguᵀ; y = y + (silu(gate)·up)·Wdownᵀ
+ *
+ * with a barrier between them where a Python step makes some twenty calls, each starting the threads anew.
+ * scratch: B·(2C + (H + 2 KVH)·D + 2·H·D + 3F) floats; the cache's arguments are `folio_decode_attend`'s.
+ * Returns 0, or -1 where an attention's scratch could not be had (y is then not the block's output) */
+int folio_decode_block(const folio_block *w, const float *x, int64_t B, const float *cos, const float *sin, int64_t cb,
+                       float *k, float *v, int64_t kb, int64_t kh, int64_t ks, int64_t vb, int64_t vh, int64_t vs,
+                       int64_t at, const uint8_t *mask, float *scratch, float *y, int threads) {
+    int64_t C = w->C, H = w->H, KVH = w->KVH, D = w->D, F = w->F, QKV = (H + 2 * KVH) * D;
+    float *h = scratch, *qkv = h + B * C, *q = qkv + B * QKV, *att = q + B * H * D, *o = att + B * H * D;
+    float *gu = o + B * C, *a = gu + B * 2 * F;
+    step_attention s = {qkv, B, H, KVH, D, QKV, cos, sin, cb, k, v, kb, kh, ks, vb, vh, vs, at, mask,
+                        (float)w->scale, q, att};
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t first, last;
+        for (int64_t r = t; r < B; r += T) rms_row(x + r * C, C, w->norm1, (float)w->eps1, h + r * C);
+#pragma omp barrier
+        linear_share(&w->qkv, h, B, qkv, t, T);
+#pragma omp barrier
+        task_share(B * KVH, t, T, &first, &last);
+        for (int64_t task = first; task < last; task++)
+            if (decode_task(&s, task)) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp barrier
+        linear_share(&w->o, att, B, o, t, T);
+#pragma omp barrier
+        for (int64_t r = t; r < B; r += T) {
+            for (int64_t j = 0; j < C; j++) y[r * C + j] = x[r * C + j] + o[r * C + j];
+            rms_row(y + r * C, C, w->norm2, (float)w->eps2, h + r * C);
+        }
+#pragma omp barrier
+        linear_share(&w->gate_up, h, B, gu, t, T);
+#pragma omp barrier
+        int64_t j0 = F / LANES * t / T * LANES, j1 = F / LANES * (t + 1) / T * LANES;
+        for (int64_t r = 0; r < B; r++) swiglu_range(gu + r * 2 * F, gu + r * 2 * F + F, j0, j1, a + r * F);
+#pragma omp barrier
+        linear_share(&w->down, a, B, o, t, T);
+#pragma omp barrier
+        for (int64_t r = t; r < B; r += T)
+            for (int64_t j = 0; j < C; j++) y[r * C + j] += o[r * C + j];
+    }
+    return failed ? -1 : 0;
 }

@@ -2,7 +2,7 @@
 `quant_gemm.c` (block-quantized weights times float32 activations) and `decode_step.c` (a decoding step's small
 operations: RMSNorm, rotary positions, attention with one query per head over a key/value cache (and the
 three together, with the cache's write, after a fused projection), the gated feed-forward's silu(gate)·up,
-and greedy choices).
+greedy choices, and a whole Llama block with quantized layers in one call).
 
 The C files are compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
 cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
@@ -96,7 +96,28 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     library.folio_decode_attend.argtypes = [pointer] + [size] * 5 + [pointer, pointer, size, pointer, pointer] + \
         [size] * 7 + [pointer, ctypes.c_float, pointer, pointer, ctypes.c_int]
     library.folio_decode_attend.restype = ctypes.c_int
+    # (block, x, B, cos, sin, cos/sin stride over B, k, v, k strides ×3, v strides ×3, position, mask, scratch, y,
+    # threads) → 0, or -1
+    library.folio_decode_block.argtypes = [pointer, pointer, size, pointer, pointer, size, pointer, pointer] + \
+        [size] * 7 + [pointer] * 3 + [ctypes.c_int]
+    library.folio_decode_block.restype = ctypes.c_int
     return library, ""
+
+
+class Linear(ctypes.Structure):
+    """A quantized linear layer as the kernels read it (kernels.h's `folio_linear`): kind 4 or 8, W (N, K)."""
+
+    _fields_ = [("kind", ctypes.c_int64), ("N", ctypes.c_int64), ("K", ctypes.c_int64), ("codes", ctypes.c_void_p),
+                ("d", ctypes.c_void_p), ("mins", ctypes.c_void_p)]
+
+
+class Block(ctypes.Structure):
+    """A Llama block's weights as `folio_decode_block` reads them (decode_step.c's `folio_block`)."""
+
+    _fields_ = [("qkv", Linear), ("o", Linear), ("gate_up", Linear), ("down", Linear), ("norm1", ctypes.c_void_p),
+                ("norm2", ctypes.c_void_p), ("eps1", ctypes.c_double), ("eps2", ctypes.c_double),
+                ("scale", ctypes.c_double), ("C", ctypes.c_int64), ("H", ctypes.c_int64), ("KVH", ctypes.c_int64),
+                ("D", ctypes.c_int64), ("F", ctypes.c_int64)]
 
 
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # (PyTorch 2.3 and later)
@@ -169,4 +190,4 @@ def available() -> tuple[bool, str]:
     return library is not None, reason
 
 
-__all__ = ["available", "cpu_supported", "load", "release_workers", "threads"]
+__all__ = ["Block", "Linear", "available", "cpu_supported", "load", "release_workers", "threads"]

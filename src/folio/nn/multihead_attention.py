@@ -243,28 +243,41 @@ class MultiHeadAttention(nn.Module):
         values written into the cache, and the attention over it, where eager PyTorch takes some fifteen
         operations. Returns (B, heads, d) and the cache with the new position; None where the kernel does not
         take these inputs (the caller then takes the operations' path)."""
-        batch, dim, keys = qkv.size(0), self.head_dim, cache.length + 1
-        if dim % 16 or not qkv.is_contiguous() or (library := kernels.for_inputs(qkv)) is None or \
-                (mask := _kernel_mask(mask, batch, keys)) is False:
+        batch, dim = qkv.size(0), self.head_dim
+        if not qkv.is_contiguous() or (library := kernels.for_inputs(qkv)) is None or \
+                (inputs := self.decode_inputs(batch, mask, cache, positions)) is None:
             return None
-        cos, sin = self.rotary._rows(_rotary_offset(cache, positions), 1, qkv.dtype)  # (1, d) or (B, 1, 1, d)
+        arguments, mask, cache = inputs  # (mask: kept alive through the call)
+        q, out = qkv.new_empty(batch, self.heads, dim), qkv.new_empty(batch, self.heads, dim)
+        failed = library.folio_decode_attend(qkv.data_ptr(), batch, self.heads, self.kv_heads, dim, qkv.stride(0),
+                                             *arguments, dim**-0.5, q.data_ptr(), out.data_ptr(), kernels.threads())
+        return None if failed else (out, cache.advanced(1))
+
+    def decode_inputs(self, batch: int, mask: Tensor | None, cache: KVCache,
+                      positions: Tensor | None) -> tuple[tuple, Tensor | None, KVCache] | None:
+        """What the decoding kernels (`folio_decode_attend`, `folio_decode_block`) read of one new position of
+        each of `batch` rows besides its projections: (the rotary tables' rows and their stride over B, the
+        cache's buffers and strides, the new position, the key mask's), the key mask (B, S) they read (or None),
+        and the cache with room for the position, which the kernel writes (`advanced(1)` then holds it). None
+        where the kernels do not take these inputs (the operations' path does). The addresses are valid while
+        the cache and that mask are."""
+        if self.rotary is None or self.head_dim % 16 or (mask := _kernel_mask(mask, batch, cache.length + 1)) is False:
+            return None
+        cos, sin = self.rotary._rows(_rotary_offset(cache, positions), 1, torch.float32)  # (1, d) or (B, 1, 1, d)
         k, v = cache.buffers  # (B, kv_heads, capacity, d); a grown cache's are laid out alike
         if cos.stride(-1) != 1 or cos.stride() != sin.stride() or k.dtype != torch.float32 or k.stride(-1) != 1 or \
                 v.stride(-1) != 1 or k.size(0) != batch:
             return None
         cache = cache.with_room(1)
         k, v = cache.buffers
-        q, out = qkv.new_empty(batch, self.heads, dim), qkv.new_empty(batch, self.heads, dim)
-        failed = library.folio_decode_attend(
-            qkv.data_ptr(), batch, self.heads, self.kv_heads, dim, qkv.stride(0), cos.data_ptr(), sin.data_ptr(),
-            cos.stride(0) if cos.dim() == 4 else 0, k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3],
-            cache.length, None if mask is None else mask.data_ptr(), dim**-0.5, q.data_ptr(), out.data_ptr(),
-            kernels.threads())
-        return None if failed else (out, cache.advanced(1))
+        return (cos.data_ptr(), sin.data_ptr(), cos.stride(0) if cos.dim() == 4 else 0, k.data_ptr(), v.data_ptr(),
+                *k.stride()[:3], *v.stride()[:3], cache.length, None if mask is None else mask.data_ptr()), mask, cache
 
 
 def _rotary_offset(cache: KVCache | tuple | None, positions: Tensor | None) -> int | Tensor:
     """Where new queries and keys sit: `positions` when given, else after the cached keys (rotated already)."""
     if positions is not None:
         return positions
+    if isinstance(cache, KVCache):
+        return cache.length
     return 0 if cache is None else cache[0].size(2)

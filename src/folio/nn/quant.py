@@ -55,6 +55,7 @@ class QuantizedLinear(nn.Module):
     kind = ""
     STORED: tuple[str, ...] = ()  # the buffers the kernel reads, in its arguments' order
     FUNCTION = DEQUANTIZE = ""  # the kernels' names in folio.nn.kernels' library
+    BITS = 0  # the format's kind in the kernels' `folio_linear`
 
     def __init__(self, in_features: int, out_features: int, bias: Tensor | None):
         super().__init__()
@@ -90,6 +91,13 @@ class QuantizedLinear(nn.Module):
         None for an argument the format has not (int8's minimum)."""
         buffers = self._buffers
         return (*[buffers[name].data_ptr() for name in self.STORED], *(None,) * (3 - len(self.STORED)))
+
+    def kernel_layer(self) -> kernels.Linear | None:
+        """This layer as the kernels' `folio_linear` (its buffers' addresses: valid while they are), for kernels
+        that run several layers in one call; None for a layer with a bias or off the CPU."""
+        if self._buffers["bias"] is not None or self._buffers[self.STORED[0]].device.type != "cpu":
+            return None
+        return kernels.Linear(self.BITS, self.out_features, self.in_features, *self._pointers())
 
     def dequantized(self, start: int = 0, stop: int | None = None, out: Tensor | None = None) -> Tensor:
         """Rows start..stop (all by default) of the weight (out, in) in float32, as the layer computes with it;
@@ -177,6 +185,7 @@ class Int4Linear(QuantizedLinear):
     kind = "int4"
     STORED = ("packed", "scale", "minimum")
     FUNCTION, DEQUANTIZE = "folio_q4_matmul", "folio_q4_dequantize"
+    BITS = 4
 
     def __init__(self, packed: Tensor | list[Tensor], scale: Tensor, minimum: Tensor, bias: Tensor | None = None):
         """`packed`: a tensor, or a list of chunks of rows (emptied as they are copied)."""
@@ -218,6 +227,7 @@ class Int8Linear(QuantizedLinear):
     kind = "int8"
     STORED = ("codes", "scale")
     FUNCTION, DEQUANTIZE = "folio_q8_matmul", "folio_q8_dequantize"
+    BITS = 8
 
     def __init__(self, codes: Tensor | list[Tensor], scale: Tensor, bias: Tensor | None = None):
         """`codes`: a tensor, or a list of chunks of rows (emptied as they are copied: a table is never twice)."""

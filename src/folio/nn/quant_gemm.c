@@ -8,8 +8,8 @@
  *
  * A block's weights are dequantized into registers once for up to eight rows of x (batched decoding, short
  * prompts), and each row's sums are one fused multiply-add per eight weights; tiles of x and chunks of W are
- * sized for the caches (see MATMUL). Output rows are shared among `threads` OpenMP threads (torch's own
- * runtime: the same libgomp.so.1).
+ * sized for the caches (see MATMUL_SHARE). Output rows are shared among `threads` OpenMP threads (torch's own
+ * runtime: the same libgomp.so.1), or among the threads of a caller's parallel region (`folio_q4_share`).
  *
  * Built at first use by folio.nn.kernels with the machine's C compiler (-O3 -march=native); needs AVX2, FMA
  * and F16C, which folio.nn.kernels checks before loading it. */
@@ -112,49 +112,58 @@ static inline int64_t pass_blocks(int64_t rows, int64_t K) {
     return (blocks + passes - 1) / passes;
 }
 
-/* y (M, N) = x (M, K) · Wᵀ for `row` (q4_row or q8_row; `row_bytes`: a row of W's codes and scales). Each thread
- * takes a contiguous share of the output rows, the same in every pass over K, so that only it adds to them */
-#define MATMUL(row, x, M, K, codes, codes_per_row, d, mins, N, y, threads, row_bytes)                           \
+/* Thread t of T's share of y (M, N) = x (M, K) · Wᵀ for `row` (q4_row or q8_row; `row_bytes`: a row of W's codes
+ * and scales): a contiguous share of the output rows, the same in every pass over K, so that only it adds to
+ * them; the share of an output row does not change its sums (any T gives the same numbers) */
+#define MATMUL_SHARE(row, x, M, K, codes, codes_per_row, d, mins, N, y, t, T, row_bytes)                         \
     do {                                                                                                        \
         int64_t blocks = (K) / BLOCK, step = pass_blocks((M) < TILE ? (M) : TILE, K);                          \
         int64_t chunk = N_CHUNK_BYTES / (row_bytes) > 8 ? N_CHUNK_BYTES / (row_bytes) : 8;                      \
-        _Pragma("omp parallel num_threads(threads) if (threads > 1)")                                          \
-        {                                                                                                       \
-            int t = omp_get_thread_num(), T = omp_get_num_threads();                                            \
-            int64_t first = (N) * t / T, last = (N) * (t + 1) / T;                                              \
-            for (int64_t b0 = 0; b0 < blocks; b0 += step) {                                                     \
-                int64_t b1 = b0 + step < blocks ? b0 + step : blocks;                                           \
-                for (int64_t n0 = first; n0 < last; n0 += chunk)                                                \
-                    for (int64_t m0 = 0; m0 < (M); m0 += TILE)                                                  \
-                        for (int64_t n = n0; n < n0 + chunk && n < last; n++) {                                 \
-                            const uint16_t *dn = (d) + n * blocks, *mn = (mins) ? (mins) + n * blocks : 0;      \
-                            float *out = (y) + m0 * (N) + n;                                                    \
-                            const __typeof__(*(codes)) *c = (codes) + n * (codes_per_row);                      \
-                            switch ((M) - m0 < TILE ? (M) - m0 : TILE) { /* constant row counts: registers */   \
-                            case 1: row(x, K, N, m0, 1, c, dn, mn, out, b0, b1); break;                         \
-                            case 2: row(x, K, N, m0, 2, c, dn, mn, out, b0, b1); break;                         \
-                            case 3: row(x, K, N, m0, 3, c, dn, mn, out, b0, b1); break;                         \
-                            case 4: row(x, K, N, m0, 4, c, dn, mn, out, b0, b1); break;                         \
-                            case 5: row(x, K, N, m0, 5, c, dn, mn, out, b0, b1); break;                         \
-                            case 6: row(x, K, N, m0, 6, c, dn, mn, out, b0, b1); break;                         \
-                            case 7: row(x, K, N, m0, 7, c, dn, mn, out, b0, b1); break;                         \
-                            default: row(x, K, N, m0, 8, c, dn, mn, out, b0, b1);                               \
-                            }                                                                                   \
+        int64_t first = (N) * (t) / (T), last = (N) * ((t) + 1) / (T);                                          \
+        for (int64_t b0 = 0; b0 < blocks; b0 += step) {                                                         \
+            int64_t b1 = b0 + step < blocks ? b0 + step : blocks;                                               \
+            for (int64_t n0 = first; n0 < last; n0 += chunk)                                                    \
+                for (int64_t m0 = 0; m0 < (M); m0 += TILE)                                                      \
+                    for (int64_t n = n0; n < n0 + chunk && n < last; n++) {                                     \
+                        const uint16_t *dn = (d) + n * blocks, *mn = (mins) ? (mins) + n * blocks : 0;          \
+                        float *out = (y) + m0 * (N) + n;                                                        \
+                        const __typeof__(*(codes)) *c = (codes) + n * (codes_per_row);                          \
+                        switch ((M) - m0 < TILE ? (M) - m0 : TILE) { /* constant row counts: registers */       \
+                        case 1: row(x, K, N, m0, 1, c, dn, mn, out, b0, b1); break;                             \
+                        case 2: row(x, K, N, m0, 2, c, dn, mn, out, b0, b1); break;                             \
+                        case 3: row(x, K, N, m0, 3, c, dn, mn, out, b0, b1); break;                             \
+                        case 4: row(x, K, N, m0, 4, c, dn, mn, out, b0, b1); break;                             \
+                        case 5: row(x, K, N, m0, 5, c, dn, mn, out, b0, b1); break;                             \
+                        case 6: row(x, K, N, m0, 6, c, dn, mn, out, b0, b1); break;                             \
+                        case 7: row(x, K, N, m0, 7, c, dn, mn, out, b0, b1); break;                             \
+                        default: row(x, K, N, m0, 8, c, dn, mn, out, b0, b1);                                   \
                         }                                                                                       \
-            }                                                                                                   \
+                    }                                                                                           \
         }                                                                                                       \
     } while (0)
 
-/* y (M, N) = x (M, K) · Wᵀ, W q4 (see above); K a multiple of 32 */
+void folio_q4_share(const float *x, int64_t M, int64_t K, const uint8_t *codes, const uint16_t *d,
+                    const uint16_t *mins, int64_t N, float *y, int t, int T) {
+    MATMUL_SHARE(q4_row, x, M, K, codes, K / 2, d, mins, N, y, t, T, K / 2 + K / 8);
+}
+
+void folio_q8_share(const float *x, int64_t M, int64_t K, const int8_t *codes, const uint16_t *d,
+                    const uint16_t *unused, int64_t N, float *y, int t, int T) {
+    MATMUL_SHARE(q8_row, x, M, K, codes, K, d, unused, N, y, t, T, K + K / 16);
+}
+
+/* y (M, N) = x (M, K) · Wᵀ, W q4 (see above); K a multiple of 32; the output rows shared among `threads` */
 void folio_q4_matmul(const float *x, int64_t M, int64_t K, const uint8_t *codes, const uint16_t *d,
                      const uint16_t *mins, int64_t N, float *y, int threads) {
-    MATMUL(q4_row, x, M, K, codes, K / 2, d, mins, N, y, threads, K / 2 + K / 8);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    folio_q4_share(x, M, K, codes, d, mins, N, y, omp_get_thread_num(), omp_get_num_threads());
 }
 
 /* y (M, N) = x (M, K) · Wᵀ, W q8 (see above); `unused`: q4's minimums (the two functions take the same arguments) */
 void folio_q8_matmul(const float *x, int64_t M, int64_t K, const int8_t *codes, const uint16_t *d,
                      const uint16_t *unused, int64_t N, float *y, int threads) {
-    MATMUL(q8_row, x, M, K, codes, K, d, unused, N, y, threads, K + K / 16);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    folio_q8_share(x, M, K, codes, d, unused, N, y, omp_get_thread_num(), omp_get_num_threads());
 }
 
 /* The weights of rows n0 .. n1 in float32: out (n1 - n0, K). For products of many rows (prefill), where a

@@ -15,10 +15,16 @@ against the scores (B, heads, T_query, T_key); a key-padding mask (B, S) becomes
 
 from __future__ import annotations
 
+import ctypes
+import threading
+
+import torch
 from torch import Tensor, nn
 
 from folio.errors import ConfigError
+from folio.nn import kernels
 from folio.nn.feedforward import FeedForward, SwiGLU
+from folio.nn.kv_cache import KVCache
 from folio.nn.multihead_attention import MultiHeadAttention
 from folio.nn.norms import RMSNorm
 from folio.nn.positions import RotaryEmbedding
@@ -68,6 +74,7 @@ class TransformerBlock(nn.Module):
                    else FeedForward(dim, ff_dim, inner, activation, bias))
         self.norm2 = self._norm(norm, dim, eps)
         self.dropout = nn.Dropout(dropout)
+        self._kernel_block: tuple | None = None  # (the quantized layers, the kernel's block, the tensors it reads)
 
     @staticmethod
     def _norm(norm: str, dim: int, eps: float) -> nn.Module:
@@ -92,6 +99,9 @@ class TransformerBlock(nn.Module):
         """x (B, T, C) → (B, T, C) and a dict with the new `self`/`cross` caches and, when asked,
         `self_weights`/`cross_weights` (B, h, T, S). `positions` (B, T): rotary positions per row."""
         cache = cache or {}
+        if x.size(1) == 1 and isinstance(cache.get("self"), KVCache) and not (need_weights or self.training) and \
+                memory is None and (done := self._decode_step(x, mask, cache["self"], positions)) is not None:
+            return done
         x, (self_weights, self_cache) = self._sublayer(
             x, self.norm1, lambda h: self.self_attn(h, mask=mask, causal=causal, cache=cache.get("self"),
                                                     need_weights=need_weights, positions=positions))
@@ -105,3 +115,71 @@ class TransformerBlock(nn.Module):
             extras.update(cross=cross_cache, cross_weights=cross_weights)
         x, _ = self._sublayer(x, self.norm2, lambda h: (self.ff(h),))
         return x, extras
+
+    def _decode_step(self, x: Tensor, mask: Tensor | None, cache: KVCache,
+                     positions: Tensor | None) -> tuple[Tensor, dict] | None:
+        """A decoding step (x (B, 1, C)) through the whole block in one call of Folio's kernel
+        (`folio_decode_block`), where the block is Llama's with quantized layers: its ~20 operations, each
+        starting the CPU's threads anew, in one parallel region, with the same numbers. None where the kernel
+        does not take this block or these inputs: `forward` then runs its layers."""
+        if (block := self._kernel_layers()) is None or (library := kernels.for_inputs(x)) is None or \
+                (inputs := self.self_attn.decode_inputs(x.size(0), mask, cache, positions)) is None:
+            return None
+        arguments, mask, cache = inputs  # (mask: kept alive through the call)
+        if not x.is_contiguous():
+            x = x.contiguous()
+        y, batch = torch.empty_like(x), x.size(0)
+        scratch = _block_scratch(batch * (2 * block.C + (block.H + 2 * block.KVH) * block.D + 2 * block.H * block.D +
+                                          3 * block.F))
+        if library.folio_decode_block(ctypes.addressof(block), x.data_ptr(), batch, *arguments, scratch.data_ptr(),
+                                      y.data_ptr(), kernels.threads()):
+            return None
+        return y, {"self": cache.advanced(1), "self_weights": None}
+
+    def _kernel_layers(self) -> kernels.Block | None:
+        """This block as `folio_decode_block` reads it, or None where it is not Llama's (pre-norm RMSNorm, rotary
+        self-attention, SwiGLU) with fused quantized projections and no biases. Kept while the four quantized
+        layers are the same modules: moving the block (`to`) or loading weights into it drops it (`_apply`,
+        `_forget_kernel_layers`), and it holds the tensors it points to, so that it never points to freed memory."""
+        from folio.nn.quant import QuantizedLinear
+
+        attention, ff = self.self_attn, self.ff
+        linears = (attention.qkv, attention.out_proj, getattr(ff, "gate_up", None), ff.down if isinstance(ff, SwiGLU)
+                   else None)
+        kept = self._kernel_block
+        if kept is not None and kept[0] == linears:
+            return kept[1]
+        if not (self.norm_first and self.cross_attn is None and isinstance(self.norm1, RMSNorm) and
+                isinstance(self.norm2, RMSNorm) and attention.rotary is not None and
+                all(isinstance(linear, QuantizedLinear) for linear in linears)):
+            return None
+        layers = [linear.kernel_layer() for linear in linears]
+        norms = (self.norm1.weight.detach(), self.norm2.weight.detach())
+        dim, head_dim = norms[0].numel(), attention.head_dim
+        if None in layers or any(n.dtype != torch.float32 or n.device.type != "cpu" or not n.is_contiguous()
+                                 for n in norms) or dim % 8 or head_dim % 16 or ff.down.in_features % 8:
+            return None
+        block = kernels.Block(*layers, norms[0].data_ptr(), norms[1].data_ptr(), self.norm1.eps, self.norm2.eps,
+                              head_dim**-0.5, dim, attention.heads, attention.kv_heads, head_dim, ff.down.in_features)
+        tensors = [*norms, *(linear._buffers[name] for linear in linears for name in linear.STORED)]
+        self._kernel_block = (linears, block, tensors)
+        return block
+
+    def _apply(self, fn, recurse=True):
+        self._kernel_block = None  # the weights may move
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._kernel_block = None  # (`assign=True` replaces tensors)
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+_SCRATCH = threading.local()
+
+
+def _block_scratch(size: int) -> Tensor:
+    """This thread's float32 scratch of at least `size` numbers for `folio_decode_block`, kept between calls."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < size:
+        buffer = _SCRATCH.buffer = torch.empty(size)
+    return buffer
