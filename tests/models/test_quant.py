@@ -321,3 +321,44 @@ def test_a_forked_process_runs_the_kernels_on_one_thread_instead_of_waiting_for_
     assert done.returncode == 0, done.stderr
     parent, child = done.stdout.split()
     assert parent == child
+
+
+def test_a_quantized_llamas_decoding_step_is_one_kernel_call_with_the_numbers_of_its_blocks(monkeypatch):
+    """Greedy decoding of a quantized Llama (heads of 16) in a batch whose rows sit at different positions runs
+    every block of a step in one call of Folio's kernel (`folio_decode_blocks`), across the caches' doubling:
+    the logits of the blocks' own layers."""
+    from folio.models import gpt
+    from folio.models.llama import Llama, LlamaConfig
+    from folio.nn import kernels
+    from folio.nn.transformer import TransformerBlock
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=50, layers=3, heads=4, kv_heads=2, hidden=64, ff_hidden=64, context=128,
+                              tied=False)).eval()
+    fuse_projections(quantize_model(model, "int4"))
+
+    def decode(prompts: list[torch.Tensor], count: int) -> torch.Tensor:
+        with torch.no_grad():
+            logits, state = model.read_prompts(prompts)
+            token, out = logits.argmax(-1), []
+            for _ in range(count):
+                logits, state = model(token[:, None], state)
+                out.append(logits[:, -1])
+                token = logits[:, -1].argmax(-1)
+        return torch.stack(out)
+
+    calls, library = [], kernels.load()
+    if library is not None:
+        kernel = library.folio_decode_blocks
+        monkeypatch.setattr(library, "folio_decode_blocks",
+                            lambda *args: calls.append((args[1], args[3], args[15])) or kernel(*args))  # (n, B, position)
+    prompts = [torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7])]
+    fused = decode(prompts, 70)
+    with monkeypatch.context() as patch:
+        patch.setattr(gpt, "decode_blocks", lambda *args: None)
+        patch.setattr(TransformerBlock, "_decode_step", lambda *args: None)
+        plain = decode(prompts, 70)
+    torch.testing.assert_close(fused, plain, atol=1e-4, rtol=1e-4)
+    assert fused.std() > 0.1
+    if library is not None:
+        assert calls == [(3, 2, 5 + t) for t in range(70)]

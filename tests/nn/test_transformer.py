@@ -454,12 +454,12 @@ def _block_steps(block: TransformerBlock, prompt: Tensor, own: Tensor, steps: Te
 
 def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monkeypatch):
     """Without gradients, a decoding step through a Llama block with quantized layers is one call of Folio's
-    kernel (`folio_decode_block`): the outputs and the cache of the layers' path, for one row and for a batch
+    kernel (`folio_decode_blocks`): the outputs and the cache of the layers' path, for one row and for a batch
     whose rows sit at different positions, across the cache's doubling. A block with biases, or asked for its
     attention weights, runs its layers; new weights loaded into the block are the ones the kernel reads."""
     from folio.nn import kernels
 
-    calls = _kernel_calls(monkeypatch, "folio_decode_block", lambda args: (args[2], args[14]))  # (B, position)
+    calls = _kernel_calls(monkeypatch, "folio_decode_blocks", lambda args: (args[1], args[3], args[15]))  # (n, B, position)
     block = _llama_block()
     for batch in (1, 2):
         prompt, steps = torch.randn(batch, 5, 64), torch.randn(batch, 70, 64)
@@ -475,7 +475,7 @@ def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monk
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     if kernels.load() is None:
         return
-    assert calls == [(1, 5 + t) for t in range(70)] + [(2, 5 + t) for t in range(70)]
+    assert calls == [(1, 1, 5 + t) for t in range(70)] + [(1, 2, 5 + t) for t in range(70)]
     calls.clear()
     prompt, steps, own = torch.randn(1, 5, 64), torch.randn(1, 3, 64), torch.ones(1, 5, dtype=torch.bool)
     before, _ = _block_steps(block, prompt, own, steps)

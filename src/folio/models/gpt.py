@@ -27,7 +27,7 @@ from folio.models.options import option
 from folio.nn.kv_cache import KVCache
 from folio.nn.kv_rows import left_pad, select_rows, stack_right_aligned
 from folio.nn.positions import PositionalEncoding
-from folio.nn.transformer import TransformerBlock
+from folio.nn.transformer import TransformerBlock, decode_blocks
 
 
 @dataclass
@@ -145,13 +145,20 @@ class GPT(nn.Module):
             if state is None:  # a padding query sees itself: with no key at all its softmax, then every row, is NaN
                 key_mask = key_mask | torch.eye(steps, dtype=torch.bool, device=ids.device)  # (B, 1, T, T)
         x = self.dropout(self._add_positions(self.embedding(ids), offset if positions is None else positions))  # (B, T, C)
-        caches, weights = [], []
-        for i, block in enumerate(self.blocks):
-            # a decoding step writes its keys/values into the cache's room (grown once from the prompt's)
-            cache = None if state is None else {"self": KVCache.growing(state.caches[i], ids.size(1), self.config.context)}
-            x, extras = block(x, key_mask, causal=True, cache=cache, need_weights=need_weights, positions=positions)
-            caches.append(extras["self"])
-            weights.append(extras["self_weights"])
+        # a decoding step writes its keys/values into the cache's room (grown once from the prompt's)
+        grown = None if state is None else [KVCache.growing(cache, ids.size(1), self.config.context)
+                                            for cache in state.caches]
+        if grown is not None and ids.size(1) == 1 and not (need_weights or self.training) and \
+                (done := decode_blocks(list(self.blocks), x, key_mask, grown, positions)) is not None:
+            x, caches = done  # every block in one kernel call (Llama's blocks with quantized layers)
+            weights = [None] * len(caches)
+        else:
+            caches, weights = [], []
+            for i, block in enumerate(self.blocks):
+                cache = None if grown is None else {"self": grown[i]}
+                x, extras = block(x, key_mask, causal=True, cache=cache, need_weights=need_weights, positions=positions)
+                caches.append(extras["self"])
+                weights.append(extras["self_weights"])
         if last_only:
             x = x[:, -1:]  # (B, 1, C): a prompt's other positions need no logits
         logits = self.head(self.norm(x))  # (B, T, V)

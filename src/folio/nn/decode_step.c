@@ -326,7 +326,7 @@ int folio_decode_attend(const float *qkv, int64_t B, int64_t H, int64_t KVH, int
     return failed ? -1 : 0;
 }
 
-/* A Llama block's weights as `folio_decode_block` reads them (folio.nn.transformer's TransformerBlock with
+/* A Llama block's weights as `folio_decode_blocks` reads them (folio.nn.transformer's TransformerBlock with
  * pre-norm RMSNorm, rotary self-attention with fused q/k/v, SwiGLU with fused gate/up, quantized linear layers
  * and no biases) */
 typedef struct {
@@ -336,55 +336,66 @@ typedef struct {
     int64_t C, H, KVH, D, F;
 } folio_block;
 
-/* y (B, C) = the block applied to one new position of each row of x (B, C), in one parallel region: the
- * operations of PyTorch's path in their order, so the same numbers,
+/* Thread t of T's part of one block applied to one new position of each row, y (B, C) from x (B, C) (y may be
+ * x), inside a parallel region: the operations of PyTorch's path in their order, so the same numbers,
  *
  *   h = norm1(x); qkv = h·Wqkvᵀ; a = attention (`decode_task`: the cache written at `at`); y = x + a·Woᵀ;
  *   h = norm2(y); gu = h·Wguᵀ; y = y + (silu(gate)·up)·Wdownᵀ
  *
- * with a barrier between them where a Python step makes some twenty calls, each starting the threads anew.
- * scratch: B·(2C + (H + 2 KVH)·D + 2·H·D + 3F) floats; the cache's arguments are `folio_decode_attend`'s.
- * Returns 0, or -1 where an attention's scratch could not be had (y is then not the block's output) */
-int folio_decode_block(const folio_block *w, const float *x, int64_t B, const float *cos, const float *sin, int64_t cb,
-                       float *k, float *v, int64_t kb, int64_t kh, int64_t ks, int64_t vb, int64_t vh, int64_t vs,
-                       int64_t at, const uint8_t *mask, float *scratch, float *y, int threads) {
-    int64_t C = w->C, H = w->H, KVH = w->KVH, D = w->D, F = w->F, QKV = (H + 2 * KVH) * D;
+ * with a barrier between them. A row's norms and sums are its thread's (r ≡ t mod T) */
+static void block_part(const folio_block *w, const float *x, float *y, int64_t B, step_attention *s, float *scratch,
+                       int t, int T, int *failed) {
+    int64_t C = w->C, H = w->H, KVH = w->KVH, D = w->D, F = w->F, QKV = (H + 2 * KVH) * D, first, last;
     float *h = scratch, *qkv = h + B * C, *q = qkv + B * QKV, *att = q + B * H * D, *o = att + B * H * D;
     float *gu = o + B * C, *a = gu + B * 2 * F;
-    step_attention s = {qkv, B, H, KVH, D, QKV, cos, sin, cb, k, v, kb, kh, ks, vb, vh, vs, at, mask,
-                        (float)w->scale, q, att};
+    s->qkv = qkv, s->qkvb = QKV, s->q = q, s->out = att, s->H = H, s->KVH = KVH, s->D = D, s->scale = (float)w->scale;
+    for (int64_t r = t; r < B; r += T) rms_row(x + r * C, C, w->norm1, (float)w->eps1, h + r * C);
+#pragma omp barrier
+    linear_share(&w->qkv, h, B, qkv, t, T);
+#pragma omp barrier
+    task_share(B * KVH, t, T, &first, &last);
+    for (int64_t task = first; task < last; task++)
+        if (decode_task(s, task)) {
+#pragma omp atomic write
+            *failed = 1;
+        }
+#pragma omp barrier
+    linear_share(&w->o, att, B, o, t, T);
+#pragma omp barrier
+    for (int64_t r = t; r < B; r += T) {
+        for (int64_t j = 0; j < C; j++) y[r * C + j] = x[r * C + j] + o[r * C + j];
+        rms_row(y + r * C, C, w->norm2, (float)w->eps2, h + r * C);
+    }
+#pragma omp barrier
+    linear_share(&w->gate_up, h, B, gu, t, T);
+#pragma omp barrier
+    int64_t j0 = F / LANES * t / T * LANES, j1 = F / LANES * (t + 1) / T * LANES;
+    for (int64_t r = 0; r < B; r++) swiglu_range(gu + r * 2 * F, gu + r * 2 * F + F, j0, j1, a + r * F);
+#pragma omp barrier
+    linear_share(&w->down, a, B, o, t, T);
+#pragma omp barrier
+    for (int64_t r = t; r < B; r += T)
+        for (int64_t j = 0; j < C; j++) y[r * C + j] += o[r * C + j];
+}
+
+/* y (B, C) = blocks w[0] .. w[n - 1] applied one after another to one new position of each row of x (B, C), in
+ * one parallel region, where a Python step makes some twenty kernel calls a block, each starting the threads
+ * anew. Block i's cache: buffers k[i], v[i], the same strides in every block (`folio_decode_attend`'s other
+ * arguments, shared by the blocks). scratch: B·(2C + (H + 2 KVH)·D + 2·H·D + 3F) floats of the widest block.
+ * Returns 0, or -1 where an attention's scratch could not be had (y is then not the blocks' output) */
+int folio_decode_blocks(const folio_block *const *w, int64_t n, const float *x, int64_t B, const float *cos,
+                        const float *sin, int64_t cb, float *const *k, float *const *v, int64_t kb, int64_t kh,
+                        int64_t ks, int64_t vb, int64_t vh, int64_t vs, int64_t at, const uint8_t *mask,
+                        float *scratch, float *y, int threads) {
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int64_t first, last;
-        for (int64_t r = t; r < B; r += T) rms_row(x + r * C, C, w->norm1, (float)w->eps1, h + r * C);
+        for (int64_t i = 0; i < n; i++) {
+            step_attention s = {0, B, 0, 0, 0, 0, cos, sin, cb, k[i], v[i], kb, kh, ks, vb, vh, vs, at, mask, 0, 0, 0};
+            block_part(w[i], i ? y : x, y, B, &s, scratch, t, T, &failed);
 #pragma omp barrier
-        linear_share(&w->qkv, h, B, qkv, t, T);
-#pragma omp barrier
-        task_share(B * KVH, t, T, &first, &last);
-        for (int64_t task = first; task < last; task++)
-            if (decode_task(&s, task)) {
-#pragma omp atomic write
-                failed = 1;
-            }
-#pragma omp barrier
-        linear_share(&w->o, att, B, o, t, T);
-#pragma omp barrier
-        for (int64_t r = t; r < B; r += T) {
-            for (int64_t j = 0; j < C; j++) y[r * C + j] = x[r * C + j] + o[r * C + j];
-            rms_row(y + r * C, C, w->norm2, (float)w->eps2, h + r * C);
         }
-#pragma omp barrier
-        linear_share(&w->gate_up, h, B, gu, t, T);
-#pragma omp barrier
-        int64_t j0 = F / LANES * t / T * LANES, j1 = F / LANES * (t + 1) / T * LANES;
-        for (int64_t r = 0; r < B; r++) swiglu_range(gu + r * 2 * F, gu + r * 2 * F + F, j0, j1, a + r * F);
-#pragma omp barrier
-        linear_share(&w->down, a, B, o, t, T);
-#pragma omp barrier
-        for (int64_t r = t; r < B; r += T)
-            for (int64_t j = 0; j < C; j++) y[r * C + j] += o[r * C + j];
     }
     return failed ? -1 : 0;
 }

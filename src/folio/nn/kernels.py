@@ -96,11 +96,11 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     library.folio_decode_attend.argtypes = [pointer] + [size] * 5 + [pointer, pointer, size, pointer, pointer] + \
         [size] * 7 + [pointer, ctypes.c_float, pointer, pointer, ctypes.c_int]
     library.folio_decode_attend.restype = ctypes.c_int
-    # (block, x, B, cos, sin, cos/sin stride over B, k, v, k strides ×3, v strides ×3, position, mask, scratch, y,
-    # threads) → 0, or -1
-    library.folio_decode_block.argtypes = [pointer, pointer, size, pointer, pointer, size, pointer, pointer] + \
+    # (blocks, n, x, B, cos, sin, cos/sin stride over B, k and v buffers (n each), k strides ×3, v strides ×3,
+    # position, mask, scratch, y, threads) → 0, or -1
+    library.folio_decode_blocks.argtypes = [pointer, size, pointer, size, pointer, pointer, size, pointer, pointer] + \
         [size] * 7 + [pointer] * 3 + [ctypes.c_int]
-    library.folio_decode_block.restype = ctypes.c_int
+    library.folio_decode_blocks.restype = ctypes.c_int
     return library, ""
 
 
@@ -112,7 +112,7 @@ class Linear(ctypes.Structure):
 
 
 class Block(ctypes.Structure):
-    """A Llama block's weights as `folio_decode_block` reads them (decode_step.c's `folio_block`)."""
+    """A Llama block's weights as `folio_decode_blocks` reads them (decode_step.c's `folio_block`)."""
 
     _fields_ = [("qkv", Linear), ("o", Linear), ("gate_up", Linear), ("down", Linear), ("norm1", ctypes.c_void_p),
                 ("norm2", ctypes.c_void_p), ("eps1", ctypes.c_double), ("eps2", ctypes.c_double),

@@ -255,7 +255,7 @@ class MultiHeadAttention(nn.Module):
 
     def decode_inputs(self, batch: int, mask: Tensor | None, cache: KVCache,
                       positions: Tensor | None) -> tuple[tuple, Tensor | None, KVCache] | None:
-        """What the decoding kernels (`folio_decode_attend`, `folio_decode_block`) read of one new position of
+        """What the decoding kernels (`folio_decode_attend`, `folio_decode_blocks`) read of one new position of
         each of `batch` rows besides its projections: (the rotary tables' rows and their stride over B, the
         cache's buffers and strides, the new position, the key mask's), the key mask (B, S) they read (or None),
         and the cache with room for the position, which the kernel writes (`advanced(1)` then holds it). None

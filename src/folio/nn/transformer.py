@@ -118,26 +118,15 @@ class TransformerBlock(nn.Module):
 
     def _decode_step(self, x: Tensor, mask: Tensor | None, cache: KVCache,
                      positions: Tensor | None) -> tuple[Tensor, dict] | None:
-        """A decoding step (x (B, 1, C)) through the whole block in one call of Folio's kernel
-        (`folio_decode_block`), where the block is Llama's with quantized layers: its ~20 operations, each
-        starting the CPU's threads anew, in one parallel region, with the same numbers. None where the kernel
-        does not take this block or these inputs: `forward` then runs its layers."""
-        if (block := self._kernel_layers()) is None or (library := kernels.for_inputs(x)) is None or \
-                (inputs := self.self_attn.decode_inputs(x.size(0), mask, cache, positions)) is None:
+        """A decoding step (x (B, 1, C)) through this block in one kernel call (`decode_blocks`); None where the
+        kernel does not take it: `forward` then runs its layers."""
+        if (done := decode_blocks([self], x, mask, [cache], positions)) is None:
             return None
-        arguments, mask, cache = inputs  # (mask: kept alive through the call)
-        if not x.is_contiguous():
-            x = x.contiguous()
-        y, batch = torch.empty_like(x), x.size(0)
-        scratch = _block_scratch(batch * (2 * block.C + (block.H + 2 * block.KVH) * block.D + 2 * block.H * block.D +
-                                          3 * block.F))
-        if library.folio_decode_block(ctypes.addressof(block), x.data_ptr(), batch, *arguments, scratch.data_ptr(),
-                                      y.data_ptr(), kernels.threads()):
-            return None
-        return y, {"self": cache.advanced(1), "self_weights": None}
+        y, (cache,) = done
+        return y, {"self": cache, "self_weights": None}
 
     def _kernel_layers(self) -> kernels.Block | None:
-        """This block as `folio_decode_block` reads it, or None where it is not Llama's (pre-norm RMSNorm, rotary
+        """This block as `folio_decode_blocks` reads it, or None where it is not Llama's (pre-norm RMSNorm, rotary
         self-attention, SwiGLU) with fused quantized projections and no biases. Kept while the four quantized
         layers are the same modules: moving the block (`to`) or loading weights into it drops it (`_apply`,
         `_forget_kernel_layers`), and it holds the tensors it points to, so that it never points to freed memory."""
@@ -174,11 +163,43 @@ class TransformerBlock(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
 
 
+def decode_blocks(blocks: list[TransformerBlock], x: Tensor, mask: Tensor | None, caches: list[KVCache],
+                  positions: Tensor | None) -> tuple[Tensor, list[KVCache]] | None:
+    """A decoding step (x (B, 1, C), each row's new position) through `blocks` one after another, each with its
+    cache, in one call of Folio's kernel (`folio_decode_blocks`), where the blocks are Llama's with quantized
+    layers (`TransformerBlock._kernel_layers`): their ~20 operations a block, each of which would start the CPU's
+    threads anew, in one parallel region, with the same numbers. Returns the last block's output and the caches
+    with the new position; None where the kernel does not take these blocks or inputs (nothing is written)."""
+    layers = [block._kernel_layers() for block in blocks]
+    if None in layers or (library := kernels.for_inputs(x)) is None:
+        return None
+    inputs = [block.self_attn.decode_inputs(x.size(0), mask, cache, positions)
+              for block, cache in zip(blocks, caches, strict=True)]
+    if None in inputs:
+        return None
+    shared = inputs[0][0][:3] + inputs[0][0][5:12]  # the rotary rows, the caches' strides, the position
+    if any(arguments[:3] + arguments[5:12] != shared for arguments, _, _ in inputs):
+        return None
+    mask = inputs[0][1]  # (kept alive through the call; every block's is the same mask)
+    if not x.is_contiguous():
+        x = x.contiguous()
+    y, batch, count = torch.empty_like(x), x.size(0), len(blocks)
+    widest = max(2 * b.C + (b.H + 2 * b.KVH) * b.D + 2 * b.H * b.D + 3 * b.F for b in layers)
+    scratch = _block_scratch(batch * widest)
+    pointers = (ctypes.c_void_p * count)(*map(ctypes.addressof, layers))
+    keys = (ctypes.c_void_p * count)(*(arguments[3] for arguments, _, _ in inputs))
+    values = (ctypes.c_void_p * count)(*(arguments[4] for arguments, _, _ in inputs))
+    if library.folio_decode_blocks(pointers, count, x.data_ptr(), batch, *shared[:3], keys, values, *shared[3:],
+                                   inputs[0][0][12], scratch.data_ptr(), y.data_ptr(), kernels.threads()):
+        return None
+    return y, [cache.advanced(1) for _, _, cache in inputs]
+
+
 _SCRATCH = threading.local()
 
 
 def _block_scratch(size: int) -> Tensor:
-    """This thread's float32 scratch of at least `size` numbers for `folio_decode_block`, kept between calls."""
+    """This thread's float32 scratch of at least `size` numbers for `folio_decode_blocks`, kept between calls."""
     buffer = getattr(_SCRATCH, "buffer", None)
     if buffer is None or buffer.numel() < size:
         buffer = _SCRATCH.buffer = torch.empty(size)
