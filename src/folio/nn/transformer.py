@@ -173,27 +173,36 @@ def decode_blocks(blocks: list[TransformerBlock], x: Tensor, mask: Tensor | None
     layers = [block._kernel_layers() for block in blocks]
     if None in layers or (library := kernels.for_inputs(x)) is None:
         return None
-    inputs = [block.self_attn.decode_inputs(x.size(0), mask, cache, positions)
-              for block, cache in zip(blocks, caches, strict=True)]
-    if None in inputs:
+    attention = blocks[0].self_attn
+    if (inputs := attention.decode_inputs(x.size(0), mask, caches[0], positions)) is None:
         return None
-    shared = inputs[0][0][:3] + inputs[0][0][5:12]  # the rotary rows, the caches' strides, the position
-    if any(arguments[:3] + arguments[5:12] != shared for arguments, _, _ in inputs):
-        return None
-    mask = inputs[0][1]  # (kept alive through the call; every block's is the same mask)
+    arguments, mask, first = inputs  # (mask: kept alive through the call)
+    keys, values = first.buffers
+    layout = (keys.stride(), values.stride(), keys.shape, values.shape)
+    grown = [first]
+    for block, cache in zip(blocks[1:], caches[1:], strict=True):
+        # the other blocks read the same rotary rows at the same position, into caches laid out as the first's
+        if block.self_attn.rotary is not attention.rotary or cache.length != first.length:
+            return None
+        cache = cache.with_room(1)
+        k, v = cache.buffers
+        if (k.stride(), v.stride(), k.shape, v.shape) != layout or k.dtype != keys.dtype or v.dtype != values.dtype:
+            return None
+        grown.append(cache)
     if not x.is_contiguous():
         x = x.contiguous()
     y, batch, count = torch.empty_like(x), x.size(0), len(blocks)
     widest = max(2 * b.C + (b.H + 2 * b.KVH) * b.D + 2 * b.H * b.D + 3 * b.F for b in layers)
     scratch = _block_scratch(batch * widest)
     pointers = (ctypes.c_void_p * count)(*map(ctypes.addressof, layers))
-    keys = (ctypes.c_void_p * count)(*(arguments[3] for arguments, _, _ in inputs))
-    values = (ctypes.c_void_p * count)(*(arguments[4] for arguments, _, _ in inputs))
-    if library.folio_decode_blocks(pointers, count, x.data_ptr(), batch, *shared[:3], keys, values, *shared[3:],
-                                   inputs[0][0][12], scratch.data_ptr(), y.data_ptr(), kernels.threads()):
+    buffers = [cache.buffers for cache in grown]
+    keys = (ctypes.c_void_p * count)(*(k.data_ptr() for k, _ in buffers))
+    values = (ctypes.c_void_p * count)(*(v.data_ptr() for _, v in buffers))
+    # (arguments: the rotary rows and their stride, the first cache's buffers, the strides, the position, the mask)
+    if library.folio_decode_blocks(pointers, count, x.data_ptr(), batch, *arguments[:3], keys, values,
+                                   *arguments[5:], scratch.data_ptr(), y.data_ptr(), kernels.threads()):
         return None
-    return y, [cache.advanced(1) for _, _, cache in inputs]
-
+    return y, [cache.advanced(1) for cache in grown]
 
 _SCRATCH = threading.local()
 
