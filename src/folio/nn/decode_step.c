@@ -288,15 +288,33 @@ typedef struct {
     float *q, *out;
 } step_attention;
 
-/* One task of it: row b's key/value head h and the query heads of its group. Returns 0, or -1 (`attend_task`'s) */
-static int decode_task(const step_attention *a, int64_t task) {
+/* Row b's key/value head h (task b·KVH + h): the query heads of its group rotated into q, its key rotated and
+ * its value copied into the cache at `at` */
+static void decode_write(const step_attention *a, int64_t task) {
     int64_t H = a->H, KVH = a->KVH, D = a->D, G = H / KVH, b = task / KVH, h = task % KVH;
     const float *row = a->qkv + b * a->qkvb, *c = a->cos + b * a->cb, *s = a->sin + b * a->cb;
     for (int64_t g = h * G; g < (h + 1) * G; g++) rope_row(row + g * D, c, s, D, a->q + (b * H + g) * D);
     rope_row(row + (H + h) * D, c, s, D, a->k + b * a->kb + h * a->kh + a->at * a->ks);
     memcpy(a->v + b * a->vb + h * a->vh + a->at * a->vs, row + (H + KVH + h) * D, sizeof(float) * D);
-    return attend_task(a->q, a->k, a->v, a->mask, H, KVH, a->at + 1, D, H * D, D, a->kb, a->kh, a->ks, a->vb, a->vh,
-                       a->vs, a->scale, a->out, task);
+}
+
+/* One task of it: `decode_write`, then the group's attention. Returns 0, or -1 (`attend_task`'s) */
+static int decode_task(const step_attention *a, int64_t task) {
+    decode_write(a, task);
+    return attend_task(a->q, a->k, a->v, a->mask, a->H, a->KVH, a->at + 1, a->D, a->H * a->D, a->D, a->kb, a->kh,
+                       a->ks, a->vb, a->vh, a->vs, a->scale, a->out, task);
+}
+
+/* The attention of query head g of row b alone (query b·H + g), once every `decode_write` of the step is done:
+ * the numbers of its group's task, in a share that splits a row's few groups among threads. Returns 0, or -1 */
+static int attend_query(const step_attention *a, int64_t query) {
+    int64_t H = a->H, D = a->D, S = a->at + 1, b = query / H, g = query % H, h = g / (H / a->KVH);
+    float *scores = malloc(sizeof(float) * S);
+    if (!scores) return -1;
+    attend_group(a->q + query * D, D, a->k + b * a->kb + h * a->kh, a->v + b * a->vb + h * a->vh,
+                 a->mask ? a->mask + b * S : 0, 1, S, D, a->ks, a->vs, a->scale, scores, a->out + query * D);
+    free(scores);
+    return 0;
 }
 
 /* Tasks [first, last) of thread t of T: a share each where there are at least two per thread, else all on the
@@ -339,7 +357,8 @@ typedef struct {
 /* Thread t of T's part of one block applied to one new position of each row, y (B, C) from x (B, C) (y may be
  * x), inside a parallel region: the operations of PyTorch's path in their order, so the same numbers,
  *
- *   h = norm1(x); qkv = h·Wqkvᵀ; a = attention (`decode_task`: the cache written at `at`); y = x + a·Woᵀ;
+ *   h = norm1(x); qkv = h·Wqkvᵀ; a = attention (`decode_write`: the cache written at `at`; `attend_query`);
+ *   y = x + a·Woᵀ;
  *   h = norm2(y); gu = h·Wguᵀ; y = y + (silu(gate)·up)·Wdownᵀ
  *
  * with a barrier between them. A row's norms and sums are its thread's (r ≡ t mod T) */
@@ -354,8 +373,10 @@ static void block_part(const folio_block *w, const float *x, float *y, int64_t B
     linear_share(&w->qkv, h, B, qkv, t, T);
 #pragma omp barrier
     task_share(B * KVH, t, T, &first, &last);
-    for (int64_t task = first; task < last; task++)
-        if (decode_task(s, task)) {
+    for (int64_t task = first; task < last; task++) decode_write(s, task);
+#pragma omp barrier
+    for (int64_t query = B * H * t / T; query < B * H * (t + 1) / T; query++)  /* (one row's 9 heads: 5 and 4) */
+        if (attend_query(s, query)) {
 #pragma omp atomic write
             *failed = 1;
         }

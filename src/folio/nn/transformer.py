@@ -171,7 +171,7 @@ def decode_blocks(blocks: list[TransformerBlock], x: Tensor, mask: Tensor | None
     threads anew, in one parallel region, with the same numbers. Returns the last block's output and the caches
     with the new position; None where the kernel does not take these blocks or inputs (nothing is written)."""
     layers = [block._kernel_layers() for block in blocks]
-    if None in layers or (library := kernels.for_inputs(x)) is None:
+    if not layers or None in layers or (library := kernels.for_inputs(x)) is None:
         return None
     attention = blocks[0].self_attn
     if (inputs := attention.decode_inputs(x.size(0), mask, caches[0], positions)) is None:
