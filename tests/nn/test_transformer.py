@@ -455,8 +455,8 @@ def _block_steps(block: TransformerBlock, prompt: Tensor, own: Tensor, steps: Te
 def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monkeypatch):
     """Without gradients, a decoding step through a Llama block with quantized layers is one call of Folio's
     kernel (`folio_decode_blocks`): the outputs and the cache of the layers' path, for one row and for a batch
-    whose rows sit at different positions, across the cache's doubling. A block with biases, or asked for its
-    attention weights, runs its layers; new weights loaded into the block are the ones the kernel reads."""
+    whose rows sit at different positions, across the cache's doubling. A block with biases, asked for its
+    attention weights, or given as many rows as the layers multiply by GEMM, runs its layers; new weights loaded into the block are the ones the kernel reads."""
     from folio.nn import kernels
 
     calls = _kernel_calls(monkeypatch, "folio_decode_blocks", lambda args: (args[1], args[3], args[15]))  # (n, B, position)
@@ -490,6 +490,7 @@ def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monk
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
     calls.clear()
     _block_steps(_llama_block(bias=True), prompt, own, steps)
+    _block_steps(block, torch.randn(64, 5, 64), torch.ones(64, 5, dtype=torch.bool), steps[:, :1].expand(64, 1, 64))  # GEMM's rows
     with torch.no_grad():
         _, extras = block(prompt, causal=True)
         block(steps[:, :1], cache={"self": KVCache.growing(extras["self"])}, need_weights=True)

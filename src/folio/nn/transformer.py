@@ -169,9 +169,13 @@ def decode_blocks(blocks: list[TransformerBlock], x: Tensor, mask: Tensor | None
     cache, in one call of Folio's kernel (`folio_decode_blocks`), where the blocks are Llama's with quantized
     layers (`TransformerBlock._kernel_layers`): their ~20 operations a block, each of which would start the CPU's
     threads anew, in one parallel region, with the same numbers. Returns the last block's output and the caches
-    with the new position; None where the kernel does not take these blocks or inputs (nothing is written)."""
+    with the new position; None where the kernel does not take these blocks or inputs (nothing is written), and
+    for as many rows as the quantized layers multiply by float32 GEMM (`folio.nn.quant.GEMM_ROWS`), faster there
+    than the kernel's tiles of 8 rows."""
+    from folio.nn.quant import GEMM_ROWS
+
     layers = [block._kernel_layers() for block in blocks]
-    if not layers or None in layers or (library := kernels.for_inputs(x)) is None:
+    if not layers or None in layers or x.size(0) >= GEMM_ROWS or (library := kernels.for_inputs(x)) is None:
         return None
     attention = blocks[0].self_attn
     if (inputs := attention.decode_inputs(x.size(0), mask, caches[0], positions)) is None:
