@@ -15,7 +15,7 @@ from folio.nn.masks import causal_mask, lengths_to_mask
 from folio.nn.multihead_attention import MultiHeadAttention, reference_attention, scaled_dot_product_attention
 from folio.nn.norms import RMSNorm
 from folio.nn.positions import PositionalEncoding, RotaryEmbedding, sinusoidal_positions
-from folio.nn.transformer import TransformerBlock, fuse_projections
+from folio.nn.transformer import TransformerBlock, decode_blocks, fuse_projections
 
 
 @pytest.mark.parametrize("dim", [8, 7, 1])
@@ -434,9 +434,11 @@ def _llama_block(bias: bool = False) -> TransformerBlock:
     return fuse_projections(block).eval()
 
 
-def _block_steps(block: TransformerBlock, prompt: Tensor, own: Tensor, steps: Tensor) -> tuple[Tensor, KVCache]:
+def _block_steps(block: TransformerBlock, prompt: Tensor, own: Tensor, steps: Tensor,
+                 fused: bool = True) -> tuple[Tensor, KVCache]:
     """`block` reads `prompt` (B, P, C), each row's own positions `own` (B, P) right-aligned, then decodes `steps`
-    (B, T, C) one position at a time with a growing cache, as GPT._run drives it."""
+    (B, T, C) one position at a time with a growing cache, as GPT._run drives it: through `decode_blocks` where it
+    takes the step (`fused`), else through the block's layers."""
     batch = prompt.size(0)
     with torch.no_grad():
         rows = (own.cumsum(1) - 1).clamp(min=0)
@@ -445,18 +447,22 @@ def _block_steps(block: TransformerBlock, prompt: Tensor, own: Tensor, steps: Te
         cache, mask, outs = KVCache.growing(extras["self"], limit=128), own, []
         for t in range(steps.size(1)):
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
-            out, extras = block(steps[:, t : t + 1], mask[:, None, None, :], causal=True, cache={"self": cache},
-                                positions=mask.sum(1, keepdim=True) - 1)
-            cache = extras["self"]
+            x, key_mask, positions = steps[:, t : t + 1], mask[:, None, None, :], mask.sum(1, keepdim=True) - 1
+            done = decode_blocks([block], x, key_mask, [cache], positions) if fused else None
+            if done is None:
+                out, extras = block(x, key_mask, causal=True, cache={"self": cache}, positions=positions)
+                cache = extras["self"]
+            else:
+                out, (cache,) = done
             outs.append(out)
         return torch.cat(outs, dim=1), cache
 
 
 def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monkeypatch):
     """Without gradients, a decoding step through a Llama block with quantized layers is one call of Folio's
-    kernel (`folio_decode_blocks`): the outputs and the cache of the layers' path, for one row and for a batch
-    whose rows sit at different positions, across the cache's doubling. A block with biases, asked for its
-    attention weights, or given as many rows as the layers multiply by GEMM, runs its layers; new weights loaded into the block are the ones the kernel reads."""
+    kernel (`decode_blocks`): the outputs and the cache of the layers' path, for one row and for a batch whose
+    rows sit at different positions, across the cache's doubling. A block with biases, or as many rows as the
+    layers multiply by GEMM, runs its layers; new weights loaded into the block are the ones the kernel reads."""
     from folio.nn import kernels
 
     calls = _kernel_calls(monkeypatch, "folio_decode_blocks", lambda args: (args[1], args[3], args[15]))  # (n, B, position)
@@ -465,9 +471,7 @@ def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monk
         prompt, steps = torch.randn(batch, 5, 64), torch.randn(batch, 70, 64)
         own = torch.tensor([[True] * 5, [False, False, True, True, True]][:batch])  # row 1: 3 positions of its own
         fused_out, fused_cache = _block_steps(block, prompt, own, steps)
-        with monkeypatch.context() as patch:
-            patch.setattr(TransformerBlock, "_decode_step", lambda *args: None)
-            plain_out, plain_cache = _block_steps(block, prompt, own, steps)
+        plain_out, plain_cache = _block_steps(block, prompt, own, steps, fused=False)
         torch.testing.assert_close(fused_out, plain_out, atol=1e-5, rtol=1e-5)
         assert fused_out.abs().max() > 0.1  # (a real output, not zeros on both sides)
         for a, b in zip(fused_cache, plain_cache, strict=True):
@@ -483,15 +487,10 @@ def test_a_llama_blocks_decoding_step_in_one_kernel_call_matches_its_layers(monk
     state["norm2.weight"] = state["norm2.weight"] * 2
     block.load_state_dict(state, assign=True)  # a new tensor for the norm: the kernel must read it
     after, _ = _block_steps(block, prompt, own, steps)
-    with monkeypatch.context() as patch:
-        patch.setattr(TransformerBlock, "_decode_step", lambda *args: None)
-        expected, _ = _block_steps(block, prompt, own, steps)
+    expected, _ = _block_steps(block, prompt, own, steps, fused=False)
     assert len(calls) == 6 and not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
     calls.clear()
     _block_steps(_llama_block(bias=True), prompt, own, steps)
-    _block_steps(block, torch.randn(64, 5, 64), torch.ones(64, 5, dtype=torch.bool), steps[:, :1].expand(64, 1, 64))  # GEMM's rows
-    with torch.no_grad():
-        _, extras = block(prompt, causal=True)
-        block(steps[:, :1], cache={"self": KVCache.growing(extras["self"])}, need_weights=True)
+    _block_steps(block, torch.randn(64, 5, 64), torch.ones(64, 5, dtype=torch.bool), steps[:, :1].expand(64, 1, 64))
     assert calls == []

@@ -2,7 +2,7 @@
 `quant_gemm.c` (block-quantized weights times float32 activations) and `decode_step.c` (a decoding step's small
 operations: RMSNorm, rotary positions, attention with one query per head over a key/value cache (and the
 three together, with the cache's write, after a fused projection), the gated feed-forward's silu(gate)·up,
-greedy choices, and a whole Llama block with quantized layers in one call).
+greedy choices, and a step through a model's Llama blocks with quantized layers in one call).
 
 The C files are compiled once per machine and source (`-O3 -march=native -fopenmp`, about a second) into Folio's
 cache (`$FOLIO_CACHE`, else `$XDG_CACHE_HOME/folio`, else `~/.cache/folio`) as `kernels-<hash>.so`, written
@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -184,10 +185,24 @@ def for_inputs(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     return load()
 
 
+_SCRATCH = threading.local()
+
+
+def scratch(size: int) -> torch.Tensor:
+    """This thread's float32 buffer of at least `size` numbers, kept between calls, for work that is done with it
+    when the call returns (dequantized weights, a decoding step's activations): a fresh 7 MB buffer a product is
+    fresh pages from the kernel, and a prompt's products then took 1.7x longer than their kernels' (SmolLM2, 31
+    tokens: 280 ms against 166)."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < size:
+        buffer = _SCRATCH.buffer = torch.empty(size)
+    return buffer
+
+
 def available() -> tuple[bool, str]:
     """(whether Folio's kernels run on this machine, why not)."""
     library, reason = _build()
     return library is not None, reason
 
 
-__all__ = ["Block", "Linear", "available", "cpu_supported", "load", "release_workers", "threads"]
+__all__ = ["Block", "Linear", "available", "cpu_supported", "load", "release_workers", "scratch", "threads"]

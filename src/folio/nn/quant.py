@@ -28,7 +28,6 @@ weight format runs a decoding step fastest on this CPU.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Sequence
 
@@ -79,7 +78,7 @@ class QuantizedLinear(nn.Module):
                                             self.out_features, y.data_ptr(), kernels.threads())
         else:  # many rows (a prompt), or no kernels: float32 products of the weight a chunk of rows at a time
             x = x.reshape(rows, shape[-1])
-            scratch = _scratch(min(self.out_features, _GEMM_CHUNK) * self.in_features)
+            scratch = kernels.scratch(min(self.out_features, _GEMM_CHUNK) * self.in_features)
             parts = [F.linear(x, self.dequantized(start, start + _GEMM_CHUNK, scratch))
                      for start in range(0, self.out_features, _GEMM_CHUNK)]
             y = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).view(*shape[:-1], self.out_features)
@@ -141,19 +140,6 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(size: int) -> Tensor:
-    """This thread's float32 buffer of at least `size` numbers for dequantized weights, kept between calls: a
-    fresh 7 MB buffer a product is fresh pages from the kernel, and a prompt's products then took 1.7x longer
-    than their kernels' (SmolLM2, 31 tokens: 280 ms against 166)."""
-    buffer = getattr(_SCRATCH, "buffer", None)
-    if buffer is None or buffer.numel() < size:
-        buffer = _SCRATCH.buffer = torch.empty(size)
-    return buffer
 
 
 def _chunks(weight: Tensor | Iterable[Tensor]) -> Iterable[Tensor]:

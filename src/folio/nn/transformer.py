@@ -16,7 +16,6 @@ against the scores (B, heads, T_query, T_key); a key-padding mask (B, S) becomes
 from __future__ import annotations
 
 import ctypes
-import threading
 
 import torch
 from torch import Tensor, nn
@@ -99,9 +98,6 @@ class TransformerBlock(nn.Module):
         """x (B, T, C) → (B, T, C) and a dict with the new `self`/`cross` caches and, when asked,
         `self_weights`/`cross_weights` (B, h, T, S). `positions` (B, T): rotary positions per row."""
         cache = cache or {}
-        if x.size(1) == 1 and isinstance(cache.get("self"), KVCache) and not (need_weights or self.training) and \
-                memory is None and (done := self._decode_step(x, mask, cache["self"], positions)) is not None:
-            return done
         x, (self_weights, self_cache) = self._sublayer(
             x, self.norm1, lambda h: self.self_attn(h, mask=mask, causal=causal, cache=cache.get("self"),
                                                     need_weights=need_weights, positions=positions))
@@ -116,20 +112,11 @@ class TransformerBlock(nn.Module):
         x, _ = self._sublayer(x, self.norm2, lambda h: (self.ff(h),))
         return x, extras
 
-    def _decode_step(self, x: Tensor, mask: Tensor | None, cache: KVCache,
-                     positions: Tensor | None) -> tuple[Tensor, dict] | None:
-        """A decoding step (x (B, 1, C)) through this block in one kernel call (`decode_blocks`); None where the
-        kernel does not take it: `forward` then runs its layers."""
-        if (done := decode_blocks([self], x, mask, [cache], positions)) is None:
-            return None
-        y, (cache,) = done
-        return y, {"self": cache, "self_weights": None}
-
     def _kernel_layers(self) -> kernels.Block | None:
         """This block as `folio_decode_blocks` reads it, or None where it is not Llama's (pre-norm RMSNorm, rotary
         self-attention, SwiGLU) with fused quantized projections and no biases. Kept while the four quantized
         layers are the same modules: moving the block (`to`) or loading weights into it drops it (`_apply`,
-        `_forget_kernel_layers`), and it holds the tensors it points to, so that it never points to freed memory."""
+        `_load_from_state_dict`), and it holds the tensors it points to, so that it never points to freed memory."""
         from folio.nn.quant import QuantizedLinear
 
         attention, ff = self.self_attn, self.ff
@@ -174,15 +161,19 @@ def decode_blocks(blocks: list[TransformerBlock], x: Tensor, mask: Tensor | None
     than the kernel's tiles of 8 rows."""
     from folio.nn.quant import GEMM_ROWS
 
-    layers = [block._kernel_layers() for block in blocks]
-    if not layers or None in layers or x.size(0) >= GEMM_ROWS or (library := kernels.for_inputs(x)) is None:
+    if not blocks or x.size(0) >= GEMM_ROWS or (library := kernels.for_inputs(x)) is None:
         return None
+    layers = []
+    for block in blocks:
+        if (layer := block._kernel_layers()) is None:
+            return None
+        layers.append(layer)
     attention = blocks[0].self_attn
     if (inputs := attention.decode_inputs(x.size(0), mask, caches[0], positions)) is None:
         return None
     arguments, mask, first = inputs  # (mask: kept alive through the call)
     keys, values = first.buffers
-    layout = (keys.stride(), values.stride(), keys.shape, values.shape)
+    layout = (keys.stride(), values.stride(), keys.shape, values.shape, keys.dtype, values.dtype)
     grown = [first]
     for block, cache in zip(blocks[1:], caches[1:], strict=True):
         # the other blocks read the same rotary rows at the same position, into caches laid out as the first's
@@ -190,30 +181,20 @@ def decode_blocks(blocks: list[TransformerBlock], x: Tensor, mask: Tensor | None
             return None
         cache = cache.with_room(1)
         k, v = cache.buffers
-        if (k.stride(), v.stride(), k.shape, v.shape) != layout or k.dtype != keys.dtype or v.dtype != values.dtype:
+        if (k.stride(), v.stride(), k.shape, v.shape, k.dtype, v.dtype) != layout:
             return None
         grown.append(cache)
     if not x.is_contiguous():
         x = x.contiguous()
     y, batch, count = torch.empty_like(x), x.size(0), len(blocks)
     widest = max(2 * b.C + (b.H + 2 * b.KVH) * b.D + 2 * b.H * b.D + 3 * b.F for b in layers)
-    scratch = _block_scratch(batch * widest)
     pointers = (ctypes.c_void_p * count)(*map(ctypes.addressof, layers))
     buffers = [cache.buffers for cache in grown]
-    keys = (ctypes.c_void_p * count)(*(k.data_ptr() for k, _ in buffers))
-    values = (ctypes.c_void_p * count)(*(v.data_ptr() for _, v in buffers))
+    key_buffers = (ctypes.c_void_p * count)(*(k.data_ptr() for k, _ in buffers))
+    value_buffers = (ctypes.c_void_p * count)(*(v.data_ptr() for _, v in buffers))
     # (arguments: the rotary rows and their stride, the first cache's buffers, the strides, the position, the mask)
-    if library.folio_decode_blocks(pointers, count, x.data_ptr(), batch, *arguments[:3], keys, values,
-                                   *arguments[5:], scratch.data_ptr(), y.data_ptr(), kernels.threads()):
+    if library.folio_decode_blocks(pointers, count, x.data_ptr(), batch, *arguments[:3], key_buffers, value_buffers,
+                                   *arguments[5:], kernels.scratch(batch * widest).data_ptr(), y.data_ptr(),
+                                   kernels.threads()):
         return None
     return y, [cache.advanced(1) for cache in grown]
-
-_SCRATCH = threading.local()
-
-
-def _block_scratch(size: int) -> Tensor:
-    """This thread's float32 scratch of at least `size` numbers for `folio_decode_blocks`, kept between calls."""
-    buffer = getattr(_SCRATCH, "buffer", None)
-    if buffer is None or buffer.numel() < size:
-        buffer = _SCRATCH.buffer = torch.empty(size)
-    return buffer
