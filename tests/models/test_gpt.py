@@ -31,6 +31,28 @@ def test_cached_generation_equals_uncached_token_for_token(positions):
     assert state.length == 23
 
 
+def test_a_reserved_state_steps_without_growing_and_gives_the_same_logits():
+    """`reserve` makes each cache's room for the whole text at once (no doubling, whose copy holds two buffers),
+    up to the context; the steps through it give the logits of steps through a cache that doubles."""
+    gpt = _gpt(positions="rope", context=200)
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    with torch.no_grad():
+        logits, state = gpt(prompt)
+        reserved = gpt.reserve(state, 3 + 90)
+        buffers = [cache.buffers[0] for cache in reserved.caches]
+        assert [b.size(2) for b in buffers] == [93, 93] and reserved.length == 3
+        assert gpt.reserve(reserved, 50).caches[0] is reserved.caches[0]  # room enough already: the same cache
+        assert gpt.reserve(state, 10_000).caches[0].buffers[0].size(2) == 200  # no more than the context
+        doubling = state
+        for _ in range(90):  # past 64 positions: the plain state's caches double once
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            reserved_logits, reserved = gpt(token, reserved)
+            logits, doubling = gpt(token, doubling)
+            torch.testing.assert_close(reserved_logits, logits, rtol=1e-5, atol=1e-6)
+    assert all(cache.buffers[0] is b for cache, b in zip(reserved.caches, buffers, strict=True))
+    assert doubling.caches[0].buffers[0].size(2) == 128 and reserved.length == doubling.length == 93
+
+
 @pytest.mark.parametrize("positions", ["learned", "rope"])
 def test_the_window_slides_past_the_context(positions):
     gpt = _gpt(context=8, positions=positions)

@@ -19,7 +19,8 @@ The language models (`folio lm`) share one contract, so no caller asks which fam
 `kind` says what it predicts ("causal": the next token, and it generates; "masked": masked tokens, BERT;
 "bidirectional": both directions, ELMo's biLM); a causal model's `forward(ids, state=None, last_only=False)`
 returns (logits, state), `merge_states`/`select_state` batch its states (and a Transformer's `read_prompts` reads
-several prompts in one pass, as they would merge), `rewind(state, length)` cuts a
+several prompts in one pass, as they would merge), `reserve(state, positions)` makes a state's room for a text of
+that many positions at once (a Transformer's cache; a recurrent state as it is), `rewind(state, length)` cuts a
 Transformer's cache back (None for a recurrent state), `stateful` says whether its state can be carried from one
 training window to the next (`--stateful`: a recurrent model), and `attention_weights(ids)` gives a Transformer's
 attention (None for a recurrent model).

@@ -116,6 +116,7 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
         metadata, tensors = read_gguf_stored(path)
         tok = PretrainedLMTokenizer.from_gguf_metadata(metadata, path) if tokenizer else None
         config = gguf_config(metadata, set(tensors), path)
+        del metadata  # its vocabulary's Python strings (~10 MB): freed here, their heap pages go back below
     config = replace(config, dropout=dropout)
     with low_peak_memory():  # a measurement, then tensor by tensor: the converted weights stay and the rest goes
         kind, note = choose_dtype(dtype, tensors, config)
@@ -124,9 +125,9 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
         used = _load_quantized(model, tensors, path, kind) if kind in QUANTIZED_KINDS else set()
         compute = COMPUTE_DTYPE.get(kind, dtype if isinstance(dtype, torch.dtype) else torch.float32)
         model.load_state_dict(_file_state(model, tensors, path, compute, used), strict=not used, assign=True)
+        rotary = RotaryEmbedding(config.head_dim, config.context, config.rope_base).to(compute)  # derived: not in the file
     if config.tied and kind not in QUANTIZED_KINDS:
         model.head.weight = model.embedding.weight  # assign=True gave the head a Parameter of its own
-    rotary = RotaryEmbedding(config.head_dim, config.context, config.rope_base).to(compute)  # derived: not in the file
     for block in model.blocks:
         block.self_attn.rotary = rotary
     model.dtype_note = note

@@ -96,6 +96,11 @@ class RNNLanguageModel(nn.Module):
             return tuple(t.index_select(1, rows) for t in state)
         return state.index_select(1, rows)
 
+    @staticmethod
+    def reserve(state: State, positions: int) -> State:
+        """The state itself: a recurrent state does not grow with the text."""
+        return state
+
     def loss(self, batch, state: State | None = None) -> tuple[Tensor, State]:
         """Mean cross-entropy in nats per token, and the final state (for stateful training)."""
         logits, state = self(batch.inputs, state)

@@ -31,14 +31,19 @@ class KVCache:
         self.limit = limit
 
     @classmethod
-    def growing(cls, cache: KVCache | tuple[Tensor, Tensor], room: int = 1, limit: int | None = None) -> KVCache:
+    def growing(cls, cache: KVCache | tuple[Tensor, Tensor], room: int = 1, limit: int | None = None,
+                capacity: int | None = None) -> KVCache:
         """`cache` as a growing cache with room for at least `room` more positions (itself if it is one);
-        `limit`: the most positions it will ever hold (a model's context), so the doubling stops there."""
-        if isinstance(cache, KVCache):
+        `limit`: the most positions it will ever hold (a model's context), so the doubling stops there.
+        `capacity`: room for that many positions in all, allocated now (a copy of a growing cache with less),
+        instead of the doubling's."""
+        if isinstance(cache, KVCache) and (capacity is None or cache._keys.size(2) >= capacity):
             return cache
         keys, values = cache
         length = keys.size(2)
-        capacity = max(min(max(2 * length, 64), limit or 1 << 62), length + room)
+        if capacity is None:
+            capacity = min(max(2 * length, 64), limit or 1 << 62)
+        capacity = max(capacity, length + room)
         buffers = [t.new_empty(*t.shape[:2], capacity, t.size(3)) for t in (keys, values)]
         for buffer, t in zip(buffers, (keys, values), strict=True):
             buffer[:, :, :length] = t

@@ -159,6 +159,8 @@ class LanguageModel:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         logits, state = self.model(ids, last_only=True)
+        # the cache's room for the whole text at once: growing by doubling holds two copies at its peak
+        state = self.model.reserve(state, ids.size(1) + max_new_tokens + (prompt_lookup_num_tokens or 0))
         stoppers = [StopStrings(stop) for _ in range(num_samples)]
         eos = self.vocab.eos_id if stop_at_eos else None
 
