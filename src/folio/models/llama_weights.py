@@ -116,7 +116,7 @@ def load_pretrained(source: str | Path, dtype: torch.dtype | str = torch.float32
         metadata, tensors = read_gguf_stored(path)
         tok = PretrainedLMTokenizer.from_gguf_metadata(metadata, path) if tokenizer else None
         config = gguf_config(metadata, set(tensors), path)
-        del metadata  # its vocabulary's Python strings (~10 MB): freed here, their heap pages go back below
+        del metadata  # its vocabulary's Python strings: freed here, their heap pages go back at the block's end
     config = replace(config, dropout=dropout)
     with low_peak_memory():  # a measurement, then tensor by tensor: the converted weights stay and the rest goes
         kind, note = choose_dtype(dtype, tensors, config)
